@@ -1,0 +1,40 @@
+"""Shared fixtures: the base images built by tools/make-fixtures and fresh copies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(os.environ.get("ORCA_FIXTURES", "/var/cache/orca-fixtures"))
+
+
+def _fixture_layout(name: str) -> Path:
+    path = FIXTURES / name
+    if not (path / "index.json").is_file():
+        pytest.fail(f"fixture {path} missing: run tools/make-fixtures as root")
+    return path
+
+
+@pytest.fixture
+def busybox_layout(tmp_path) -> Path:
+    """A private copy of the busybox layout (tag 'latest')."""
+    dest = tmp_path / "busybox"
+    shutil.copytree(_fixture_layout("busybox"), dest)
+    return dest
+
+
+@pytest.fixture
+def debian_layout(tmp_path) -> Path:
+    """A private copy of the mmdebstrap bookworm layout (tag 'bookworm')."""
+    dest = tmp_path / "debian"
+    shutil.copytree(_fixture_layout("debian"), dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def debian_layout_ro() -> Path:
+    """The shared read-only bookworm layout, for tests that only read it."""
+    return _fixture_layout("debian")
