@@ -1,0 +1,158 @@
+"""Layer (de)compression: gzip, zstd or none, as streams.
+
+Layers run to hundreds of megabytes, so everything here streams in large
+chunks and never holds a whole blob.  gzip goes through the fastest
+zlib-compatible module that is installed (python-isal and zlib-ng are 2-4x
+faster than stdlib zlib and expose the same compressobj/decompressobj API).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+from typing import BinaryIO
+
+import zstandard
+
+from . import mediatypes
+from .errors import LayerError
+
+ALGORITHMS = ("gzip", "zstd", "none")
+
+CHUNK = 1 << 20
+GZIP_LEVEL = 6  # klauspost/pgzip's default, what umoci writes
+
+# zlib-compatible modules, fastest first (measured on deflate of a Debian rootfs
+# tar: isal ~4x, zlib-ng ~2.5x stdlib zlib for level 6; decompression likewise).
+_ZLIB_MODULES = ("isal.isal_zlib", "zlib_ng.zlib_ng", "zlib")
+
+
+def _fastest_zlib():
+    for name in _ZLIB_MODULES:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImportError("no zlib module")
+
+
+_zlib = _fastest_zlib()
+
+
+class _GzipReader(io.RawIOBase):
+    """Decompresses a (possibly multi-member) gzip stream."""
+
+    def __init__(self, fileobj: BinaryIO):
+        self._src = fileobj
+        self._dec = _zlib.decompressobj(16 + _zlib.MAX_WBITS)
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._buf and not self._eof:
+            self._fill()
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def _fill(self) -> None:
+        if self._dec.eof:
+            rest = self._dec.unused_data
+            if not rest:
+                rest = self._src.read(CHUNK)
+                if not rest:
+                    self._eof = True
+                    return
+            # Another gzip member follows (pigz/pgzip may write several).
+            self._dec = _zlib.decompressobj(16 + _zlib.MAX_WBITS)
+            self._buf = self._dec.decompress(rest, CHUNK)
+            return
+        if self._dec.unconsumed_tail:
+            self._buf = self._dec.decompress(self._dec.unconsumed_tail, CHUNK)
+            return
+        data = self._src.read(CHUNK)
+        if not data:
+            raise LayerError("gzip layer stream is truncated")
+        self._buf = self._dec.decompress(data, CHUNK)
+
+
+class _GzipWriter:
+    def __init__(self, fileobj: BinaryIO):
+        self._dst = fileobj
+        self._comp = _zlib.compressobj(GZIP_LEVEL, _zlib.DEFLATED, 16 + _zlib.MAX_WBITS)
+
+    def write(self, data) -> int:
+        out = self._comp.compress(data)
+        if out:
+            self._dst.write(out)
+        return len(data)
+
+    def close(self) -> None:
+        if self._comp is not None:
+            self._dst.write(self._comp.flush())
+            self._comp = None
+
+
+class _PlainWriter:
+    def __init__(self, fileobj: BinaryIO):
+        self._dst = fileobj
+
+    def write(self, data) -> int:
+        return self._dst.write(data)
+
+    def close(self) -> None:
+        pass
+
+
+class _Writer:
+    """Context manager wrapper; closing flushes but leaves fileobj open."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def write(self, data) -> int:
+        return self._inner.write(data)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
+
+def reader(fileobj: BinaryIO, media_type: str) -> BinaryIO:
+    """An uncompressed stream over a layer blob of the given media type."""
+    algorithm = mediatypes.layer_compression(media_type)
+    if algorithm == "gzip":
+        return io.BufferedReader(_GzipReader(fileobj), CHUNK)
+    if algorithm == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(
+            fileobj, read_size=CHUNK, read_across_frames=True, closefd=False
+        )
+    return fileobj
+
+
+def writer(fileobj: BinaryIO, algorithm: str) -> _Writer:
+    """A context-managed writer compressing into fileobj (left open)."""
+    if algorithm == "gzip":
+        return _Writer(_GzipWriter(fileobj))
+    if algorithm == "zstd":
+        return _Writer(zstandard.ZstdCompressor(level=3).stream_writer(fileobj, closefd=False))
+    if algorithm == "none":
+        return _Writer(_PlainWriter(fileobj))
+    raise LayerError(f"unknown compression {algorithm!r} (expected one of {', '.join(ALGORITHMS)})")
+
+
+def media_type_for(algorithm: str) -> str:
+    """The OCI layer media type for a compression algorithm."""
+    if algorithm not in ALGORITHMS:
+        raise LayerError(f"unknown compression {algorithm!r} (expected one of {', '.join(ALGORITHMS)})")
+    return {"gzip": mediatypes.LAYER_GZIP, "zstd": mediatypes.LAYER_ZSTD, "none": mediatypes.LAYER}[algorithm]
