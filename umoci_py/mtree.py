@@ -1,0 +1,398 @@
+"""go-mtree manifests of a rootfs, byte-compatible with what umoci writes.
+
+umoci records the unpacked rootfs with go-mtree's Walk and finds the changes
+to repack with Check; we write the same text (so umoci 0.4.7 can repack our
+bundles) and read umoci's (so we can repack its bundles).  Hashing every file
+is the slow part, so a DigestCache remembers digests by (inode, size, mtime,
+ctime) between the unpack and the repack.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import posixpath
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+
+from . import unpriv
+from .errors import BundleError
+
+KEYWORDS = ("size", "type", "uid", "gid", "mode", "link", "nlink", "tar_time", "sha256digest", "xattr")
+
+# go-mtree's defaultSetKeyVals and SetKeywords, in its order.
+_SET_DEFAULTS = (("type", "file"), ("nlink", "1"), ("mode", "0664"))
+_SET_KEYWORDS = ("uid", "gid")
+
+_TYPES = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "link",
+    stat.S_IFCHR: "char",
+    stat.S_IFBLK: "block",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+}
+
+# govis with VisWhite|VisOctal|VisGlob: everything but printable ASCII, plus
+# backslash and the glob characters, becomes a three-digit octal escape.
+_PLAIN = frozenset(range(0x21, 0x7F)) - frozenset(b"\\*?[#")
+CHUNK = 1 << 20
+
+
+def vis(name: str) -> str:
+    return "".join(chr(b) if b in _PLAIN else f"\\{b:03o}" for b in os.fsencode(name))
+
+
+def unvis(text: str) -> str:
+    raw = text.encode("utf-8", "surrogateescape")
+    out = bytearray()
+    i = 0
+    simple = {ord("n"): 10, ord("t"): 9, ord("s"): 32, ord("\\"): 92, ord("r"): 13, ord("b"): 8,
+              ord("a"): 7, ord("v"): 11, ord("f"): 12, ord("0"): 0, ord("E"): 27}
+    while i < len(raw):
+        c = raw[i]
+        if c != 0x5C or i + 1 >= len(raw):
+            out.append(c)
+            i += 1
+            continue
+        nxt = raw[i + 1]
+        digits = raw[i + 1:i + 4]
+        if len(digits) == 3 and all(0x30 <= d <= 0x37 for d in digits):
+            out.append(int(digits, 8) & 0xFF)
+            i += 4
+        elif nxt == ord("M") and raw[i + 2:i + 3] == b"-":
+            out.append(raw[i + 3] | 0x80)
+            i += 4
+        elif nxt == ord("M") and raw[i + 2:i + 3] == b"^":
+            out.append((0x7F if raw[i + 3] == ord("?") else raw[i + 3] & 0x1F) | 0x80)
+            i += 4
+        elif nxt == ord("^"):
+            out.append(0x7F if raw[i + 2] == ord("?") else raw[i + 2] & 0x1F)
+            i += 3
+        elif nxt in simple:
+            out.append(simple[nxt])
+            i += 2
+        else:
+            out.append(nxt)
+            i += 2
+    return os.fsdecode(bytes(out))
+
+
+@dataclass
+class Entry:
+    path: str  # relative to the root, "." for the root itself
+    keywords: dict[str, str] = field(default_factory=dict)  # without xattr.* when absent
+
+    @property
+    def type(self) -> str:
+        return self.keywords.get("type", "file")
+
+
+@dataclass
+class Delta:
+    path: str
+    kind: str  # "modified" | "extra" | "missing"
+
+
+class DigestCache:
+    """sha256 of regular files keyed by path, valid while the inode, size,
+    mtime and ctime are unchanged (the kernel updates ctime on any write)."""
+
+    VERSION = 1
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[int, int, int, int, str]] = {}
+
+    @staticmethod
+    def _key(st: os.stat_result) -> tuple[int, int, int, int]:
+        return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    def lookup(self, rel: str, st: os.stat_result) -> str | None:
+        entry = self.files.get(rel)
+        if entry is not None and entry[:4] == self._key(st):
+            return entry[4]
+        return None
+
+    def put(self, rel: str, st: os.stat_result, digest: str) -> None:
+        self.files[rel] = (*self._key(st), digest)
+
+    def discard_tree(self, rel: str) -> None:
+        self.files.pop(rel, None)
+        prefix = rel + "/" if rel else ""
+        if any(k.startswith(prefix) for k in self.files):
+            for k in [k for k in self.files if k.startswith(prefix)]:
+                del self.files[k]
+
+    def save(self, path: str | os.PathLike) -> None:
+        tmp = f"{os.fspath(path)}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"version": self.VERSION, "files": self.files}, f, separators=(",", ":"))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DigestCache":
+        """The saved cache, or an empty one if it is missing or unusable
+        (it only ever saves work, so a bad one is simply dropped)."""
+        cache = cls()
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+            if doc.get("version") == cls.VERSION:
+                cache.files = {k: tuple(v) for k, v in doc["files"].items()}
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            pass
+        return cache
+
+
+class Manifest:
+    def __init__(self, entries: list[Entry], tree: str = ""):
+        self.entries = entries
+        self.tree = tree
+
+    def by_path(self) -> dict[str, Entry]:
+        return {e.path: e for e in self.entries}
+
+    def dump(self) -> str:
+        """go-mtree's text: header, /set lines when owners change, dirs
+        followed by their files, ".." when a directory ends."""
+        out = [
+            f"#{'user:':>15} {_user()}",
+            f"#{'machine:':>15} {socket.gethostname()}",
+            f"#{'tree:':>15} {self.tree}",
+            f"#{'date:':>15} {time.strftime('%a %b %e %H:%M:%S %Y')}",
+            f"#{'keywords:':>15} {','.join(KEYWORDS)}",
+        ]
+        cur_set: dict[str, str] | None = None
+        stack: list[str] = []
+        for e in self.entries:
+            parent = posixpath.dirname(e.path) if e.path != "." else None
+            if parent == "":
+                parent = "."
+            while stack and stack[-1] != parent:
+                stack.pop()
+                out.append("..")
+            if e.type == "dir":
+                out.append("")
+                out.append(f"# {e.path}")
+                owners = {k: e.keywords[k] for k in _SET_KEYWORDS if k in e.keywords}
+                if cur_set is None or any(cur_set.get(k) != v for k, v in owners.items()):
+                    cur_set = dict(_SET_DEFAULTS) | owners
+                    out.append("/set " + " ".join(f"{k}={v}" for k, v in cur_set.items()))
+                stack.append(e.path)
+            name = "." if e.path == "." else vis(posixpath.basename(e.path))
+            words = [f"{k}={v}" for k, v in e.keywords.items() if cur_set.get(k) != v]
+            line = " ".join([name] + words)
+            out.append(line if e.type == "dir" else "    " + line)
+        out.extend(".." for _ in stack)
+        return "\n".join(out) + "\n"
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def parse(text: str, source: str = "mtree manifest") -> Manifest:
+    entries: list[Entry] = []
+    cur_set: dict[str, str] = {}
+    cwd: list[str] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if words[0] == "/set":
+            cur_set.update(_keyvals(words[1:], source, lineno))
+            continue
+        if words[0] == "/unset":
+            for w in words[1:]:
+                if w == "all":
+                    cur_set.clear()
+                cur_set.pop(w, None)
+            continue
+        if words[0] == "..":
+            if not cwd:
+                raise BundleError(f"{source}:{lineno}: '..' outside of any directory")
+            cwd.pop()
+            continue
+        name = unvis(words[0])
+        keywords = dict(cur_set)
+        keywords.update(_keyvals(words[1:], source, lineno))
+        if "/" in name:  # a full path, which does not change the directory
+            path = posixpath.normpath(name)
+        elif not cwd:
+            path = name if name != "." else "."
+        else:
+            path = name if cwd[-1] == "." else f"{cwd[-1]}/{name}"
+        if path.startswith("./"):
+            path = path[2:]
+        if keywords.get("type") == "dir" and "/" not in name:
+            cwd.append(path)
+        entries.append(Entry(path, keywords))
+    return Manifest(entries)
+
+
+def _keyvals(words: list[str], source: str, lineno: int) -> dict[str, str]:
+    out = {}
+    for w in words:
+        key, sep, value = w.partition("=")
+        if not sep:
+            raise BundleError(f"{source}:{lineno}: keyword {w!r} has no value")
+        out[key] = unvis(value) if key == "link" else value
+    return out
+
+
+def _mode(st_mode: int) -> str:
+    perm = stat.S_IMODE(st_mode)
+    return f"0{perm:o}" if perm else "0"
+
+
+def walk(rootfs: str | os.PathLike, keywords=KEYWORDS, rootless: bool = True,
+         cache: DigestCache | None = None) -> Manifest:
+    """Manifest of rootfs in go-mtree walk order (a directory, its
+    non-directories, then its subdirectories, each group sorted bytewise).
+    Rootless: paths that deny us are opened temporarily and their original
+    modes recorded."""
+    root = os.fspath(rootfs)
+    entries: list[Entry] = []
+    with unpriv.Access(root) as access:
+        _walk_dir(access, "", keywords, rootless, cache, entries)
+    return Manifest(entries, root)
+
+
+def _walk_dir(access, rel, keywords, rootless, cache, entries) -> None:
+    st = os.lstat(access.host(rel))
+    entries.append(Entry(rel or ".", _keywords(access, rel, st, keywords, rootless, cache)))
+    names = unpriv.listdir(access, rel) if rootless else sorted(os.listdir(access.host(rel)), key=os.fsencode)
+    subdirs = []
+    for name in names:
+        child = f"{rel}/{name}" if rel else name
+        cst = os.lstat(access.host(child))
+        if stat.S_ISDIR(cst.st_mode):
+            subdirs.append(child)
+        else:
+            entries.append(Entry(child, _keywords(access, child, cst, keywords, rootless, cache)))
+    for child in subdirs:
+        _walk_dir(access, child, keywords, rootless, cache, entries)
+
+
+def _keywords(access, rel, st, keywords, rootless, cache) -> dict[str, str]:
+    path = access.host(rel)
+    kind = _TYPES[stat.S_IFMT(st.st_mode)]
+    out: dict[str, str] = {}
+    for kw in keywords:
+        if kw == "size":
+            out["size"] = str(st.st_size)
+        elif kw == "type":
+            out["type"] = kind
+        elif kw == "uid":
+            out["uid"] = str(st.st_uid)
+        elif kw == "gid":
+            out["gid"] = str(st.st_gid)
+        elif kw == "mode":
+            out["mode"] = _mode(access.original_mode(rel, st))
+        elif kw == "link":
+            if kind == "link":
+                out["link"] = vis(os.readlink(path))
+        elif kw == "nlink":
+            out["nlink"] = str(st.st_nlink)
+        elif kw == "tar_time":
+            out["tar_time"] = f"{st.st_mtime_ns // 1_000_000_000}.000000000"
+        elif kw == "sha256digest":
+            if kind == "file":
+                out["sha256digest"] = file_digest(access, rel, st, rootless, cache)
+        elif kw == "xattr":
+            for name, value in sorted(read_xattrs(access, rel, rootless).items()):
+                out[f"xattr.{name}"] = base64.b64encode(value).decode()
+        else:
+            raise BundleError(f"mtree keyword {kw!r} is not supported")
+    return out
+
+
+def read_xattrs(access: unpriv.Access, rel: str, rootless: bool = True) -> dict[str, bytes]:
+    path = access.host(rel)
+    call = access.call if rootless else (lambda _rel, fn, bits=0: fn())
+    out = {}
+    try:
+        names = call(rel, lambda: os.listxattr(path, follow_symlinks=False))
+    except OSError:  # ENOTSUP and friends: no xattrs
+        return out
+    for name in names:
+        try:
+            out[name] = call(rel, lambda n=name: os.getxattr(path, n, follow_symlinks=False), 0o400)
+        except OSError:
+            continue  # vanished, or not readable by us (trusted.*)
+    return out
+
+
+def file_digest(access: unpriv.Access, rel: str, st: os.stat_result, rootless: bool = True,
+                cache: DigestCache | None = None) -> str:
+    if cache is not None:
+        digest = cache.lookup(rel, st)
+        if digest is not None:
+            return digest
+    h = hashlib.sha256()
+    opener = unpriv.open_read if rootless else (lambda a, r: open(a.host(r), "rb", buffering=0))
+    with opener(access, rel) as f:
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+    digest = h.hexdigest()
+    if cache is not None:
+        cache.put(rel, os.lstat(access.host(rel)), digest)
+    return digest
+
+
+def compare(old: Manifest, new: Manifest) -> list[Delta]:
+    """go-mtree Check: entries changed in any keyword, only in new, only in old."""
+    olds, news = old.by_path(), new.by_path()
+    deltas = []
+    for path, n in news.items():
+        o = olds.get(path)
+        if o is None:
+            deltas.append(Delta(path, "extra"))
+        elif o.keywords != n.keywords:
+            deltas.append(Delta(path, "modified"))
+    deltas.extend(Delta(p, "missing") for p in olds if p not in news)
+    return deltas
+
+
+def _under(path: str, prefix: str) -> bool:
+    return prefix == "." or path == prefix or path.startswith(prefix + "/")
+
+
+def mask_filter(deltas: list[Delta], mask_paths) -> list[Delta]:
+    """Drop deltas at or below any masked path (umoci's MaskFilter)."""
+    masks = [posixpath.normpath("/" + m).lstrip("/") or "." for m in mask_paths]
+    return [d for d in deltas if not any(_under(d.path, m) for m in masks)]
+
+
+def simplify_filter(deltas: list[Delta]) -> list[Delta]:
+    """One whiteout for a removed tree: drop Missing entries whose ancestor
+    is Missing too (umoci's SimplifyFilter)."""
+    missing = {d.path for d in deltas if d.kind == "missing"}
+    out = []
+    for d in deltas:
+        if d.kind == "missing":
+            parent = posixpath.dirname(d.path)
+            covered = False
+            while parent:
+                if parent in missing:
+                    covered = True
+                    break
+                parent = posixpath.dirname(parent)
+            if covered:
+                continue
+        out.append(d)
+    return out
