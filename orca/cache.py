@@ -1,0 +1,127 @@
+"""The build cache: step keys, and the store of step results shared by builds.
+
+A step key is a digest of the parent step's key, the instruction as canonical
+JSON, the environment in scope (proxy variables excluded, as BuildKit does),
+the platform and, for COPY/ADD, a digest of the selected source content.  It
+depends on definitions and content only, never on mtimes or on results, so a
+change re-runs exactly the steps downstream of it, in whichever stage.
+
+Layout of the cache directory:
+  layout/         an OCI layout holding every blob the build produced or imported
+  records/<hex>   one JSON record per step key: the image after that step
+  mounts/<hex>/   RUN --mount=type=cache directories, by mount id
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from umoci_py.cas import Layout
+from umoci_py.errors import LayoutError
+
+from orca.snapshot import remove_tree
+
+PROXY_ARGS = frozenset({"http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"})
+
+
+def canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest_of(obj) -> str:
+    return "sha256:" + hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def key_env(env: dict[str, str]) -> list[str]:
+    """The environment that counts for a key: everything but proxy variables."""
+    return [f"{k}={v}" for k, v in env.items() if k.lower() not in PROXY_ARGS]
+
+
+def step_key(parent: str, instruction: dict, env: dict[str, str], platform: str,
+             content: str | None = None) -> str:
+    return digest_of({"parent": parent, "instruction": instruction, "env": key_env(env),
+                      "platform": platform, "content": content})
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "orca"
+
+
+class CacheStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.records = self.root / "records"
+        self.mounts = self.root / "mounts"
+        for d in (self.records, self.mounts):
+            d.mkdir(parents=True, exist_ok=True)
+        self.layout = self._open_layout(self.root / "layout")
+
+    @staticmethod
+    def _open_layout(path: Path) -> Layout:
+        try:
+            return Layout.open(path)
+        except LayoutError:
+            if path.exists() and (path / "index.json").exists():
+                raise
+        try:
+            return Layout.init(path)
+        except LayoutError:
+            return Layout.open(path)  # another build created it meanwhile
+
+    def _record_path(self, key: str) -> Path:
+        return self.records / key.split(":", 1)[1]
+
+    def get(self, key: str) -> dict | None:
+        try:
+            record = json.loads(self._record_path(key).read_bytes())
+        except FileNotFoundError:
+            return None
+        if not all(self.layout.has_blob(d["digest"]) for d in record["image"]["layers"]):
+            return None  # pruned underneath us
+        return record
+
+    def put(self, key: str, description: str, image: dict) -> None:
+        record = {"key": key, "created": int(time.time()), "description": description, "image": image}
+        fd, tmp = tempfile.mkstemp(dir=self.records, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(canonical(record))
+        os.replace(tmp, self._record_path(key))
+
+    def list(self) -> list[dict]:
+        out = []
+        for path in sorted(self.records.iterdir()):
+            if path.name.startswith(".tmp-"):
+                continue
+            try:
+                out.append(json.loads(path.read_bytes()))
+            except (OSError, ValueError):
+                continue
+        return sorted(out, key=lambda r: r["created"])
+
+    def mount_dir(self, mount_id: str) -> Path:
+        path = self.mounts / hashlib.sha256(mount_id.encode()).hexdigest()
+        path.mkdir(exist_ok=True)
+        return path
+
+    def prune(self, keep_mounts: bool = False) -> tuple[int, int]:
+        """Drop every record and the blobs no longer referenced; (records, blobs) removed."""
+        n_records = 0
+        for path in self.records.iterdir():
+            path.unlink()
+            n_records += 1
+        with self.layout.update_index():  # exclusive: no build adds blobs meanwhile
+            removed = 0
+            for digest in self.layout.list_blobs():
+                self.layout.delete_blob(digest)
+                removed += 1
+        if not keep_mounts:
+            remove_tree(self.mounts)
+            self.mounts.mkdir()
+        return n_records, removed
+

@@ -1,0 +1,134 @@
+"""`orca-build`: build a Dockerfile into an OCI layout, and manage the build cache.
+
+`orca-build [OPTIONS] CONTEXT` builds (the `build` command is the default);
+`orca-build cache ls` lists cache records; `orca-build prune` empties the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from umoci_py.errors import UmociError
+
+from orca.cache import CacheStore, default_cache_dir
+from orca.execute import BuildRequest, run_build
+from orca.progress import MODES, Progress
+
+
+def default_layout() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "orca" / "layout"
+
+
+class DefaultGroup(click.Group):
+    """A group whose unknown first word means `build`, so `orca-build CONTEXT` works."""
+
+    def parse_args(self, ctx, args):
+        if not args or args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["build", *args]
+        return super().parse_args(ctx, args)
+
+
+cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                                 help="build cache directory (default $XDG_CACHE_HOME/orca)")
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Build OCI images from Dockerfiles with no privileges."""
+
+
+@cli.command()
+@click.option("-f", "--file", "dockerfile", type=click.Path(path_type=Path), default=None,
+              help="Dockerfile (default CONTEXT/Dockerfile)")
+@click.option("-t", "--tag", "tags", multiple=True, help="tag the result in the layout (NAME[:TAG])")
+@click.option("--layout", type=click.Path(path_type=Path), default=None,
+              help="output OCI layout (default $XDG_DATA_HOME/orca/layout)")
+@click.option("--build-arg", "build_args", multiple=True, metavar="K[=V]")
+@click.option("--target", default=None, help="stage to build (default the last)")
+@click.option("--no-cache", is_flag=True, help="run every step, ignoring the cache")
+@click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=PATH")
+@click.option("--platform", default=None, help="os/arch[/variant] (only the host's)")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="stages run at once (default: CPUs)")
+@click.option("--progress", "progress_mode", type=click.Choice(MODES), default="auto")
+@cache_dir_option
+@click.argument("context", type=click.Path(path_type=Path))
+def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platform, jobs,
+          progress_mode, cache_dir, context):
+    """Build the Dockerfile in CONTEXT."""
+    progress = Progress("quiet" if progress_mode == "quiet" else "plain", sys.stderr)
+    req = BuildRequest(context=context, dockerfile=dockerfile, tags=list(tags),
+                       layout=layout or default_layout(), build_args=parse_build_args(build_args),
+                       target=target, no_cache=no_cache, secrets=parse_secrets(secrets),
+                       platform=platform, jobs=jobs or os.cpu_count() or 1,
+                       cache_dir=cache_dir or default_cache_dir(), progress=progress)
+    result = _run(lambda: run_build(req))
+    click.echo(result.descriptor["digest"])
+
+
+def parse_build_args(values) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise click.BadParameter(f"{item!r}: expected K[=V]", param_hint="--build-arg")
+        if not eq:  # K alone takes the value from the environment, as docker does
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        out[key] = value
+    return out
+
+
+def parse_secrets(values) -> dict[str, Path]:
+    out = {}
+    for item in values:
+        fields = dict(p.partition("=")[::2] for p in item.split(","))
+        sid, src = fields.get("id"), fields.get("src") or fields.get("source")
+        if not sid or not src:
+            raise click.BadParameter(f"{item!r}: expected id=ID,src=PATH", param_hint="--secret")
+        if not os.path.isfile(src):
+            raise click.BadParameter(f"{item!r}: {src}: no such file", param_hint="--secret")
+        out[sid] = Path(src)
+    return out
+
+
+def _run(fn):
+    try:
+        return fn()
+    except UmociError as err:
+        click.echo(f"orca-build: {err}", err=True)
+        sys.exit(1)
+
+
+@cli.group()
+def cache():
+    """Inspect the build cache."""
+
+
+@cache.command("ls")
+@cache_dir_option
+def cache_ls(cache_dir):
+    """List cached steps (key, age, instruction)."""
+    store = _run(lambda: CacheStore(cache_dir or default_cache_dir()))
+    for rec in store.list():
+        size = sum(d["size"] for d in rec["image"]["layers"][-1:])
+        click.echo(f"{rec['key'][7:19]}  {size:>10}  {rec['description']}")
+
+
+@cli.command()
+@cache_dir_option
+def prune(cache_dir):
+    """Remove every cache record, cached blob and cache mount."""
+    store = _run(lambda: CacheStore(cache_dir or default_cache_dir()))
+    records, blobs = _run(store.prune)
+    click.echo(f"removed {records} cache records and {blobs} blobs")
+
+
+def main():
+    cli(prog_name="orca-build")
+

@@ -1,0 +1,363 @@
+"""COPY and ADD: selecting sources, digesting them for the cache key, and
+writing them into a rootfs with owners kept in the user.rootlesscontainers xattr.
+
+Sources are confined to their root (the build context or another stage's
+rootfs): a path or a symlink leading outside is refused, never followed.
+"""
+
+from __future__ import annotations
+
+import bz2
+import fnmatch
+import gzip
+import hashlib
+import lzma
+import os
+import shutil
+import stat
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import xattr
+
+from umoci_py.layer.extract import MapOptions, extract_layer
+from umoci_py.rootless import XATTR_NAME, encode_owner
+
+from orca.errors import BuildError
+from orca.snapshot import remove_tree
+
+Excluded = Callable[[str], bool]
+GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Source:
+    rel: str        # path relative to the source root, "/"-separated, no leading "/"
+    globbed: bool   # selected by a wildcard (affects the destination rules)
+
+
+def _never(_rel: str) -> bool:  # nothing excluded
+    return False
+
+
+def secure_join(root: Path, path: str, follow_last: bool = True) -> Path:
+    """root/path with every symlink resolved inside root (absolute targets and
+    ".." are clamped to root, as a chroot would see them)."""
+    root = Path(root)
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    budget = 255
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if (parts or follow_last) and candidate.is_symlink():
+            budget -= 1
+            if budget == 0:
+                raise BuildError(f"{path}: too many levels of symbolic links")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return root.joinpath(*resolved)
+
+
+def select(root: Path, patterns: list[str], what: str, excluded: Excluded = _never) -> list[Source]:
+    """The sources named by COPY patterns, relative to root.  A pattern that
+    leaves root, or matches nothing, is an error."""
+    root = Path(root)
+    real_root = os.path.realpath(root)
+    out: list[Source] = []
+    for pattern in patterns:
+        norm = os.path.normpath("/" + pattern).lstrip("/")
+        if os.path.normpath(pattern.lstrip("/")).startswith("..") and not pattern.startswith("/"):
+            raise BuildError(f"{what}: source {pattern!r} is outside the build context")
+        if any(c in GLOB_CHARS for c in norm):
+            matches = [Source(r, True) for r in _glob(root, norm) if not excluded(r)]
+        else:
+            full = root / norm if norm not in ("", ".") else root
+            real = os.path.realpath(full)
+            if real != real_root and not real.startswith(real_root + os.sep):
+                raise BuildError(f"{what}: source {pattern!r} is outside the build context")
+            rel = os.path.relpath(real, real_root) if real != real_root else "."
+            matches = [] if (not os.path.lexists(full) or (rel != "." and excluded(norm))) \
+                else [Source(rel if norm in ("", ".") else norm, False)]
+        if not matches:
+            raise BuildError(f"{what}: {pattern!r} not found in {root}")
+        out.extend(matches)
+    return out
+
+
+def _glob(root: Path, pattern: str) -> list[str]:
+    parts = pattern.split("/")
+    found = [""]
+    for part in parts:
+        nxt = []
+        for base in found:
+            d = root / base if base else root
+            if not d.is_dir() or d.is_symlink():
+                continue
+            for name in sorted(os.listdir(d)):
+                if fnmatch.fnmatchcase(name, part):
+                    nxt.append(f"{base}/{name}" if base else name)
+        found = nxt
+    return found
+
+
+def _walk(root: Path, src: Source, excluded: Excluded):
+    """(relative name under the source, absolute path) for the source and,
+    for a directory, everything under it that is not excluded."""
+    top = root / src.rel if src.rel != "." else root
+    if top.is_symlink() and not src.globbed:
+        top = Path(os.path.realpath(top))
+    yield "", top
+    if top.is_dir() and not top.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(dirnames + filenames):
+                full = Path(dirpath) / name
+                rel_ctx = os.path.relpath(full, root)
+                if excluded(rel_ctx):
+                    if name in dirnames:
+                        dirnames.remove(name)
+                    continue
+                yield os.path.relpath(full, top), full
+
+
+def content_digest(root: Path, sources: list[Source], excluded: Excluded = _never) -> str:
+    """tarsum-like digest of the sources: names, type, mode, size, link target
+    and content, never mtime.  Context owners count as 0:0 (as BuildKit's
+    local source does), so a checkout by another user hits the same cache."""
+    h = hashlib.sha256()
+    for src in sources:
+        h.update(f"source {src.rel}\0".encode())
+        for rel, full in _walk(root, src, excluded):
+            st = os.lstat(full)
+            link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else ""
+            size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            h.update(f"{rel}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode):o}\0{size}\0{link}\0".encode())
+            if stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as f:
+                    h.update(hashlib.file_digest(f, "sha256").digest())
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass
+class CopyOptions:
+    owner: tuple[int, int] | None = None  # --chown; None: context -> 0:0, stage -> kept
+    chmod: int | None = None
+    keep_owner: bool = False              # sources are another rootfs: keep its owners
+
+
+def destination(rootfs: Path, dest: str, workdir: str, sources: list[Source], what: str) -> tuple[str, bool]:
+    """(absolute container path, is a directory) for a COPY destination."""
+    if not dest.startswith("/"):
+        dest = os.path.join(workdir or "/", dest)
+    as_dir = dest.endswith("/") or dest.endswith("/.") or len(sources) > 1 or any(s.globbed for s in sources)
+    if (len(sources) > 1 or any(s.globbed for s in sources)) and not (dest.endswith("/") or dest.endswith("/.")):
+        if not secure_join(rootfs, dest).is_dir():
+            raise BuildError(f"{what}: when using COPY with more than one source file, "
+                             f"the destination must be a directory and end with a /")
+    if secure_join(rootfs, dest).is_dir():
+        as_dir = True
+    return os.path.normpath(dest), as_dir
+
+
+def copy_sources(root: Path, sources: list[Source], rootfs: Path, dest: str, dest_is_dir: bool,
+                 opts: CopyOptions, excluded: Excluded = _never) -> None:
+    for src in sources:
+        top = root / src.rel if src.rel != "." else root
+        is_dir = top.is_dir() and (not top.is_symlink() or not src.globbed)
+        if is_dir:
+            target = dest  # a directory is copied as its contents
+        elif dest_is_dir:
+            target = os.path.join(dest, os.path.basename(src.rel))
+        else:
+            target = dest
+        for rel, full in _walk(root, src, excluded):
+            _put(full, os.path.normpath(os.path.join(target, rel)) if rel else target, rootfs, opts)
+
+
+def _ensure_parent(rootfs: Path, path: str) -> Path:
+    parent = os.path.dirname(path)
+    host = secure_join(rootfs, parent)
+    if not host.is_dir():
+        _ensure_parent(rootfs, parent)
+        host = secure_join(rootfs, parent)
+        if os.path.lexists(host):
+            os.unlink(host)
+        os.mkdir(host, 0o755)
+    return host
+
+
+def _put(src: Path, path: str, rootfs: Path, opts: CopyOptions) -> None:
+    st = os.lstat(src)
+    parent = _ensure_parent(rootfs, path)
+    host = parent / os.path.basename(path) if path != "/" else Path(rootfs)
+    mode = opts.chmod if opts.chmod is not None else stat.S_IMODE(st.st_mode)
+    _make_writable(parent)
+    if stat.S_ISDIR(st.st_mode):
+        if os.path.lexists(host) and not host.is_dir():
+            os.unlink(host)
+        if not host.is_dir():
+            os.mkdir(host, 0o700)
+        os.chmod(host, mode | 0o700)  # restored by _finish_dir after the children
+    else:
+        if host.is_dir() and not host.is_symlink():
+            remove_tree(host)
+        elif os.path.lexists(host):
+            os.unlink(host)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), host)
+            return
+        if stat.S_ISREG(st.st_mode):
+            shutil.copyfile(src, host, follow_symlinks=False)
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(host)
+        else:
+            raise BuildError(f"COPY: {src}: unsupported file type")
+        os.chmod(host, mode)
+    _set_owner(src, host, opts)
+    os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
+    if stat.S_ISDIR(st.st_mode):
+        os.chmod(host, mode)
+
+
+def _set_owner(src: Path, host: Path, opts: CopyOptions) -> None:
+    if opts.owner is not None:
+        payload = encode_owner(*opts.owner)
+    elif opts.keep_owner:
+        try:
+            payload = xattr.get(str(src), XATTR_NAME)
+        except OSError:
+            payload = None
+    else:
+        payload = None
+    if payload is None:
+        try:
+            xattr.remove(str(host), XATTR_NAME)
+        except OSError:
+            pass
+    else:
+        xattr.set(str(host), XATTR_NAME, payload)
+
+
+def _make_writable(d: Path) -> None:
+    st = os.stat(d)
+    if not st.st_mode & stat.S_IWUSR or not st.st_mode & stat.S_IXUSR:
+        os.chmod(d, stat.S_IMODE(st.st_mode) | 0o300)
+
+
+def is_archive(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(262)
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+        return True
+    return len(head) >= 262 and head[257:262] == b"ustar"
+
+
+def extract_archive(archive: Path, rootfs: Path, dest: str) -> None:
+    """ADD of a local tar archive: its entries land under dest, confined to it."""
+    with open(archive, "rb") as raw:
+        magic = raw.read(6)
+        raw.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            stream = gzip.GzipFile(fileobj=raw)
+        elif magic[:3] == b"BZh":
+            stream = bz2.BZ2File(raw)
+        elif magic == b"\xfd7zXZ\x00":
+            stream = lzma.LZMAFile(raw)
+        else:
+            stream = raw
+        _ensure_parent(rootfs, os.path.join(dest, "x"))
+        extract_layer(stream, secure_join(rootfs, dest), MapOptions(rootless=True, uid_map=[], gid_map=[]))
+
+
+def fetch_url(url: str, checksum: str | None, into: Path, what: str) -> Path:
+    """Download an ADD URL into a directory (mode 0600 file named after the URL)."""
+    name = os.path.basename(urllib.parse.urlparse(url).path) or "index.html"
+    path = Path(into) / name
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(path, "wb") as out:
+            while chunk := resp.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+    except OSError as err:
+        raise BuildError(f"{what}: cannot fetch {url}: {err}") from None
+    got = "sha256:" + h.hexdigest()
+    if checksum and checksum != got:
+        raise BuildError(f"{what}: checksum of {url} is {got}, expected {checksum}")
+    os.chmod(path, 0o600)
+    return path
+
+
+def make_dirs(rootfs: Path, path: str, owner: tuple[int, int] | None) -> None:
+    """mkdir -p inside the rootfs; new directories get the owner (WORKDIR)."""
+    host = secure_join(rootfs, path)
+    if host.is_dir():
+        return
+    make_dirs(rootfs, os.path.dirname(path.rstrip("/")) or "/", owner)
+    host = secure_join(rootfs, path)
+    parent = host.parent
+    _make_writable(parent)
+    if os.path.lexists(host):
+        os.unlink(host)
+    os.mkdir(host, 0o755)
+    os.chmod(host, 0o755)
+    if owner is not None and encode_owner(*owner) is not None:
+        xattr.set(str(host), XATTR_NAME, encode_owner(*owner))
+
+
+def mount_point(rootfs: Path, target: str, is_dir: bool = True) -> Callable[[], None]:
+    """Create what a mount needs at target; the returned undo removes exactly
+    what was created and restores the times of the directory it was made in,
+    so a RUN mount leaves no trace in the step's layer."""
+    host = secure_join(rootfs, target)
+    if os.path.lexists(host):
+        return _never_undo
+    missing = []
+    probe = target.rstrip("/")
+    while probe and not os.path.lexists(secure_join(rootfs, probe)):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    anchor = secure_join(rootfs, probe or "/")
+    st = os.stat(anchor)
+    for p in reversed(missing):
+        h = secure_join(rootfs, p)
+        _make_writable(h.parent)
+        if p == missing[0] and not is_dir:
+            h.touch()
+        else:
+            os.mkdir(h, 0o755)
+    first = secure_join(rootfs, missing[-1])
+
+    def undo() -> None:
+        remove_tree(first)
+        os.utime(anchor, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.chmod(anchor, stat.S_IMODE(st.st_mode))
+    return undo
+
+
+def _never_undo() -> None:
+    pass
+
+
+def context_filter(context: Path, dockerfile: Path) -> Excluded:
+    """The .dockerignore of the build (<Dockerfile>.dockerignore first) as a
+    predicate on context-relative paths."""
+    from orca.dockerfile import ignore
+    for candidate in (Path(str(dockerfile) + ".dockerignore"), Path(context) / ".dockerignore"):
+        if candidate.is_file():
+            matcher = ignore.Matcher(ignore.read(candidate.read_text(encoding="utf-8", errors="replace"),
+                                                 str(candidate)))
+            return matcher.matches
+    return _never

@@ -1,0 +1,688 @@
+"""Running a build plan: stages concurrently, each step cached or executed.
+
+A stage walks its instructions keeping the image (config + layers), the
+environment in scope and a chained cache key.  Config-only instructions just
+change the config; RUN/COPY/ADD/WORKDIR look their key up in the cache and,
+on a miss, bring the stage's rootfs to the current image (once) and make a
+layer of what the step changed.
+"""
+
+from __future__ import annotations
+
+import copy as pycopy
+import fcntl
+import os
+import posixpath
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runrootless import api as rr
+from umoci_py import refs
+from umoci_py.bundle import resolve_user
+from umoci_py.cas import Layout
+from umoci_py.errors import UmociError
+from umoci_py.mutate import format_time_ns
+
+from orca import copy as cp
+from orca.copy import context_filter
+from orca.cache import CacheStore, digest_of, step_key
+from orca.errors import BuildError, DockerfileError
+from orca.plan import Instr, Plan, Stage, load_plan, parse_triggers
+from orca.progress import Progress
+from orca.resolve import Image, Resolver
+from orca.snapshot import Snapshot, remove_tree
+from orca.dockerfile import lexer
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+LAYER_KINDS = {"RUN", "COPY", "ADD", "WORKDIR"}
+
+
+@dataclass
+class BuildOptions:
+    context: Path
+    plan: Plan
+    layout: Path
+    cache: CacheStore
+    progress: Progress
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    global_args: dict[str, str] = field(default_factory=dict)
+    bases: list[str] = field(default_factory=list)
+    no_cache: bool = False
+    secrets: dict[str, Path] = field(default_factory=dict)
+    platform: object = None
+    jobs: int = 1
+    excluded: object = cp._never
+    source_date_epoch: int | None = None
+
+
+@dataclass
+class StageResult:
+    image: Image
+    snapshot: Snapshot | None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class BuildResult:
+    descriptor: dict
+    stages: dict[str, StageResult]
+
+
+def _env_dict(config: dict) -> dict[str, str]:
+    env = {}
+    for item in (config.get("config") or {}).get("Env") or []:
+        k, _, v = item.partition("=")
+        env[k] = v
+    return env
+
+
+def _set_env(config: dict, key: str, value: str) -> None:
+    cfg = config.setdefault("config", {})
+    env = cfg.get("Env") or []
+    for i, item in enumerate(env):
+        if item.partition("=")[0] == key:
+            env[i] = f"{key}={value}"
+            break
+    else:
+        env.append(f"{key}={value}")
+    cfg["Env"] = env
+
+
+class Builder:
+    def __init__(self, opts: BuildOptions):
+        self.o = opts
+        self.plan = opts.plan
+        self.store = opts.cache.layout
+        self.resolver = Resolver(opts.layout, self.store, opts.platform)
+        self.results: dict[int, StageResult] = {}
+        self.workroot = Path(tempfile.mkdtemp(prefix="build-", dir=opts.cache.root))
+        self.platform_str = "/".join(p for p in (opts.platform.os, opts.platform.architecture,
+                                                  opts.platform.variant) if p)
+
+    def now(self) -> str:
+        sde = self.o.source_date_epoch
+        return format_time_ns(sde * 1_000_000_000 if sde is not None else time.time_ns())
+
+    # -- scheduling ---------------------------------------------------------
+    def run(self) -> BuildResult:
+        try:
+            self._schedule()
+            final = self.results[self.plan.target].image
+            desc = self._export(final)
+            return BuildResult(desc, {self.plan.stages[i].label: r for i, r in self.results.items()})
+        finally:
+            remove_tree(self.workroot)
+
+    def _schedule(self) -> None:
+        pending = list(self.plan.order)
+        running = {}
+        error = None
+        with ThreadPoolExecutor(max_workers=max(1, self.o.jobs)) as pool:
+            while (pending and error is None) or running:
+                for idx in list(pending):
+                    if error is None and self.plan.deps[idx] <= set(self.results):
+                        pending.remove(idx)
+                        running[pool.submit(self._stage, self.plan.stages[idx])] = idx
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    idx = running.pop(fut)
+                    exc = fut.exception()
+                    if exc is not None:
+                        error = error or exc
+                    else:
+                        self.results[idx] = fut.result()
+        if error is not None:
+            raise error
+
+    # -- one stage ----------------------------------------------------------
+    def _stage(self, st: Stage) -> StageResult:
+        base = self.o.bases[st.index]
+        parent = self.plan.stage_ref(base) if base.lower() != "scratch" else None
+        if parent is not None and parent < st.index:
+            src = self.results[parent].image
+            image = Image(pycopy.deepcopy(src.config), list(src.layers), src.key)
+        else:
+            try:
+                image = self.resolver.resolve(base)
+            except UmociError as err:
+                raise BuildError(f"{self.plan.file}:{st.line}: {err}") from None
+            image = Image(pycopy.deepcopy(image.config), list(image.layers), image.key)
+        instrs = list(st.instrs)
+        triggers = (image.config.get("config") or {}).pop("OnBuild", None) or []
+        if triggers:
+            instrs = parse_triggers(triggers, self.plan.file, st.line) + instrs
+        run = StageRun(self, st, image)
+        for ins in instrs:
+            run.step(ins)
+        return StageResult(run.image, run.snap)
+
+    # -- sources for COPY --from and RUN --mount from= ----------------------
+    def source_root(self, ref: str, where: str) -> tuple[Path, str]:
+        """(directory, cache identity) of a stage's or image's filesystem."""
+        idx = self.plan.stage_ref(ref)
+        if idx is not None:
+            res = self.results[idx]
+            with res.lock:
+                if res.snapshot is None:
+                    res.snapshot = Snapshot(self.workroot / f"stage-{idx}", self.store)
+                res.snapshot.materialize(res.image.layers)
+            return res.snapshot.rootfs, res.image.key
+        try:
+            image = self.resolver.resolve(ref)
+        except UmociError as err:
+            raise BuildError(f"{where}: {err}") from None
+        snap = Snapshot(Path(tempfile.mkdtemp(dir=self.workroot)), self.store)
+        snap.materialize(image.layers)
+        return snap.rootfs, image.key
+
+    # -- output -------------------------------------------------------------
+    def _export(self, image: Image) -> dict:
+        try:
+            out = Layout.open(self.o.layout)
+        except UmociError:
+            self.o.layout.parent.mkdir(parents=True, exist_ok=True)
+            out = Layout.init(self.o.layout)
+        with out.writer():
+            for desc in image.layers:
+                if not out.has_blob(desc["digest"]):
+                    with self.store.open_blob(desc["digest"], desc["size"]) as src, out.blob_writer() as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+            config = pycopy.deepcopy(image.config)
+            config["created"] = self.now()
+            cdigest, csize = out.put_json(config, "config")
+            manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                   "digest": cdigest, "size": csize},
+                        "layers": image.layers}
+            mdigest, msize = out.put_json(manifest, "manifest")
+            desc = {"mediaType": manifest["mediaType"], "digest": mdigest, "size": msize}
+            for tag in self.o.tags:
+                refs.set_tag(out, tag, desc)
+        return desc
+
+
+class StageRun:
+    """The state of one stage while its instructions are applied."""
+
+    def __init__(self, b: Builder, st: Stage, image: Image):
+        self.b = b
+        self.st = st
+        self.image = image
+        self.key = digest_of({"base": image.key, "platform": b.platform_str,
+                              "source_date_epoch": b.o.source_date_epoch})
+        self.args: dict[str, str] = {}
+        self.cmd_set = False
+        self.snap: Snapshot | None = None
+        self.label = f"{st.label}"
+
+    # helpers
+    @property
+    def cfg(self) -> dict:
+        return self.image.config.setdefault("config", {})
+
+    def env(self) -> dict[str, str]:
+        """The environment of RUN and of expansion: ARGs, then ENV over them."""
+        env = dict(self.args)
+        env.update(_env_dict(self.image.config))
+        return env
+
+    def where(self, ins: Instr) -> str:
+        return f"{self.b.plan.file}:{ins.line}"
+
+    def x(self, ins: Instr, word: str, env: dict | None = None) -> str:
+        try:
+            return lexer.process_word(word, self.env() if env is None else env, self.b.plan.escape)
+        except DockerfileError as err:
+            raise err.at(self.b.plan.file, ins.line) from None
+
+    def history(self, created_by: str, empty: bool) -> None:
+        entry = {"created": self.b.now(), "created_by": created_by, "comment": "buildkit.dockerfile.v0"}
+        if empty:
+            entry["empty_layer"] = True
+        self.image.config.setdefault("history", []).append(entry)
+
+    def rootfs(self) -> Path:
+        if self.snap is None:
+            self.snap = Snapshot(self.b.workroot / f"stage-{self.st.index}", self.b.store)
+        return self.snap.materialize(self.image.layers)
+
+    # dispatch
+    def step(self, ins: Instr) -> None:
+        handler = getattr(self, "do_" + ins.kind.lower(), None)
+        if handler is None:
+            raise BuildError(f"{self.where(ins)}: {ins.kind} is not supported")
+        if ins.kind not in LAYER_KINDS:
+            handler(ins)
+            self.key = digest_of({"parent": self.key, "config": self.image.config.get("config"),
+                                  "args": sorted(self.args.items())})
+            return
+        progress = self.b.o.progress
+        pstep = progress.start(self.label, ins.text)
+        try:
+            described, key, action = handler(ins)
+            self.key = key
+            rec = None if self.b.o.no_cache else self.b.o.cache.get(key)
+            if rec is not None:
+                self.image = Image(rec["image"]["config"], rec["image"]["layers"], self.image.key)
+                progress.cached(pstep)
+                return
+            rootfs = self.rootfs()
+            action(rootfs, pstep)
+            layer = self.snap.commit(self.b.o.source_date_epoch)
+            if layer is None:
+                self.history(described, True)
+            else:
+                desc, diff_id = layer
+                self.image.layers.append(desc)
+                self.image.config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(diff_id)
+                self.history(described + " # buildkit", False)
+            self.b.o.cache.put(key, described, {"config": self.image.config, "layers": self.image.layers})
+            progress.done(pstep)
+        except BuildError as err:
+            progress.failed(pstep, str(err))
+            raise
+        except UmociError as err:
+            progress.failed(pstep, str(err))
+            raise BuildError(f"{self.where(ins)}: {ins.text}: {err}") from None
+
+    # config-only instructions
+    def do_env(self, ins: Instr) -> None:
+        env = self.env()
+        pairs = [(self.x(ins, k, env), self.x(ins, v or "", env)) for k, v in ins.pairs]
+        for k, v in pairs:
+            _set_env(self.image.config, k, v)
+        self.history("ENV " + " ".join(f"{k}={v}" for k, v in pairs), True)
+
+    def do_arg(self, ins: Instr) -> None:
+        shown = []
+        for name, default in ins.pairs:
+            name = self.x(ins, name)
+            if name in self.b.o.build_args:
+                value = self.b.o.build_args[name]
+            elif default is not None:
+                value = self.x(ins, default)
+            elif name in self.b.o.global_args:
+                value = self.b.o.global_args[name]
+            else:
+                shown.append(name)
+                continue
+            self.args[name] = value
+            shown.append(f"{name}={value}")
+        self.history("ARG " + " ".join(shown), True)
+
+    def do_label(self, ins: Instr) -> None:
+        env = self.env()
+        labels = self.cfg.setdefault("Labels", {}) or {}
+        pairs = [(self.x(ins, k, env), self.x(ins, v or "", env)) for k, v in ins.pairs]
+        labels.update(pairs)
+        self.cfg["Labels"] = labels
+        self.history("LABEL " + " ".join(f"{k}={v}" for k, v in pairs), True)
+
+    def do_user(self, ins: Instr) -> None:
+        self.cfg["User"] = self.x(ins, ins.args[0])
+        self.history(f"USER {self.cfg['User']}", True)
+
+    def do_volume(self, ins: Instr) -> None:
+        vols = [self.x(ins, a) for a in ins.args]
+        self.cfg.setdefault("Volumes", {})
+        for v in vols:
+            self.cfg["Volumes"][v] = {}
+        self.history("VOLUME " + ("[" + " ".join(vols) + "]"), True)
+
+    def do_expose(self, ins: Instr) -> None:
+        ports = []
+        for a in ins.args:
+            try:
+                words = lexer.process_words(a, self.env(), self.b.plan.escape)
+            except DockerfileError as err:
+                raise err.at(self.b.plan.file, ins.line) from None
+            for p in words:
+                port, _, proto = p.partition("/")
+                ports.append(f"{port}/{(proto or 'tcp').lower()}")
+        self.cfg.setdefault("ExposedPorts", {})
+        for p in ports:
+            self.cfg["ExposedPorts"][p] = {}
+        self.history("EXPOSE [" + " ".join(sorted(ports)) + "]", True)
+
+    def do_stopsignal(self, ins: Instr) -> None:
+        self.cfg["StopSignal"] = self.x(ins, ins.args[0])
+        self.history(f"STOPSIGNAL {self.cfg['StopSignal']}", True)
+
+    def do_shell(self, ins: Instr) -> None:
+        self.cfg["Shell"] = list(ins.args)
+        self.history("SHELL " + _json(ins.args), True)
+
+    def _argv(self, ins: Instr) -> list[str]:
+        if ins.json_form:
+            return list(ins.args)
+        return list(self.cfg.get("Shell") or DEFAULT_SHELL) + [" ".join(ins.args)]
+
+    def do_cmd(self, ins: Instr) -> None:
+        self.cfg["Cmd"] = self._argv(ins)
+        self.cfg["ArgsEscaped"] = True
+        self.cmd_set = True
+        self.history("CMD " + _json(self.cfg["Cmd"]), True)
+
+    def do_entrypoint(self, ins: Instr) -> None:
+        self.cfg["Entrypoint"] = self._argv(ins)
+        if not self.cmd_set:
+            self.cfg.pop("Cmd", None)
+        self.history("ENTRYPOINT " + _json(self.cfg["Entrypoint"]), True)
+
+    def do_healthcheck(self, ins: Instr) -> None:
+        self.cfg["Healthcheck"] = ins.flags["healthcheck"]
+        self.history(ins.text, True)
+
+    def do_onbuild(self, ins: Instr) -> None:
+        self.cfg.setdefault("OnBuild", [])
+        self.cfg["OnBuild"] = (self.cfg["OnBuild"] or []) + [ins.args[0]]
+
+    def do_maintainer(self, ins: Instr) -> None:
+        self.image.config["author"] = ins.args[0]
+        self.history(f"MAINTAINER {ins.args[0]}", True)
+
+    # layer instructions: each returns (history text, cache key, action)
+    def do_workdir(self, ins: Instr):
+        path = self.x(ins, ins.args[0])
+        path = posixpath.normpath(posixpath.join(self.cfg.get("WorkingDir") or "/", path))
+        self.cfg["WorkingDir"] = path
+        key = step_key(self.key, {"kind": "WORKDIR", "path": path, "user": self.cfg.get("User", "")},
+                       {}, self.b.platform_str)
+
+        def action(rootfs: Path, _step) -> None:
+            if path != "/":
+                owner = self._owner(rootfs, self.cfg.get("User") or "")
+                cp.make_dirs(rootfs, path, owner)
+        return f"WORKDIR {path}", key, action
+
+    def _owner(self, rootfs: Path | None, spec: str) -> tuple[int, int]:
+        if not spec:
+            return 0, 0
+        try:
+            u = resolve_user(spec, rootfs)
+        except UmociError as err:
+            raise BuildError(f"{err}") from None
+        return u.uid, u.gid
+
+    def do_copy(self, ins: Instr):
+        return self._copy(ins, add=False)
+
+    def do_add(self, ins: Instr):
+        return self._copy(ins, add=True)
+
+    def _copy(self, ins: Instr, add: bool):
+        where = self.where(ins)
+        words = [self.x(ins, a) for a in ins.args]
+        srcs, dest = words[:-1], words[-1]
+        chown = self.x(ins, ins.flags["chown"]) if ins.flags.get("chown") else None
+        chmod_s = self.x(ins, ins.flags["chmod"]) if ins.flags.get("chmod") else None
+        chmod = _chmod(chmod_s, where)
+        checksum = self.x(ins, ins.flags["checksum"]) if ins.flags.get("checksum") else None
+        from_ = ins.flags.get("from")
+        workdir = self.cfg.get("WorkingDir") or "/"
+        excluded = self.b.o.excluded
+        what = f"{where}: {ins.kind}"
+        tmp = Path(tempfile.mkdtemp(dir=self.b.workroot))
+        if ins.heredocs:
+            for name, body, expand_it in ins.heredocs:
+                (tmp / name).write_text(self.x(ins, body) if expand_it else body)
+                os.chmod(tmp / name, 0o644)
+            root, identity, excluded = tmp, None, cp._never
+            srcs = [h[0] for h in ins.heredocs]
+        elif from_:
+            root, identity = self.b.source_root(from_, where)
+            excluded = cp._never
+        else:
+            root, identity = self.b.o.context, None
+        urls = [s for s in srcs if add and s.startswith(("http://", "https://"))]
+        if urls:
+            if len(srcs) != 1:
+                raise BuildError(f"{what}: a URL source must be the only source")
+            fetched = cp.fetch_url(urls[0], checksum, tmp, what)
+            root, excluded, srcs = tmp, cp._never, [fetched.name]
+        elif checksum:
+            raise BuildError(f"{what}: --checksum needs a URL source")
+        sources = cp.select(root, srcs, what, excluded)
+        content = identity or cp.content_digest(root, sources, excluded)
+        instr = {"kind": ins.kind, "sources": srcs, "dest": dest, "workdir": workdir, "chown": chown,
+                 "chmod": chmod_s, "urls": urls}
+        key = step_key(self.key, instr, {}, self.b.platform_str, content)
+        flags = "".join(f" --{k}={v}" for k, v in (("chown", chown), ("chmod", chmod_s)) if v)
+        described = f"{ins.kind}{flags} {' '.join(srcs)} {dest}"
+
+        def action(rootfs: Path, _step) -> None:
+            owner = self._owner(rootfs, chown) if chown else None
+            target, as_dir = cp.destination(rootfs, dest, workdir, sources, what)
+            if add and not urls and not from_:
+                archives = [s for s in sources if (root / s.rel).is_file() and cp.is_archive(root / s.rel)]
+                for s in archives:
+                    cp.extract_archive(root / s.rel, rootfs, target)
+                sources[:] = [s for s in sources if s not in archives]
+            opts = cp.CopyOptions(owner=owner, chmod=chmod, keep_owner=bool(from_))
+            cp.copy_sources(root, sources, rootfs, target, as_dir, opts, excluded)
+        return described, key, action
+
+    def do_run(self, ins: Instr):
+        where = self.where(ins)
+        argv = self._argv(ins)
+        env = self.env()
+        network = ins.flags.get("network") or "default"
+        mounts = [self._mount(m, where) for m in ins.mounts]
+        user = self.cfg.get("User") or ""
+        cwd = self.cfg.get("WorkingDir") or "/"
+        instr = {"kind": "RUN", "argv": argv, "user": user, "cwd": cwd, "network": network,
+                 "mounts": [m["key"] for m in mounts]}
+        run_env = dict(env)
+        for m in mounts:
+            if m.get("env"):
+                run_env[m["env"][0]] = m["env"][1]
+        key = step_key(self.key, instr, env, self.b.platform_str)
+        shown = [f"{k}={v}" for k, v in self.args.items()
+                 if k.lower() not in ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")]
+        prefix = f"|{len(shown)} {' '.join(shown)} " if shown else ""
+        described = f"RUN {prefix}{' '.join(argv)}"
+
+        def action(rootfs: Path, pstep) -> None:
+            u = resolve_user(user, rootfs) if user else None
+            cp.make_dirs(rootfs, cwd, None)
+            specs, cleanup = [], []
+            try:
+                for m in mounts:
+                    spec, undo = m["prepare"](rootfs)
+                    cleanup.append(undo)
+                    if spec is not None:
+                        specs.append(spec)
+                status = rr.run(rr.RunSpec(
+                    rootfs=rootfs, args=argv, env=[f"{k}={v}" for k, v in run_env.items()], cwd=cwd,
+                    uid=u.uid if u else 0, gid=u.gid if u else 0,
+                    additional_gids=tuple(u.additional_gids) if u else (),
+                    mounts=tuple(specs), network="none" if network == "none" else "host"),
+                    output=lambda data: self.b.o.progress.output(pstep, data))
+            finally:
+                for undo in reversed(cleanup):
+                    undo()
+            if status != 0:
+                raise BuildError(f"{where}: {ins.text}: did not complete successfully: exit code {status}")
+        return described, key, action
+
+    def _mount(self, m, where: str) -> dict:
+        """A RUN --mount as {key: what counts for the cache, prepare(rootfs) -> (Mount, undo)}."""
+        mtype = getattr(m, "type", "bind")
+        target = getattr(m, "target", "") or ""
+        if target and not target.startswith("/"):
+            target = posixpath.join(self.cfg.get("WorkingDir") or "/", target)
+        target = posixpath.normpath(target) if target else target
+        readonly = bool(getattr(m, "readonly", mtype in ("bind", "secret", "ssh")))
+        src = getattr(m, "source", None)
+        from_ = getattr(m, "from_", None) or getattr(m, "from_stage", None)
+        if mtype == "secret":
+            sid = getattr(m, "id", None) or src or posixpath.basename(target)
+            env_name = getattr(m, "env", None)
+            target = target or f"/run/secrets/{sid}"
+            path = self.b.o.secrets.get(sid)
+            if path is None:
+                if getattr(m, "required", False):
+                    raise BuildError(f"{where}: secret {sid!r} required but not provided (--secret id={sid},src=PATH)")
+                return {"key": {"type": "secret", "id": sid}, "prepare": lambda rootfs: (None, _noop)}
+            data = Path(path).read_bytes()
+            out = {"key": {"type": "secret", "id": sid, "target": target, "env": env_name}}
+            if env_name:
+                out["env"] = (env_name, data.decode())
+                if not getattr(m, "target", None):
+                    out["prepare"] = lambda rootfs: (None, _noop)
+                    return out
+
+            def prep_secret(rootfs):
+                holder = Path(tempfile.mkdtemp(dir=self.b.workroot))
+                f = holder / "secret"
+                f.write_bytes(data)
+                os.chmod(f, 0o400)
+                undo_point = cp.mount_point(rootfs, target, is_dir=False)
+
+                def undo():
+                    undo_point()
+                    remove_tree(holder)
+                return rr.Mount(str(f), target, "bind", ("rbind", "ro")), undo
+            out["prepare"] = prep_secret
+            return out
+        if mtype == "tmpfs":
+            return {"key": {"type": "tmpfs", "target": target},
+                    "prepare": lambda rootfs: (rr.Mount("tmpfs", target, "tmpfs", ("rw",)),
+                                               cp.mount_point(rootfs, target))}
+        if mtype == "cache":
+            cid = getattr(m, "id", None) or target
+            sharing = getattr(m, "sharing", "shared") or "shared"
+
+            def prep_cache(rootfs):
+                d = self.b.o.cache.mount_dir(cid)
+                fd = None
+                if sharing in ("locked", "private"):
+                    fd = os.open(d, os.O_RDONLY)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if sharing == "private" else 0))
+                    except BlockingIOError:
+                        os.close(fd)
+                        fd = None
+                        d = Path(tempfile.mkdtemp(dir=self.b.workroot))
+                undo_point = cp.mount_point(rootfs, target)
+
+                def undo():
+                    undo_point()
+                    if fd is not None:
+                        os.close(fd)
+                return rr.Mount(str(d), target, "bind", ("rbind", "rw")), undo
+            return {"key": {"type": "cache", "target": target, "sharing": sharing}, "prepare": prep_cache}
+        if mtype == "bind":
+            src_path = src or "/"
+            if from_:
+                root, identity = self.b.source_root(from_, where)
+                sources = cp.select(root, [src_path], f"{where}: RUN --mount", cp._never)
+            else:
+                root = self.b.o.context
+                sources = cp.select(root, [src_path], f"{where}: RUN --mount", self.b.o.excluded)
+                identity = cp.content_digest(root, sources, self.b.o.excluded)
+            host = root / sources[0].rel
+
+            def prep_bind(rootfs):
+                source = host
+                holder = None
+                if not readonly or not from_:
+                    # a writable bind must not change its source, and the
+                    # context view must not show ignored files: use a copy
+                    holder = Path(tempfile.mkdtemp(dir=self.b.workroot))
+                    source = holder / "src"
+                    if host.is_dir():
+                        source.mkdir()
+                        cp.copy_sources(root, sources, source, "/", True, cp.CopyOptions(keep_owner=True),
+                                        cp._never if from_ else self.b.o.excluded)
+                    else:
+                        shutil.copy2(host, source)
+                undo_point = cp.mount_point(rootfs, target, is_dir=host.is_dir())
+
+                def undo():
+                    undo_point()
+                    if holder is not None:
+                        remove_tree(holder)
+                return rr.Mount(str(source), target, "bind", ("rbind", "ro" if readonly else "rw")), undo
+            return {"key": {"type": "bind", "target": target, "source": src_path, "rw": not readonly,
+                            "content": identity}, "prepare": prep_bind}
+        raise BuildError(f"{where}: RUN --mount=type={mtype} is not supported")
+
+
+def _noop() -> None:
+    pass
+
+
+def _json(args: list[str]) -> str:
+    import json
+    return json.dumps(list(args))
+
+
+def _chmod(value: str | None, where: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise BuildError(f"{where}: --chmod={value}: only octal modes are supported") from None
+    if mode > 0o7777:
+        raise BuildError(f"{where}: --chmod={value}: mode out of range")
+    return mode
+
+
+def build(opts: BuildOptions) -> BuildResult:
+    return Builder(opts).run()
+
+
+@dataclass
+class BuildRequest:
+    """What `orca-build` was asked, before anything is read."""
+    context: Path
+    layout: Path
+    cache_dir: Path
+    progress: Progress
+    dockerfile: Path | None = None
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    secrets: dict[str, Path] = field(default_factory=dict)
+    platform: str | None = None
+    jobs: int = 1
+
+
+def run_build(req: BuildRequest) -> BuildResult:
+    context = Path(req.context)
+    if not context.is_dir():
+        raise BuildError(f"{context}: build context is not a directory")
+    dockerfile = Path(req.dockerfile) if req.dockerfile else context / "Dockerfile"
+    try:
+        text = dockerfile.read_text(encoding="utf-8")
+    except OSError as err:
+        raise BuildError(f"{dockerfile}: cannot read the Dockerfile: {err.strerror}") from None
+    for tag in req.tags:
+        refs.check_tag(tag)
+    host = refs.host_platform()
+    platform = refs.parse_platform(req.platform) if req.platform else host
+    if (platform.os, platform.architecture) != (host.os, host.architecture):
+        raise BuildError(f"--platform {req.platform}: only the host platform "
+                         f"{host.os}/{host.architecture} can be built (no emulation)")
+    sde_text = req.build_args.get("SOURCE_DATE_EPOCH", os.environ.get("SOURCE_DATE_EPOCH", ""))
+    if sde_text and not sde_text.isdigit():
+        raise BuildError(f"SOURCE_DATE_EPOCH={sde_text!r}: not a number of seconds")
+    loaded = load_plan(text, str(dockerfile), req.build_args, req.target, platform)
+    progress = req.progress
+    progress.redact = tuple(Path(p).read_bytes().strip() for p in req.secrets.values())
+    opts = BuildOptions(context=context, plan=loaded.plan, layout=Path(req.layout),
+                        cache=CacheStore(req.cache_dir), progress=progress, tags=req.tags,
+                        build_args=req.build_args, global_args=loaded.global_args, bases=loaded.bases,
+                        no_cache=req.no_cache, secrets=req.secrets, platform=platform, jobs=req.jobs,
+                        excluded=context_filter(context, dockerfile),
+                        source_date_epoch=int(sde_text) if sde_text else None)
+    return build(opts)

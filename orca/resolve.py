@@ -1,0 +1,105 @@
+"""Resolving FROM and COPY --from image references to an image, behind one interface.
+
+Forms understood (registries come later):
+  scratch           the empty image
+  oci:PATH[:TAG]    tag TAG (default latest) of the OCI layout at PATH
+  NAME[:TAG]        a tag of the output layout: NAME:TAG itself if it is a
+                    valid tag, then TAG, then NAME
+The image's blobs are imported into the cache layout, so everything a build
+touches afterwards lives in one place.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from umoci_py import refs
+from umoci_py.cas import Layout
+from umoci_py.errors import LayoutError, RefError
+
+from orca.errors import BuildError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class Image:
+    """An image config and its layer descriptors (blobs in the cache layout)."""
+    config: dict
+    layers: list[dict] = field(default_factory=list)
+    key: str = "scratch"  # identity used in cache keys
+
+
+def scratch_image(platform) -> Image:
+    config = {"architecture": platform.architecture, "os": platform.os,
+              "config": {"Env": [f"PATH={DEFAULT_PATH}"]},
+              "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+    if platform.variant:
+        config["variant"] = platform.variant
+    return Image(config)
+
+
+class Resolver:
+    def __init__(self, output: Path, store: Layout, platform):
+        self.output = Path(output)
+        self.store = store
+        self.platform = platform
+        self._lock = threading.Lock()
+        self._memo: dict[str, Image] = {}
+
+    def resolve(self, ref: str) -> Image:
+        with self._lock:
+            if ref not in self._memo:
+                self._memo[ref] = self._resolve(ref)
+            return self._memo[ref]
+
+    def _resolve(self, ref: str) -> Image:
+        if ref == "scratch":
+            return scratch_image(self.platform)
+        if ref.startswith("oci:"):
+            path, tag = refs.parse_image_arg(ref[4:])
+            return self._from_layout(Path(path), [tag], ref)
+        candidates = [ref]
+        if ":" in ref:
+            name, tag = ref.rsplit(":", 1)
+            candidates += [tag, name]
+        return self._from_layout(self.output, candidates, ref)
+
+    def _from_layout(self, path: Path, tags: list[str], ref: str) -> Image:
+        try:
+            layout = Layout.open(path)
+        except LayoutError as err:
+            raise BuildError(f"base image {ref}: {err}") from None
+        valid = [t for t in tags if _valid_tag(t)]
+        present = set(refs.list_tags(layout))
+        for tag in valid:
+            if tag in present:
+                try:
+                    chain = refs.resolve(layout, tag, self.platform)
+                except RefError as err:
+                    raise BuildError(f"base image {ref}: {err}") from None
+                manifest_desc = chain[-1]
+                manifest = layout.read_json(manifest_desc, "manifest")
+                config = layout.read_json(manifest["config"], "config")
+                for desc in manifest["layers"]:
+                    self._import(layout, desc)
+                return Image(config, list(manifest["layers"]), "image:" + manifest_desc["digest"])
+        looked = ", ".join(repr(t) for t in valid) or repr(ref)
+        raise BuildError(f"base image {ref} not found: no tag {looked} in layout {path}")
+
+    def _import(self, layout: Layout, desc: dict) -> None:
+        if self.store.has_blob(desc["digest"]) or layout.path == self.store.path:
+            return
+        with layout.open_blob(desc["digest"], desc["size"]) as src, self.store.blob_writer() as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _valid_tag(tag: str) -> bool:
+    try:
+        refs.check_tag(tag)
+    except RefError:
+        return False
+    return True

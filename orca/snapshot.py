@@ -1,0 +1,96 @@
+"""One working rootfs per stage, and turning what a step changed into a layer.
+
+The rootfs remembers which layers it holds, so a step never re-extracts its
+parent: a stage moves forward by extracting only the layers it lacks (after
+cache hits) and by diffing after each step it runs.  The diff walks the
+rootfs with a stat-based DigestCache, so unchanged files are not re-read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from umoci_py import compress, mtree
+from umoci_py.cas import Layout
+from umoci_py.layer.extract import MapOptions, extract_layer
+from umoci_py.layer.generate import generate_layer
+
+ROOTLESS = MapOptions(rootless=True, uid_map=[], gid_map=[])
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf of a tree we own that may hold mode-000 directories."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+        for dirpath, dirnames, _ in os.walk(path):
+            for d in dirnames:
+                p = os.path.join(dirpath, d)
+                if not os.path.islink(p):
+                    os.chmod(p, 0o700)
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+class Snapshot:
+    def __init__(self, workdir: Path, store: Layout):
+        self.workdir = Path(workdir)
+        self.rootfs = self.workdir / "rootfs"
+        self.store = store
+        self.layers: list[str] | None = None  # digests held; None: nothing extracted
+        self.cache = mtree.DigestCache()
+        self.baseline = None
+
+    def materialize(self, layers: list[dict]) -> Path:
+        """Bring the rootfs to exactly these layers, extracting as little as possible."""
+        digests = [d["digest"] for d in layers]
+        if self.layers is not None and digests[:len(self.layers)] == self.layers:
+            todo = layers[len(self.layers):]
+        else:
+            remove_tree(self.rootfs)
+            self.rootfs.mkdir(parents=True)
+            self.cache = mtree.DigestCache()
+            todo = layers
+        for desc in todo:
+            with self.store.open_blob(desc["digest"], desc["size"]) as blob:
+                stream = compress.reader(blob, desc["mediaType"])
+                extract_layer(stream, self.rootfs, ROOTLESS, cache=self.cache)
+                while stream.read(1 << 20):
+                    pass
+        if todo or self.baseline is None:
+            self.baseline = self._walk()
+        self.layers = digests
+        return self.rootfs
+
+    def _walk(self):
+        return mtree.walk(self.rootfs, mtree.KEYWORDS, True, cache=self.cache)
+
+    def commit(self, source_date_epoch: int | None) -> tuple[dict, str] | None:
+        """The changes since the last materialize/commit as a gzip layer blob in
+        the store: (descriptor, diff_id), or None when nothing changed."""
+        current = self._walk()
+        deltas = mtree.compare(self.baseline, current)
+        if not deltas:
+            return None
+        with tempfile.TemporaryFile(dir=self.workdir) as tar:
+            generate_layer(self.rootfs, deltas, ROOTLESS, tar, source_date_epoch=source_date_epoch)
+            tar.seek(0)
+            diff = hashlib.sha256()
+            with self.store.blob_writer() as blob:
+                with compress.writer(blob, "gzip") as out:
+                    while chunk := tar.read(1 << 20):
+                        diff.update(chunk)
+                        out.write(chunk)
+        desc = {"mediaType": compress.media_type_for("gzip"), "digest": blob.digest, "size": blob.size}
+        self.baseline = current
+        self.layers.append(desc["digest"])
+        return desc, "sha256:" + diff.hexdigest()
+
+    def close(self) -> None:
+        remove_tree(self.workdir)
