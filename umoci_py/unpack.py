@@ -1,0 +1,169 @@
+"""Unpack an image into a rootfs, or into a full runtime bundle.
+
+Each layer's uncompressed bytes are hashed while they are extracted and must
+match config.rootfs.diff_ids; on any error the rootfs (and every bundle file
+this call created) is removed so nothing half-extracted stays behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from umoci_py import bundle as bundle_files
+from umoci_py import compress, mediatypes, mtree, refs
+from umoci_py.cas import Layout
+from umoci_py.errors import BundleError, LayerError
+from umoci_py.layer.extract import MapOptions, extract_layer
+
+_CHUNK = 1 << 20
+
+
+class _DiffIDReader:
+    """Hashes the uncompressed layer stream as the extractor reads it."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self.sha256 = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self.sha256.update(data)
+        return data
+
+    def drain(self) -> str:
+        # Trailing bytes after the tar end-of-archive count towards the diff_id.
+        while self.read(_CHUNK):
+            pass
+        return "sha256:" + self.sha256.hexdigest()
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf that also gets through mode-000 directories we own."""
+    if not os.path.lexists(path):
+        return
+    if not path.is_dir() or path.is_symlink():
+        path.unlink()
+        return
+
+    # Top-down, so each directory is opened up before the walk enters it.
+    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | 0o700)
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+                os.chmod(full, stat.S_IMODE(st.st_mode) | 0o700)
+    shutil.rmtree(path)
+
+
+def _load_image(layout: Layout, tag: str, platform) -> tuple[list[dict], dict, dict]:
+    path = refs.resolve(layout, tag, platform)
+    target = path[-1]
+    if target.get("mediaType") != mediatypes.MANIFEST:
+        raise LayerError(f"{layout.path}: {tag} resolves to {target.get('mediaType')!r}, not an image manifest")
+    manifest = layout.read_json(target, "manifest")
+    config = layout.read_json(manifest["config"], "config")
+    rootfs = config.get("rootfs") or {}
+    if rootfs.get("type") != "layers":
+        raise LayerError(f"{layout.path}: config {manifest['config']['digest']}: rootfs.type"
+                         f" {rootfs.get('type')!r} is not 'layers'")
+    if len(rootfs.get("diff_ids") or []) != len(manifest.get("layers") or []):
+        raise LayerError(f"{layout.path}: config {manifest['config']['digest']} has"
+                         f" {len(rootfs.get('diff_ids') or [])} diff_ids for"
+                         f" {len(manifest.get('layers') or [])} layers")
+    return path, manifest, config
+
+
+def _extract_layers(layout: Layout, manifest: dict, config: dict, rootfs: Path,
+                    opts: MapOptions, keep_dirlinks: bool, cache) -> None:
+    for layer, diff_id in zip(manifest.get("layers") or [], config["rootfs"]["diff_ids"]):
+        media_type = layer.get("mediaType", "")
+        if not mediatypes.is_layer(media_type):
+            raise LayerError(f"{layout.path}: blob {layer['digest']} has media type"
+                             f" {media_type!r}, not a layer")
+        with layout.open_blob(layer["digest"], layer["size"]) as blob:
+            stream = _DiffIDReader(compress.reader(blob, media_type))
+            extract_layer(stream, rootfs, opts, keep_dirlinks=keep_dirlinks, cache=cache)
+            got = stream.drain()
+            while blob.read(_CHUNK):  # the verified reader checks the digest at EOF
+                pass
+        if got != diff_id:
+            raise LayerError(f"{layout.path}: layer {layer['digest']}: uncompressed digest"
+                             f" {got} does not match diff_id {diff_id}")
+
+
+def _unpack_into(layout: Layout, tag: str, rootfs: Path, opts: MapOptions,
+                 keep_dirlinks: bool, platform, cache) -> tuple[list[dict], dict, dict]:
+    path, manifest, config = _load_image(layout, tag, platform)
+    if os.path.lexists(rootfs) and (not rootfs.is_dir() or any(rootfs.iterdir())):
+        raise BundleError(f"{rootfs}: already exists and is not an empty directory")
+    rootfs.mkdir(mode=0o755, exist_ok=True)
+    try:
+        os.utime(rootfs, (0, 0))
+        _extract_layers(layout, manifest, config, rootfs, opts, keep_dirlinks, cache)
+    except BaseException:
+        remove_tree(rootfs)
+        raise
+    return path, manifest, config
+
+
+def unpack_rootfs(layout: Layout, tag: str, rootfs: Path, opts: MapOptions,
+                  keep_dirlinks: bool = False, platform=None) -> list[dict]:
+    """`raw unpack`: only the rootfs; returns the descriptor path unpacked."""
+    path, _, _ = _unpack_into(layout, tag, Path(rootfs), opts, keep_dirlinks, platform, None)
+    return path
+
+
+def digest_cache_path(bundle: Path, manifest_digest: str) -> Path:
+    """Our own extra state beside umoci's mtree: hashes keyed by inode and times."""
+    return bundle / (bundle_files.mtree_name(manifest_digest)[: -len(".mtree")] + ".digests")
+
+
+def write_bundle_state(bundle: Path, rootfs: Path, manifest_digest: str,
+                       opts: MapOptions, cache, manifest: mtree.Manifest | None = None) -> None:
+    """Write the mtree (walking rootfs unless given) and our digest cache."""
+    if manifest is None:
+        manifest = mtree.walk(rootfs, mtree.KEYWORDS, opts.rootless, cache=cache)
+    target = bundle / bundle_files.mtree_name(manifest_digest)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(manifest.dump())
+    os.replace(tmp, target)
+    cache.save(digest_cache_path(bundle, manifest_digest))
+
+
+def unpack_bundle(layout: Layout, tag: str, bundle: Path, opts: MapOptions,
+                  keep_dirlinks: bool = False, platform=None) -> list[dict]:
+    """`unpack`: rootfs, config.json, the mtree and umoci.json in `bundle`."""
+    bundle = Path(bundle)
+    created_dir = not os.path.lexists(bundle)
+    bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        bundle_files.check_bundle_free(bundle)
+        os.chmod(bundle, 0o700)
+        cache = mtree.DigestCache()
+        rootfs = bundle / bundle_files.ROOTFS
+        path, manifest, config = _unpack_into(layout, tag, rootfs, opts, keep_dirlinks,
+                                              platform, cache)
+        digest = path[-1]["digest"]
+        written += [bundle / bundle_files.mtree_name(digest), digest_cache_path(bundle, digest),
+                    bundle / bundle_files.CONFIG_JSON, bundle / bundle_files.UMOCI_JSON]
+        write_bundle_state(bundle, rootfs, digest, opts, cache)
+        spec = bundle_files.runtime_config(config, rootfs, opts)
+        bundle_files.write_runtime_config(bundle / bundle_files.CONFIG_JSON, spec)
+        bundle_files.write_umoci_json(bundle, path, opts)
+    except BaseException:
+        if created_dir:
+            remove_tree(bundle)
+        elif written:
+            remove_tree(bundle / bundle_files.ROOTFS)
+            for p in written:
+                if os.path.lexists(p):
+                    p.unlink()
+        raise
+    return path
