@@ -24,7 +24,7 @@ from pathlib import Path
 from umoci_py.cas import Layout
 from umoci_py.errors import LayoutError
 
-from orca.snapshot import remove_tree
+from orca.copy import remove_tree
 
 PROXY_ARGS = frozenset({"http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"})
 
@@ -115,7 +115,7 @@ class CacheStore:
         for path in self.records.iterdir():
             path.unlink()
             n_records += 1
-        with self.layout.update_index():  # exclusive: no build adds blobs meanwhile
+        with self.layout.gc_lock():  # waits for running builds (they hold writer())
             removed = 0
             for digest in self.layout.list_blobs():
                 self.layout.delete_blob(digest)

@@ -27,7 +27,6 @@ from umoci_py.layer.extract import MapOptions, extract_layer
 from umoci_py.rootless import XATTR_NAME, encode_owner
 
 from orca.errors import BuildError
-from orca.snapshot import remove_tree
 
 Excluded = Callable[[str], bool]
 GLOB_CHARS = set("*?[")
@@ -37,6 +36,22 @@ GLOB_CHARS = set("*?[")
 class Source:
     rel: str        # path relative to the source root, "/"-separated, no leading "/"
     globbed: bool   # selected by a wildcard (affects the destination rules)
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf of a tree we own that may hold mode-000 directories."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+        for dirpath, dirnames, _ in os.walk(path):
+            for d in dirnames:
+                p = os.path.join(dirpath, d)
+                if not os.path.islink(p):
+                    os.chmod(p, 0o700)
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def _never(_rel: str) -> bool:  # nothing excluded

@@ -35,7 +35,8 @@ from orca.errors import BuildError, DockerfileError
 from orca.plan import Instr, Plan, Stage, load_plan, parse_triggers
 from orca.progress import Progress
 from orca.resolve import Image, Resolver
-from orca.snapshot import Snapshot, remove_tree
+from orca.copy import remove_tree
+from orca.snapshot import Snapshot
 from orca.dockerfile import lexer
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -112,9 +113,9 @@ class Builder:
     # -- scheduling ---------------------------------------------------------
     def run(self) -> BuildResult:
         try:
-            self._schedule()
-            final = self.results[self.plan.target].image
-            desc = self._export(final)
+            with self.store.writer():
+                self._schedule()
+                desc = self._export(self.results[self.plan.target].image)
             return BuildResult(desc, {self.plan.stages[i].label: r for i, r in self.results.items()})
         finally:
             remove_tree(self.workroot)

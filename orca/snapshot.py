@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,23 +18,9 @@ from umoci_py.cas import Layout
 from umoci_py.layer.extract import MapOptions, extract_layer
 from umoci_py.layer.generate import generate_layer
 
+from orca.copy import remove_tree
+
 ROOTLESS = MapOptions(rootless=True, uid_map=[], gid_map=[])
-
-
-def remove_tree(path: Path) -> None:
-    """rm -rf of a tree we own that may hold mode-000 directories."""
-    if not os.path.lexists(path):
-        return
-    if os.path.isdir(path) and not os.path.islink(path):
-        os.chmod(path, 0o700)
-        for dirpath, dirnames, _ in os.walk(path):
-            for d in dirnames:
-                p = os.path.join(dirpath, d)
-                if not os.path.islink(p):
-                    os.chmod(p, 0o700)
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
 
 
 class Snapshot:
