@@ -1,0 +1,617 @@
+"""Typed Dockerfile instructions and the grammars of their values.
+
+The parser fills these dataclasses with the words as written: variables are
+not expanded here (the builder expands them against the stage environment,
+see notes §1.7).  Value grammars that the builder must re-check after
+expansion (mount CSV, --chmod, durations, EXPOSE ports, signals) are
+functions here so both sides use one implementation.
+"""
+
+from __future__ import annotations
+
+import csv
+import posixpath
+import re
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from orca.errors import DockerfileError
+
+
+@dataclass(frozen=True)
+class Heredoc:
+    """A here-document: ``name`` is the delimiter (the file name in COPY/ADD).
+
+    ``content`` is raw, ends with a newline, and has leading tabs already
+    removed when the heredoc was written ``<<-``.  ``expand`` is False when
+    the delimiter was quoted.
+    """
+
+    name: str
+    content: str
+    expand: bool = True
+    chomp: bool = False
+    fd: int = 0
+
+
+@dataclass(frozen=True)
+class Directives:
+    """Parser directives found at the top of the file."""
+
+    escape: str = "\\"
+    syntax: str | None = None
+    check: "CheckOptions" = field(default_factory=lambda: CheckOptions())
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """``# check=skip=A,B;error=true;experimental=all``."""
+
+    skip: tuple[str, ...] = ()
+    skip_all: bool = False
+    error: bool = False
+    experimental: tuple[str, ...] = ()
+    experimental_all: bool = False
+
+
+@dataclass(frozen=True)
+class Warning:
+    """A lint-style warning attached to a line (the build continues)."""
+
+    rule: str
+    message: str
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+# --- instructions -----------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Instruction:
+    """Common location data: ``line``..``end_line`` are 1-based and inclusive;
+    ``original`` is the logical line (continuations joined, no heredoc bodies)."""
+
+    keyword: ClassVar[str] = ""
+    line: int
+    end_line: int
+    original: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class From(Instruction):
+    keyword: ClassVar[str] = "FROM"
+    image: str
+    platform: str | None = None
+    name: str | None = None  # lower-cased stage name
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One ``RUN --mount``.  ``spec`` is the flag value as written, so the
+    builder can call ``expanded`` once the stage environment is known."""
+
+    spec: str
+    type: str = "bind"
+    target: str | None = None
+    source: str | None = None
+    from_: str | None = None
+    readonly: bool = True
+    id: str | None = None
+    sharing: str | None = None
+    required: bool = False
+    size: int | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    env: str | None = None
+
+    def expanded(self, expand: Callable[[str], str]) -> "Mount":
+        return parse_mount(self.spec, expand)
+
+    @property
+    def effective_id(self) -> str | None:
+        """The cache key id, secret id or ssh agent id per notes §1.11."""
+        if self.type == "cache":
+            return self.id or (posixpath.normpath(self.target) if self.target else None)
+        if self.type == "secret":
+            if self.source:
+                return self.source
+            return self.id or (posixpath.basename(self.target) if self.target else None)
+        if self.type == "ssh":
+            return self.id or "default"
+        return self.id
+
+    @property
+    def effective_target(self) -> str | None:
+        if self.target is None and self.type == "secret" and self.effective_id:
+            return "/run/secrets/" + posixpath.basename(self.effective_id)
+        return self.target
+
+    @property
+    def effective_mode(self) -> int | None:
+        if self.mode is not None:
+            return self.mode
+        return {"secret": 0o400, "ssh": 0o600, "cache": 0o755}.get(self.type)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run(Instruction):
+    """``cmd`` is what to execute: with ``shell_form`` it is one string for
+    the stage's SHELL.  For a lone shebang heredoc (``RUN <<EOF`` whose body
+    starts with ``#!``) ``script_file`` is that heredoc: write it 0755 at
+    ``/dev/pipes/<name>`` and ``cmd`` is that path, run directly."""
+
+    keyword: ClassVar[str] = "RUN"
+    cmd: tuple[str, ...]
+    shell_form: bool
+    mounts: tuple[Mount, ...] = ()
+    network: str | None = None
+    security: str | None = None
+    heredocs: tuple[Heredoc, ...] = ()
+    script_file: Heredoc | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cmd(Instruction):
+    keyword: ClassVar[str] = "CMD"
+    cmd: tuple[str, ...]
+    shell_form: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entrypoint(Instruction):
+    keyword: ClassVar[str] = "ENTRYPOINT"
+    cmd: tuple[str, ...]
+    shell_form: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shell(Instruction):
+    keyword: ClassVar[str] = "SHELL"
+    shell: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Env(Instruction):
+    """``pairs`` are (key, value) as written, quotes included."""
+
+    keyword: ClassVar[str] = "ENV"
+    pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Label(Instruction):
+    keyword: ClassVar[str] = "LABEL"
+    pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ArgDef:
+    name: str
+    default: str | None = None  # None: declared without "="
+
+
+@dataclass(frozen=True, kw_only=True)
+class Arg(Instruction):
+    keyword: ClassVar[str] = "ARG"
+    args: tuple[ArgDef, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expose(Instruction):
+    """Ports as written; expand with ``process_words`` then ``parse_ports``."""
+
+    keyword: ClassVar[str] = "EXPOSE"
+    ports: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Volume(Instruction):
+    keyword: ClassVar[str] = "VOLUME"
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class User(Instruction):
+    keyword: ClassVar[str] = "USER"
+    user: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workdir(Instruction):
+    keyword: ClassVar[str] = "WORKDIR"
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Copy(Instruction):
+    """``sources`` are paths (or URLs for ADD); heredoc sources are in
+    ``heredocs`` (file name = heredoc name, mode 0644)."""
+
+    keyword: ClassVar[str] = "COPY"
+    sources: tuple[str, ...]
+    dest: str
+    heredocs: tuple[Heredoc, ...] = ()
+    from_: str | None = None
+    chown: str | None = None
+    chmod: str | None = None
+    link: bool = False
+    exclude: tuple[str, ...] = ()
+    parents: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Add(Copy):
+    keyword: ClassVar[str] = "ADD"
+    checksum: str | None = None
+    keep_git_dir: bool = False
+    unpack: bool | None = None  # None: the default (local archives unpacked)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopSignal(Instruction):
+    keyword: ClassVar[str] = "STOPSIGNAL"
+    signal: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Healthcheck(Instruction):
+    """``test`` is ("NONE",), ("CMD-SHELL", text) or ("CMD", arg, ...);
+    durations are nanoseconds, 0 when not given."""
+
+    keyword: ClassVar[str] = "HEALTHCHECK"
+    test: tuple[str, ...]
+    interval: int = 0
+    timeout: int = 0
+    start_period: int = 0
+    start_interval: int = 0
+    retries: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnBuild(Instruction):
+    """``expression`` is what goes into Config.OnBuild; ``trigger`` is it parsed."""
+
+    keyword: ClassVar[str] = "ONBUILD"
+    expression: str
+    trigger: Instruction
+
+
+@dataclass(frozen=True, kw_only=True)
+class Maintainer(Instruction):
+    keyword: ClassVar[str] = "MAINTAINER"
+    name: str
+
+
+INSTRUCTION_TYPES: tuple[type[Instruction], ...] = (
+    From, Run, Cmd, Entrypoint, Shell, Env, Label, Arg, Expose, Volume, User,
+    Workdir, Copy, Add, StopSignal, Healthcheck, OnBuild, Maintainer)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A build stage: its FROM and the instructions after it."""
+
+    index: int
+    base: From
+    instructions: tuple[Instruction, ...]
+
+    @property
+    def name(self) -> str:
+        """The stage name, or ``stage-N`` for an unnamed stage."""
+        return self.base.name or f"stage-{self.index}"
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    """A parsed Dockerfile: ``meta_args`` are the ARGs before the first FROM."""
+
+    file: str
+    directives: Directives
+    meta_args: tuple[Arg, ...]
+    stages: tuple[Stage, ...]
+    warnings: tuple[Warning, ...] = ()
+
+    def stage(self, name_or_index: str) -> Stage | None:
+        """Find a stage by name (case-insensitive) or by index."""
+        key = name_or_index.lower()
+        for stage in self.stages:
+            if stage.base.name == key:
+                return stage
+        if key.isdecimal() and int(key) < len(self.stages):
+            return self.stages[int(key)]
+        return None
+
+
+# --- value grammars ---------------------------------------------------------
+
+MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
+_MOUNT_KEYS = ("type", "from", "source", "src", "target", "dst", "destination",
+               "readonly", "ro", "readwrite", "rw", "id", "sharing", "required",
+               "size", "mode", "uid", "gid", "env")
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def parse_go_bool(value: str) -> bool | None:
+    """strconv.ParseBool: None when ``value`` is not a boolean."""
+    if value in _GO_TRUE:
+        return True
+    if value in _GO_FALSE:
+        return False
+    return None
+
+
+def suggest(word: str, choices) -> str:
+    """A " (did you mean X?)" suffix when a choice is close to ``word``."""
+    import difflib
+    close = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
+    if not close:
+        return ""
+    original = next(c for c in choices if c.lower() == close[0])
+    return f" (did you mean {original}?)"
+
+
+def parse_mount(spec: str, expand: Callable[[str], str] | None = None) -> Mount:
+    """Parse a ``--mount`` CSV value.  Without ``expand`` (parse time),
+    values holding ``$`` are kept as written and checked after expansion."""
+    try:
+        fields = next(csv.reader([spec], strict=True), [])
+    except csv.Error as err:
+        raise DockerfileError(f"failed to parse csv mounts: {err}") from None
+    m: dict = {"type": "bind"}
+    ro_auto = True
+
+    for fld in fields:
+        key, eq, value = fld.partition("=")
+        key = key.lower()
+        if not eq:
+            if key in ("readonly", "ro"):
+                m["readonly"], ro_auto = True, False
+            elif key in ("readwrite", "rw"):
+                m["readonly"], ro_auto = False, False
+            elif key == "required":
+                if m["type"] not in ("secret", "ssh"):
+                    raise DockerfileError(f"unexpected key '{key}' for mount type '{m['type']}'")
+                m["required"] = True
+            else:
+                raise DockerfileError(f"invalid field '{fld}' must be a key=value pair")
+            continue
+        if key == "from" and "$" in value[:-1]:
+            raise DockerfileError(
+                f"'{key}' doesn't support variable expansion, define alias stage instead")
+        if expand is not None:
+            value = expand(value)
+        deferred = expand is None and "$" in value
+        if key == "type":
+            if deferred:
+                raise DockerfileError(f"variable expansion is not supported for mount type: {value}")
+            if value.lower() not in MOUNT_TYPES:
+                raise DockerfileError(f"unsupported mount type {value!r}" + suggest(value, MOUNT_TYPES))
+            m["type"] = value.lower()
+        elif key == "from":
+            m["from_"] = value
+        elif key in ("source", "src"):
+            m["source"] = value
+        elif key in ("target", "dst", "destination"):
+            m["target"] = value
+        elif key in ("readonly", "ro", "readwrite", "rw", "required"):
+            flag = parse_go_bool(value)
+            if flag is None and not deferred:
+                raise DockerfileError(f"invalid value for {key}: {value}")
+            if key == "required":
+                if m["type"] not in ("secret", "ssh"):
+                    raise DockerfileError(f"unexpected key '{key}' for mount type '{m['type']}'")
+                m["required"] = bool(flag)
+            else:
+                m["readonly"] = bool(flag) if key in ("readonly", "ro") else not flag
+                ro_auto = False
+        elif key == "id":
+            m["id"] = value
+        elif key == "sharing":
+            if m["type"] != "cache":
+                raise DockerfileError(f"invalid cache sharing set for {m['type']} mount")
+            if value.lower() not in ("shared", "private", "locked") and not deferred:
+                raise DockerfileError(f"unsupported sharing value {value!r}")
+            m["sharing"] = value.lower()
+        elif key == "size":
+            if m["type"] != "tmpfs":
+                raise DockerfileError(f"unexpected key '{key}' for mount type '{m['type']}'")
+            if not deferred:
+                m["size"] = parse_ram_bytes(value, key)
+        elif key in ("mode", "uid", "gid"):
+            if not deferred:
+                m[key] = _parse_uint(value, 8 if key == "mode" else 10, key)
+        elif key == "env":
+            m["env"] = value
+        else:
+            raise DockerfileError(f"unexpected key '{key}' in '{fld}'" + suggest(key, _MOUNT_KEYS))
+
+    if m["type"] not in ("secret", "ssh", "cache"):
+        for key in ("mode", "uid", "gid"):
+            if key in m:
+                raise DockerfileError(f"{key} not allowed for {m['type']!r} type mounts")
+    if ro_auto:
+        m["readonly"] = m["type"] not in ("cache", "tmpfs")
+    if m["type"] == "cache":
+        m.setdefault("sharing", "shared")
+    if m["type"] == "secret":
+        if "from_" in m:
+            raise DockerfileError("secret mount should not have a from")
+        if not (m.get("source") or m.get("target") or m.get("id")):
+            raise DockerfileError("invalid secret mount. one of source, target required")
+        if m.get("source") and m.get("id"):
+            raise DockerfileError("both source and id can't be set")
+    elif m["type"] != "ssh" and not m.get("target"):
+        raise DockerfileError(f"mount target is required for {m['type']} mounts: {spec}")
+    if m.get("target") and posixpath.normpath(m["target"]) in ("/", "//"):
+        raise DockerfileError(f"invalid mount target {m['target']!r}: cannot mount over /")
+    if "env" in m and m["type"] != "secret":
+        raise DockerfileError(f"unexpected key 'env' for mount type '{m['type']}'")
+    return Mount(spec=spec, **m)
+
+
+def _parse_uint(value: str, base: int, key: str) -> int:
+    digits = "01234567" if base == 8 else "0123456789"
+    if not value or any(c not in digits for c in value) or int(value, base) >= 1 << 32:
+        raise DockerfileError(f"invalid value {value} for {key}")
+    return int(value, base)
+
+
+_RAM_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+
+
+def parse_ram_bytes(value: str, what: str = "size") -> int:
+    """go-units RAMInBytes: ``64m``, ``1g``, ``1024``, ``1.5GiB`` (binary units)."""
+    match = _RAM_RE.match(value)
+    if not match:
+        raise DockerfileError(f"invalid value for {what}: {value}")
+    try:
+        number = float(match.group(1))
+    except ValueError:
+        raise DockerfileError(f"invalid value for {what}: {value}") from None
+    power = " kmgtp".index((match.group(2) or " ").lower())
+    return int(number * 1024 ** power)
+
+
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
+                   "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_duration(value: str) -> int:
+    """Go time.ParseDuration, in nanoseconds (``1m30s``, ``1.5h``, ``0``)."""
+    text = value
+    sign = 1
+    if text[:1] in "+-" and text:
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    if text == "0":
+        return 0
+    total = 0
+    pos = 0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if not match or not (match.group(1) or match.group(2)):
+            raise DockerfileError(f"time: invalid duration {value!r}")
+        whole, frac, unit = match.groups()
+        scale = _DURATION_UNITS[unit]
+        total += int(whole or 0) * scale
+        if frac:
+            total += int(frac) * scale // 10 ** len(frac)
+        pos = match.end()
+    if not text:
+        raise DockerfileError(f"time: invalid duration {value!r}")
+    return sign * total
+
+
+def parse_ports(words) -> list[str]:
+    """EXPOSE words to ``port/proto`` strings: ranges expanded, proto lower-cased."""
+    ports: list[str] = []
+    for word in words:
+        port, _, proto = word.partition("/")
+        proto = (proto or "tcp").lower()
+        if proto not in ("tcp", "udp", "sctp"):
+            raise DockerfileError(f"invalid proto: {proto}")
+        start, dash, end = port.partition("-")
+        if not _is_port(start) or (dash and not _is_port(end)):
+            raise DockerfileError(f"invalid containerPort: {port}")
+        last = int(end) if dash else int(start)
+        if last < int(start):
+            raise DockerfileError(f"invalid range specified for container port: {port}")
+        ports.extend(f"{n}/{proto}" for n in range(int(start), last + 1))
+    return ports
+
+
+def _is_port(text: str) -> bool:
+    return text.isdecimal() and text.isascii() and 0 <= int(text) <= 65535
+
+
+def check_signal(value: str) -> str:
+    """Validate a STOPSIGNAL value: a number, or a name with or without SIG."""
+    if value.isdecimal() and value.isascii():
+        if int(value) > 0:
+            return value
+        raise DockerfileError(f"invalid signal: {value}")
+    name = value.upper().removeprefix("SIG")
+    base, sep, offset = name.partition("+" if "+" in name else "-")
+    if "SIG" + name in signal.Signals.__members__ or name in ("RTMIN", "RTMAX"):
+        return value
+    if sep and offset.isdecimal() and 0 < int(offset) <= 15 and base in ("RTMIN", "RTMAX") \
+            and (base, sep) in (("RTMIN", "+"), ("RTMAX", "-")):
+        return value
+    raise DockerfileError(f"invalid signal: {value}")
+
+
+# --- --chmod ----------------------------------------------------------------
+
+_WHO_BITS = {"u": 0o4700, "g": 0o2070, "o": 0o1007}
+_CLAUSE = re.compile(r"^([ugoa]*)((?:[-+=](?:[rwxXst]*|[ugo]))+)$")
+_ACTION = re.compile(r"([-+=])([rwxXst]*|[ugo])")
+
+
+@dataclass(frozen=True)
+class Chmod:
+    """A --chmod value: an octal mode or a symbolic mode like ``u+x,go-w``."""
+
+    text: str
+    octal: int | None = None
+
+    def apply(self, mode: int, is_dir: bool) -> int:
+        """The permission bits (07777) a file with ``mode`` gets."""
+        if self.octal is not None:
+            return self.octal
+        mode &= 0o7777
+        for clause in self.text.split(","):
+            who, actions = _CLAUSE.match(clause).groups()
+            who = who.replace("a", "ugo") or "ugo"
+            mask = 0
+            for w in who:
+                mask |= _WHO_BITS[w]
+            for op, perms in _ACTION.findall(actions):
+                bits = _perm_bits(perms, mode, is_dir) & mask
+                if op == "+":
+                    mode |= bits
+                elif op == "-":
+                    mode &= ~bits
+                else:
+                    mode = (mode & ~mask) | bits
+        return mode
+
+
+def _perm_bits(perms: str, mode: int, is_dir: bool) -> int:
+    if perms in ("u", "g", "o"):  # copy another class's rwx to every class
+        shift = {"u": 6, "g": 3, "o": 0}[perms]
+        rwx = (mode >> shift) & 0o7
+        return rwx * 0o111
+    bits = 0
+    for p in perms:
+        if p == "r":
+            bits |= 0o444
+        elif p == "w":
+            bits |= 0o222
+        elif p == "x" or (p == "X" and (is_dir or mode & 0o111)):
+            bits |= 0o111
+        elif p == "s":
+            bits |= 0o6000
+        elif p == "t":
+            bits |= 0o1000
+    return bits
+
+
+def parse_chmod(value: str) -> Chmod:
+    """Octal (at most 07777) or symbolic (``[ugoa]*[-+=][rwxXst]*``, comma-separated)."""
+    if value and all(c in "01234567" for c in value):
+        octal = int(value, 8)
+        if octal > 0o7777:
+            raise DockerfileError(f"invalid chmod parameter {value!r}: octal mode greater than 07777")
+        return Chmod(value, octal)
+    if value and all(_CLAUSE.match(c) for c in value.split(",")):
+        return Chmod(value)
+    raise DockerfileError(
+        f"invalid chmod parameter {value!r}: expected an octal mode or a symbolic mode like u+x")
