@@ -123,7 +123,7 @@ def tree_snapshot(root: Path) -> dict[str, tuple]:
                 else:
                     content = ""
                 try:
-                    owner = xattr.get(full, OWNER_XATTR, symlink=True).hex()
+                    owner = xattr.get(full, OWNER_XATTR, nofollow=True).hex()
                 except OSError:
                     owner = ""
                 group = ""
