@@ -369,9 +369,9 @@ def _never_undo() -> None:
 def context_filter(context: Path, dockerfile: Path) -> Excluded:
     """The .dockerignore of the build (<Dockerfile>.dockerignore first) as a
     predicate on context-relative paths."""
-    from orca.dockerfile import ignore
     for candidate in (Path(str(dockerfile) + ".dockerignore"), Path(context) / ".dockerignore"):
         if candidate.is_file():
+            from orca.dockerfile import ignore
             matcher = ignore.Matcher(ignore.read(candidate.read_text(encoding="utf-8", errors="replace"),
                                                  str(candidate)))
             return matcher.matches

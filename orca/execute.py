@@ -21,7 +21,6 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runrootless import api as rr
 from umoci_py import refs
 from umoci_py.bundle import resolve_user
 from umoci_py.cas import Layout
@@ -38,6 +37,7 @@ from orca.resolve import Image, Resolver
 from orca.copy import remove_tree
 from orca.snapshot import Snapshot
 from orca.dockerfile import lexer
+from orca.dockerfile.instructions import parse_mount
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 LAYER_KINDS = {"RUN", "COPY", "ADD", "WORKDIR"}
@@ -470,6 +470,7 @@ class StageRun:
         return described, key, action
 
     def do_run(self, ins: Instr):
+        from runrootless import api as rr  # only builds that RUN need the sandbox
         where = self.where(ins)
         argv = self._argv(ins)
         env = self.env()
@@ -512,30 +513,36 @@ class StageRun:
                 raise BuildError(f"{where}: {ins.text}: did not complete successfully: exit code {status}")
         return described, key, action
 
-    def _mount(self, m, where: str) -> dict:
+    def _mount(self, raw, where: str) -> dict:
         """A RUN --mount as {key: what counts for the cache, prepare(rootfs) -> (Mount, undo)}."""
-        mtype = getattr(m, "type", "bind")
-        target = getattr(m, "target", "") or ""
+        from runrootless import api as rr
+        env = self.env()
+        try:
+            m = parse_mount(raw.spec, lambda v: lexer.process_word(v, env, self.b.plan.escape))
+        except DockerfileError as err:
+            raise err.at(self.b.plan.file, int(where.rsplit(":", 1)[1])) from None
+        mtype = m.type
+        target = m.target or ""
         if target and not target.startswith("/"):
             target = posixpath.join(self.cfg.get("WorkingDir") or "/", target)
         target = posixpath.normpath(target) if target else target
-        readonly = bool(getattr(m, "readonly", mtype in ("bind", "secret", "ssh")))
-        src = getattr(m, "source", None)
-        from_ = getattr(m, "from_", None) or getattr(m, "from_stage", None)
+        readonly = m.readonly
+        src = m.source
+        from_ = m.from_
         if mtype == "secret":
-            sid = getattr(m, "id", None) or src or posixpath.basename(target)
-            env_name = getattr(m, "env", None)
+            sid = m.id or src or posixpath.basename(target)
+            env_name = m.env
             target = target or f"/run/secrets/{sid}"
             path = self.b.o.secrets.get(sid)
             if path is None:
-                if getattr(m, "required", False):
+                if m.required:
                     raise BuildError(f"{where}: secret {sid!r} required but not provided (--secret id={sid},src=PATH)")
                 return {"key": {"type": "secret", "id": sid}, "prepare": lambda rootfs: (None, _noop)}
             data = Path(path).read_bytes()
             out = {"key": {"type": "secret", "id": sid, "target": target, "env": env_name}}
             if env_name:
                 out["env"] = (env_name, data.decode())
-                if not getattr(m, "target", None):
+                if not m.target:
                     out["prepare"] = lambda rootfs: (None, _noop)
                     return out
 
@@ -557,8 +564,8 @@ class StageRun:
                     "prepare": lambda rootfs: (rr.Mount("tmpfs", target, "tmpfs", ("rw",)),
                                                cp.mount_point(rootfs, target))}
         if mtype == "cache":
-            cid = getattr(m, "id", None) or target
-            sharing = getattr(m, "sharing", "shared") or "shared"
+            cid = m.id or target
+            sharing = m.sharing or "shared"
 
             def prep_cache(rootfs):
                 d = self.b.o.cache.mount_dir(cid)

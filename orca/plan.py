@@ -75,9 +75,7 @@ def stage_deps(stages: list[Stage], st: Stage, base: str, file: str) -> set[int]
         refs = []
         if ins.kind in ("COPY", "ADD") and ins.flags.get("from"):
             refs.append(ins.flags["from"])
-        for m in ins.mounts:
-            if getattr(m, "from_", None) or getattr(m, "from_stage", None):
-                refs.append(getattr(m, "from_", None) or m.from_stage)
+        refs += [m.from_ for m in ins.mounts if m.from_]
         for ref in refs:
             idx = stage_index(stages, ref)
             if idx is None:
@@ -133,25 +131,22 @@ def platform_args(platform) -> dict[str, str]:
 def load_plan(text: str, file: str, build_args: dict[str, str], target: str | None, platform) -> Loaded:
     """Parse a Dockerfile, evaluate the global ARGs and expand each FROM with them."""
     from orca.dockerfile import lexer, parser
-    parsed = parser.parse(text, file)
-    escape = getattr(parsed, "escape", "\\") or "\\"
+    parsed = parser.parse_dockerfile(text, file)
+    escape = parsed.directives.escape
     scope = platform_args(platform)
     global_args: dict[str, str] = {}
     meta = []
-    for arg in _meta_args(parsed):
-        for name, default in _pairs(arg):
-            meta.append((name, default))
-            if name in build_args:
-                value = build_args[name]
-            elif default is not None:
-                value = lexer.process_word(default, {**scope, **global_args}, escape)
-            else:
-                continue
-            global_args[name] = value
+    for arg in parsed.meta_args:
+        for a in arg.args:
+            meta.append((a.name, a.default))
+            if a.name in build_args:
+                global_args[a.name] = build_args[a.name]
+            elif a.default is not None:
+                global_args[a.name] = lexer.process_word(a.default, {**scope, **global_args}, escape)
     stages, bases = [], []
-    for i, raw in enumerate(parsed.stages):
-        st = Stage(i, getattr(raw, "name", None), raw.base, getattr(raw, "platform", None),
-                   getattr(raw, "line", 0), [to_instr(x) for x in _instructions(raw)])
+    for raw in parsed.stages:
+        st = Stage(raw.index, raw.base.name, raw.base.image, raw.base.platform, raw.base.line,
+                   [to_instr(x) for x in raw.instructions])
         stages.append(st)
         bases.append(lexer.process_word(st.base, {**scope, **global_args}, escape))
     plan = make_plan(file, meta, stages, bases, target)
@@ -162,69 +157,41 @@ def load_plan(text: str, file: str, build_args: dict[str, str], target: str | No
 def parse_triggers(triggers: list[str], file: str, line: int) -> list[Instr]:
     """ONBUILD triggers of a base image, parsed as instructions of the stage."""
     from orca.dockerfile import parser
-    parsed = parser.parse("FROM scratch\n" + "\n".join(triggers) + "\n", f"{file} (ONBUILD)")
-    out = [to_instr(x) for x in _instructions(parsed.stages[0])]
-    for ins in out:
-        ins.line = line
-    return out
+    return [to_instr(parser.parse_trigger(t, file, line)) for t in triggers]
 
 
-def _meta_args(parsed):
-    return getattr(parsed, "meta_args", None) or getattr(parsed, "args", None) or []
-
-
-def _instructions(stage):
-    return getattr(stage, "instructions", None) or getattr(stage, "commands", None) or []
-
-
-def _pairs(ins) -> list[tuple[str, str | None]]:
-    for attr in ("pairs", "args", "env", "labels"):
-        value = getattr(ins, attr, None)
-        if value and isinstance(value, (list, tuple)) and isinstance(value[0], (list, tuple)):
-            return [(k, v) for k, v, *_ in value]
-        if isinstance(value, dict):
-            return list(value.items())
-    return []
+SINGLE_VALUE = {"USER": "user", "WORKDIR": "path", "STOPSIGNAL": "signal", "MAINTAINER": "name",
+                "ONBUILD": "expression"}
 
 
 def to_instr(x) -> Instr:
-    """The parser's instruction object seen through the one shape the executor uses."""
-    kind = (getattr(x, "keyword", None) or type(x).__name__.replace("Instruction", "")).upper()
-    line = getattr(x, "line", None) or getattr(x, "start_line", 0)
-    text = getattr(x, "original", None) or getattr(x, "text", None) or kind
-    args = list(getattr(x, "cmd", None) or getattr(x, "args", None) or getattr(x, "command", None) or [])
-    if isinstance(args, str):
-        args = [args]
-    if kind in ("COPY", "ADD"):
-        args = list(getattr(x, "sources", [])) + [getattr(x, "dest")]
-    elif kind in ("USER", "WORKDIR", "STOPSIGNAL", "MAINTAINER"):
-        value = getattr(x, "value", None) or getattr(x, "user", None) or getattr(x, "path", None) \
-            or getattr(x, "signal", None) or getattr(x, "name", None)
-        args = [value] if value is not None else args
-    elif kind == "ONBUILD":
-        args = [getattr(x, "expression", None) or getattr(x, "trigger", None) or text.split(None, 1)[1]]
-    flags = {}
-    for name in ("from_", "from_stage", "chown", "chmod", "checksum", "network", "link", "unpack"):
-        value = getattr(x, name, None)
-        if value is not None:
-            flags[name.rstrip("_").replace("from_stage", "from")] = value
-    if kind == "HEALTHCHECK":
-        flags["healthcheck"] = _healthcheck(x)
-    return Instr(kind=kind, line=line, text=text, args=args,
-                 json_form=bool(getattr(x, "json_form", None) or getattr(x, "exec_form", None)
-                                or getattr(x, "prepend_shell", True) is False),
-                 flags=flags, pairs=_pairs(x) if kind in ("ENV", "LABEL", "ARG") else [],
-                 mounts=list(getattr(x, "mounts", None) or []),
-                 heredocs=[(h.name, h.content, h.expand) for h in getattr(x, "heredocs", None) or []
-                           if kind in ("COPY", "ADD")],
-                 source=x)
-
-
-def _healthcheck(x) -> dict:
-    out = {"Test": list(getattr(x, "test", None) or [])}
-    for key, attr in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
-                      ("StartInterval", "start_interval"), ("Retries", "retries")):
-        value = getattr(x, attr, None)
-        if value:
-            out[key] = value
-    return out
+    """The parser's instruction seen through the one shape the executor uses."""
+    kind = x.keyword
+    ins = Instr(kind=kind, line=x.line, text=x.original, source=x)
+    if kind in ("RUN", "CMD", "ENTRYPOINT"):
+        ins.args, ins.json_form = list(x.cmd), not x.shell_form
+    if kind == "RUN":
+        ins.mounts = list(x.mounts)
+        ins.flags = {"network": x.network}
+    elif kind == "SHELL":
+        ins.args, ins.json_form = list(x.shell), True
+    elif kind in ("ENV", "LABEL"):
+        ins.pairs = list(x.pairs)
+    elif kind == "ARG":
+        ins.pairs = [(a.name, a.default) for a in x.args]
+    elif kind == "EXPOSE":
+        ins.args = list(x.ports)
+    elif kind == "VOLUME":
+        ins.args = list(x.paths)
+    elif kind in SINGLE_VALUE:
+        ins.args = [getattr(x, SINGLE_VALUE[kind])]
+    elif kind in ("COPY", "ADD"):
+        ins.args = list(x.sources) + [x.dest]
+        ins.flags = {"from": x.from_, "chown": x.chown, "chmod": x.chmod,
+                     "checksum": getattr(x, "checksum", None)}
+        ins.heredocs = [(h.name, h.content, h.expand) for h in x.heredocs]
+    elif kind == "HEALTHCHECK":
+        ins.flags = {"healthcheck": {"Test": list(x.test), "Interval": x.interval, "Timeout": x.timeout,
+                                     "StartPeriod": x.start_period, "StartInterval": x.start_interval,
+                                     "Retries": x.retries}}
+    return ins

@@ -1,0 +1,117 @@
+"""orca-build end to end without RUN: layers, config, history, cache, reproducibility, CLI."""
+
+import gzip
+import io
+import json
+import tarfile
+
+from click.testing import CliRunner
+
+from orca.cli import cli
+from umoci_py import refs
+from umoci_py.cas import Layout
+
+
+def _build(tmp_path, ctx, *extra, env=None):
+    res = CliRunner().invoke(cli, ["--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                                   "--progress", "plain", *extra, str(ctx)], env=env or {})
+    return res
+
+
+def _image(tmp_path, tag):
+    layout = Layout.open(tmp_path / "out")
+    desc = refs.resolve(layout, tag)[-1]
+    manifest = layout.read_json(desc, "manifest")
+    config = layout.read_json(manifest["config"], "config")
+    return layout, desc, manifest, config
+
+
+def _layer_names(layout, desc):
+    data = gzip.decompress(layout.read_blob(desc["digest"], desc["size"]))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        return {m.name: m for m in tf.getmembers()}
+
+
+def _context(tmp_path, busybox_layout, dockerfile):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile.replace("BASE", f"oci:{busybox_layout}:latest"))
+    (ctx / "hello.txt").write_text("hello\n")
+    (ctx / "junk.log").write_text("ignored\n")
+    (ctx / ".dockerignore").write_text("*.log\n")
+    return ctx
+
+
+DOCKERFILE = """\
+FROM BASE
+ARG WHO=world
+ENV GREETING=hi-$WHO
+COPY --chown=1000:1000 hello.txt *.log* /app/
+WORKDIR /app
+ENTRYPOINT ["/bin/cat"]
+CMD ["hello.txt"]
+LABEL who=$WHO
+"""
+
+
+def test_copy_build_layers_config_history_and_cache(tmp_path, busybox_layout):
+    ctx = _context(tmp_path, busybox_layout, DOCKERFILE)
+    first = _build(tmp_path, ctx, "-t", "app")
+    assert first.exit_code == 0, first.output
+    layout, desc, manifest, config = _image(tmp_path, "app")
+    assert first.output.strip().splitlines()[-1] == desc["digest"]
+    members = _layer_names(layout, manifest["layers"][-1])
+    assert "app/hello.txt" in members and not any(n.endswith(".log") for n in members)
+    assert (members["app/hello.txt"].uid, members["app/hello.txt"].gid) == (1000, 1000)
+    cfg = config["config"]
+    assert "GREETING=hi-world" in cfg["Env"]
+    assert cfg["Entrypoint"] == ["/bin/cat"] and cfg["Cmd"] == ["hello.txt"]
+    assert cfg["WorkingDir"] == "/app" and cfg["Labels"] == {"who": "world"}
+    hist = config["history"][-7:]
+    assert hist[0]["created_by"] == "ARG WHO=world" and hist[0]["empty_layer"]
+    assert hist[2]["created_by"].startswith("COPY --chown=1000:1000 hello.txt")
+    assert hist[2]["created_by"].endswith(" # buildkit") and "empty_layer" not in hist[2]
+    assert all(h["comment"] == "buildkit.dockerfile.v0" for h in hist)
+
+    second = _build(tmp_path, ctx, "-t", "app")
+    assert second.exit_code == 0, second.output
+    assert second.output.count("CACHED") == 2  # COPY and WORKDIR
+
+    (ctx / "other.log").write_text("still ignored")  # ignored files never reach a key
+    assert _build(tmp_path, ctx).output.count("CACHED") == 2
+    (ctx / "hello.txt").write_text("changed\n")
+    third = _build(tmp_path, ctx, "--build-arg", "WHO=you")
+    assert third.exit_code == 0 and "CACHED" not in third.output
+
+
+def test_source_date_epoch_gives_identical_digests(tmp_path, busybox_layout):
+    ctx = _context(tmp_path, busybox_layout, DOCKERFILE)
+    a = _build(tmp_path, ctx, "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000")
+    (ctx / "hello.txt").touch()
+    b = _build(tmp_path, ctx, "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000")
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    assert a.output.splitlines()[-1] == b.output.splitlines()[-1]
+
+
+def test_copy_outside_context_fails_with_location(tmp_path, busybox_layout):
+    ctx = _context(tmp_path, busybox_layout, "FROM BASE\nCOPY ../etc/passwd /x\n")
+    res = _build(tmp_path, ctx)
+    assert res.exit_code == 1
+    assert "Dockerfile:2: COPY: source '../etc/passwd' is outside the build context" in res.output
+
+
+def test_missing_base_is_a_clear_error(tmp_path, busybox_layout):
+    ctx = _context(tmp_path, busybox_layout, "FROM nosuch:tag\n")
+    res = _build(tmp_path, ctx)
+    assert res.exit_code == 1 and "Dockerfile:1: base image nosuch:tag" in res.output
+
+
+def test_cache_ls_and_prune(tmp_path, busybox_layout):
+    ctx = _context(tmp_path, busybox_layout, DOCKERFILE)
+    assert _build(tmp_path, ctx).exit_code == 0
+    runner = CliRunner()
+    ls = runner.invoke(cli, ["cache", "ls", "--cache-dir", str(tmp_path / "cache")])
+    assert "COPY --chown=1000:1000" in ls.output
+    pr = runner.invoke(cli, ["prune", "--cache-dir", str(tmp_path / "cache")])
+    assert pr.exit_code == 0 and pr.output.startswith("removed 2 cache records")
+    assert runner.invoke(cli, ["cache", "ls", "--cache-dir", str(tmp_path / "cache")]).output == ""
