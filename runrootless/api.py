@@ -1,0 +1,141 @@
+"""Run a command in a rootless container with root emulation: the library entry point."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Callable
+
+from umoci_py.errors import UsageError
+
+from .emulate import TABLE
+from .emulate.base import Creds
+from .sandbox import FORWARDED_SIGNALS, Channels, SandboxError, prepare_mount_points, setup_main
+from .spec import Mount, RunSpec, spec_from_bundle
+from .tracer import Stats, Tracer
+
+__all__ = ["Mount", "RunSpec", "SandboxError", "Stats", "UsageError", "run", "spec_from_bundle"]
+
+
+def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
+        on_start: Callable[[int], None] | None = None, pin_cpu: bool = True,
+        stats: Stats | None = None) -> int:
+    """Run spec.args in the container; the exit status (128+signal when killed).
+
+    output None inherits stdin/stdout/stderr; otherwise stdin is /dev/null and
+    stdout+stderr are merged and streamed to the callback (from a thread).
+    on_start gets the host pid of the container's init.  pin_cpu keeps the
+    tracer and the container on one CPU: a trapped syscall then costs a few
+    times less (cross-CPU wake-ups dominate otherwise).
+    """
+    if spec.network not in ("host", "none"):
+        raise UsageError(f"network must be 'host' or 'none', not {spec.network!r}")
+    if not spec.emulate and (spec.uid or spec.gid or spec.additional_gids):
+        raise UsageError(f"{spec.rootfs}: user {spec.uid}:{spec.gid} with extra groups needs emulation "
+                         "(only root is mapped)")
+    points, host_files, mounts = prepare_mount_points(spec)
+    err_r, err_w = os.pipe()
+    out_r, out_w = os.pipe() if output is not None else (None, None)
+    start_r, start_w = os.pipe()
+    chans = Channels(err_w, out_w, trace=spec.emulate, trapped=sorted(TABLE))
+    state = _RunState(on_start)
+    affinity = os.sched_getaffinity(0)
+    saved_handlers = state.install_forwarding()
+    reader = None
+    try:
+        if pin_cpu and spec.emulate:
+            os.sched_setaffinity(0, {max(affinity)})
+        pid = os.fork()
+        if pid == 0:
+            os.close(start_r)
+            setup_main(spec, chans, host_files, mounts, start_w)
+        state.setup_pid = pid
+        for fd in (err_w, out_w, start_w):
+            if fd is not None:
+                os.close(fd)
+        err_w = out_w = start_w = None
+        if output is not None:
+            reader = threading.Thread(target=_pump, args=(out_r, output), daemon=True)
+            reader.start()
+        if spec.emulate:
+            tracer = Tracer(TABLE, Creds.of(spec.uid, spec.gid, spec.additional_gids),
+                            stats=stats if stats is not None else Stats())
+            tracer.on_new_child = state.child_seen
+            tracer.attach(pid)
+            status = tracer.run(pid)
+        else:
+            data = os.read(start_r, 16)
+            if data:
+                state.started(int(data))
+            _, raw = os.waitpid(pid, 0)
+            status = os.WEXITSTATUS(raw) if os.WIFEXITED(raw) else 128 + os.WTERMSIG(raw)
+        if reader is not None:
+            reader.join()
+        os.set_blocking(err_r, False)
+        try:
+            message = os.read(err_r, 4096).decode(errors="replace")
+        except BlockingIOError:
+            message = ""
+        if message:
+            raise SandboxError(message)
+        return status
+    finally:
+        state.restore(saved_handlers)
+        os.sched_setaffinity(0, affinity)
+        for fd in (err_r, err_w, out_w, start_r, start_w):
+            if fd is not None:
+                os.close(fd)
+        if out_r is not None and (reader is None or not reader.is_alive()):
+            os.close(out_r)
+        points.cleanup()
+
+
+def _pump(fd: int, output: Callable[[bytes], None]) -> None:
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            return
+        output(data)
+
+
+class _RunState:
+    """Forwards the runner's termination signals to the container's init once it exists."""
+
+    def __init__(self, on_start):
+        self.on_start = on_start
+        self.setup_pid: int | None = None
+        self.init_pid: int | None = None
+        self.queued: list[int] = []
+
+    def child_seen(self, pid: int) -> None:
+        if self.init_pid is None:
+            self.started(pid)
+
+    def started(self, pid: int) -> None:
+        self.init_pid = pid
+        if self.on_start is not None:
+            self.on_start(pid)
+        for sig in self.queued:
+            self._send(sig)
+
+    def _send(self, sig: int) -> None:
+        try:
+            os.kill(self.init_pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def forward(self, sig, _frame) -> None:
+        if self.init_pid is None:
+            self.queued.append(sig)
+        else:
+            self._send(sig)
+
+    def install_forwarding(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self.forward) for sig in FORWARDED_SIGNALS}
+
+    def restore(self, saved: dict) -> None:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

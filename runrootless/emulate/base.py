@@ -1,0 +1,240 @@
+"""What a syscall handler sees: the call, the caller's fake credentials, its memory and files.
+
+A handler is ``handler(call) -> Return | AtExit | None``:
+Return(value) skips the real syscall and makes it return ``value`` (one stop);
+AtExit(fn) lets it run and calls ``fn(call, result)`` at the exit stop, whose
+non-None return replaces the result; None lets it run untouched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as st
+from dataclasses import dataclass, field, replace
+from typing import Callable, NamedTuple, Protocol
+
+from umoci_py.rootless import XATTR_NAME, resolve_owner
+
+from .. import linux
+
+DEVICE_XATTR = "user.orca.device"
+HIDDEN_XATTRS = frozenset({XATTR_NAME, DEVICE_XATTR})
+NOCHANGE = 0xFFFFFFFF
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+PATH_MAX = 4096
+
+
+class Return(NamedTuple):
+    value: int
+
+
+class AtExit(NamedTuple):
+    fn: Callable[["Call", int], int | None]
+
+
+@dataclass
+class Creds:
+    """Fake credentials of one thread (the kernel's are always 0 in the namespace)."""
+
+    ruid: int = 0
+    euid: int = 0
+    suid: int = 0
+    fsuid: int = 0
+    rgid: int = 0
+    egid: int = 0
+    sgid: int = 0
+    fsgid: int = 0
+    groups: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, uid: int, gid: int, groups=()) -> "Creds":
+        return cls(uid, uid, uid, uid, gid, gid, gid, gid, tuple(groups))
+
+    def copy(self) -> "Creds":
+        return replace(self)
+
+
+class Memory(Protocol):
+    def read(self, addr: int, size: int) -> bytes: ...
+    def write(self, addr: int, data: bytes) -> None: ...
+
+
+def read_cstr(mem: Memory, addr: int, limit: int = PATH_MAX) -> bytes:
+    """A NUL-terminated string from tracee memory, read page by page."""
+    if addr == 0:
+        raise OSError(errno.EFAULT, "NULL pointer")
+    out = b""
+    while len(out) < limit:
+        chunk = mem.read(addr, 4096 - addr % 4096)
+        if not chunk:
+            raise OSError(errno.EFAULT, "bad address")
+        end = chunk.find(b"\0")
+        if end >= 0:
+            return out + chunk[:end]
+        out += chunk
+        addr += len(chunk)
+    raise OSError(errno.ENAMETOOLONG, "path too long")
+
+
+class TraceeMemory:
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def read(self, addr: int, size: int) -> bytes:
+        try:
+            return linux.process_vm_read(self.pid, addr, size)
+        except OSError:
+            return b""
+
+    def write(self, addr: int, data: bytes) -> None:
+        try:
+            linux.process_vm_write(self.pid, addr, data)
+        except OSError as err:
+            raise OSError(errno.EFAULT, "bad address") from err
+
+
+@dataclass
+class TraceeFiles:
+    """Resolves a tracee's paths and fds the way the tracee's kernel view would.
+
+    root/cwd/fd_dir are /proc/PID/{root,cwd,fd} for a real tracee; tests pass
+    plain directories.  Paths resolve inside root (RESOLVE_IN_ROOT), never
+    against the tracer's own root.
+    """
+
+    root: str
+    cwd: str
+    fd_dir: str
+    status: str | None = None
+    host_uid: int = field(default_factory=os.getuid)
+    host_gid: int = field(default_factory=os.getgid)
+
+    @classmethod
+    def for_pid(cls, pid: int) -> "TraceeFiles":
+        return cls(f"/proc/{pid}/root", f"/proc/{pid}/cwd", f"/proc/{pid}/fd", f"/proc/{pid}/status")
+
+    def open_fd(self, fd: int) -> int:
+        if fd < 0:
+            raise OSError(errno.EBADF, "bad fd")
+        return os.open(f"{self.fd_dir}/{fd}", linux.O_PATH | os.O_CLOEXEC)
+
+    def open(self, dirfd: int, path: bytes, follow: bool = True, empty_path: bool = False) -> int:
+        """An O_PATH fd (in the tracer) for what the tracee's path names."""
+        if not path:
+            if not empty_path:
+                raise OSError(errno.ENOENT, "empty path")
+            return os.open(self.cwd, linux.O_PATH | os.O_CLOEXEC) if dirfd == AT_FDCWD else self.open_fd(dirfd)
+        name = os.fsdecode(path)
+        if not name.startswith("/"):
+            base = os.readlink(self.cwd if dirfd == AT_FDCWD else f"{self.fd_dir}/{dirfd}")
+            if not base.startswith("/"):
+                raise OSError(errno.ENOTDIR, "dirfd is not a directory")
+            name = base.rstrip("/") + "/" + name
+        rootfd = os.open(self.root, linux.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            flags = linux.O_PATH | (0 if follow else os.O_NOFOLLOW)
+            return linux.openat2(rootfd, name.lstrip("/") or ".", flags,
+                                 linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
+        finally:
+            os.close(rootfd)
+
+    def umask(self) -> int:
+        if self.status is None:
+            return 0o022
+        with open(self.status, "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+        return 0o022
+
+    def real_owner(self, info: os.stat_result) -> tuple[int, int]:
+        """The owner the kernel shows inside the namespace (only our uid is mapped)."""
+        uid = 0 if info.st_uid == self.host_uid else 65534
+        gid = 0 if info.st_gid == self.host_gid else 65534
+        return uid, gid
+
+
+def fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def can_hold_xattr(mode: int) -> bool:
+    """The kernel allows user.* xattrs only on regular files and directories."""
+    return st.S_ISREG(mode) or st.S_ISDIR(mode)
+
+
+def stored_owner(fd: int) -> bytes | None:
+    try:
+        return os.getxattr(fd_path(fd), XATTR_NAME)
+    except OSError as err:
+        if err.errno in (errno.ENODATA, errno.EPERM, errno.ENOTSUP, errno.EACCES):
+            return None
+        raise
+
+
+def emulated_owner(files: TraceeFiles, fd: int, info: os.stat_result) -> tuple[int, int]:
+    base = files.real_owner(info)
+    if not can_hold_xattr(info.st_mode):
+        return base
+    return resolve_owner(stored_owner(fd), *base)
+
+
+def set_xattr_forced(fd: int, info: os.stat_result, name: str, value: bytes | None) -> None:
+    """Set (or remove, value None) an xattr even if the owner lacks write permission.
+
+    user.* xattrs need write permission; the tracer owns the file, so it may
+    add u+w for the duration and restore the mode.
+    """
+    path = fd_path(fd)
+
+    def apply():
+        if value is None:
+            try:
+                os.removexattr(path, name)
+            except OSError as err:
+                if err.errno != errno.ENODATA:
+                    raise
+        else:
+            os.setxattr(path, name, value)
+
+    try:
+        apply()
+    except PermissionError:
+        mode = st.S_IMODE(info.st_mode)
+        os.chmod(path, mode | st.S_IWUSR)
+        try:
+            apply()
+        finally:
+            os.chmod(path, mode)
+
+
+def errno_of(err: OSError) -> Return:
+    return Return(-(err.errno or errno.EIO))
+
+
+class Call:
+    """One trapped syscall: number, six raw argument registers and the caller's state."""
+
+    __slots__ = ("nr", "args", "creds", "mem", "files")
+
+    def __init__(self, nr: int, args: tuple[int, ...], creds: Creds, mem: Memory, files: TraceeFiles):
+        self.nr = nr
+        self.args = args
+        self.creds = creds
+        self.mem = mem
+        self.files = files
+
+    def int_arg(self, i: int) -> int:
+        """Argument i as a signed C int."""
+        v = self.args[i] & 0xFFFFFFFF
+        return v - (1 << 32) if v >= 1 << 31 else v
+
+    def id_arg(self, i: int) -> int:
+        """Argument i as a uid_t/gid_t (NOCHANGE for -1)."""
+        return self.args[i] & 0xFFFFFFFF
+
+    def path_arg(self, i: int) -> bytes:
+        return read_cstr(self.mem, self.args[i])

@@ -1,0 +1,187 @@
+"""get*id/set*id/getgroups/setgroups on fake credentials, by the rules of the man pages.
+
+Privilege is euid 0 (CAP_SETUID/CAP_SETGID): dropping euid drops it, as the
+kernel does without PR_SET_KEEPCAPS.  All handled in one stop.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat as st
+import struct
+
+from .base import NOCHANGE, Call, Creds, Return
+
+NGROUPS_MAX = 65536
+
+
+def _ok_unpriv(value: int, *allowed: int) -> bool:
+    return value == NOCHANGE or value in allowed
+
+
+def setuid(call: Call) -> Return:
+    c, uid = call.creds, call.id_arg(0)
+    if uid == NOCHANGE:
+        return Return(-errno.EINVAL)
+    if c.euid == 0:
+        c.ruid = c.euid = c.suid = c.fsuid = uid
+    elif uid in (c.ruid, c.suid):
+        c.euid = c.fsuid = uid
+    else:
+        return Return(-errno.EPERM)
+    return Return(0)
+
+
+def setgid(call: Call) -> Return:
+    c, gid = call.creds, call.id_arg(0)
+    if gid == NOCHANGE:
+        return Return(-errno.EINVAL)
+    if c.euid == 0:
+        c.rgid = c.egid = c.sgid = c.fsgid = gid
+    elif gid in (c.rgid, c.sgid):
+        c.egid = c.fsgid = gid
+    else:
+        return Return(-errno.EPERM)
+    return Return(0)
+
+
+def _setre(creds: Creds, kind: str, r: int, e: int) -> Return:
+    ids = [getattr(creds, f"r{kind}"), getattr(creds, f"e{kind}"), getattr(creds, f"s{kind}")]
+    old_r, old_e, old_s = ids
+    if creds.euid != 0 and not (_ok_unpriv(r, old_r, old_e) and _ok_unpriv(e, old_r, old_e, old_s)):
+        return Return(-errno.EPERM)
+    new_r = old_r if r == NOCHANGE else r
+    new_e = old_e if e == NOCHANGE else e
+    # The saved id follows the new effective one when the real id is set or
+    # the effective one becomes something other than the old real id.
+    new_s = new_e if (r != NOCHANGE or (e != NOCHANGE and e != old_r)) else old_s
+    _store(creds, kind, new_r, new_e, new_s)
+    return Return(0)
+
+
+def _setres(creds: Creds, kind: str, r: int, e: int, s: int) -> Return:
+    cur = (getattr(creds, f"r{kind}"), getattr(creds, f"e{kind}"), getattr(creds, f"s{kind}"))
+    if creds.euid != 0 and not all(_ok_unpriv(v, *cur) for v in (r, e, s)):
+        return Return(-errno.EPERM)
+    new = [old if v == NOCHANGE else v for v, old in zip((r, e, s), cur)]
+    _store(creds, kind, *new)
+    return Return(0)
+
+
+def _store(creds: Creds, kind: str, r: int, e: int, s: int) -> None:
+    setattr(creds, f"r{kind}", r)
+    setattr(creds, f"e{kind}", e)
+    setattr(creds, f"s{kind}", s)
+    setattr(creds, f"fs{kind}", e)
+
+
+def setreuid(call: Call) -> Return:
+    return _setre(call.creds, "uid", call.id_arg(0), call.id_arg(1))
+
+
+def setregid(call: Call) -> Return:
+    return _setre(call.creds, "gid", call.id_arg(0), call.id_arg(1))
+
+
+def setresuid(call: Call) -> Return:
+    return _setres(call.creds, "uid", call.id_arg(0), call.id_arg(1), call.id_arg(2))
+
+
+def setresgid(call: Call) -> Return:
+    return _setres(call.creds, "gid", call.id_arg(0), call.id_arg(1), call.id_arg(2))
+
+
+def _setfs(call: Call, kind: str) -> Return:
+    c, value = call.creds, call.id_arg(0)
+    old = getattr(c, f"fs{kind}")
+    allowed = (getattr(c, f"r{kind}"), getattr(c, f"e{kind}"), getattr(c, f"s{kind}"), old)
+    if value != NOCHANGE and (c.euid == 0 or value in allowed):
+        setattr(c, f"fs{kind}", value)
+    return Return(old)
+
+
+def setfsuid(call: Call) -> Return:
+    return _setfs(call, "uid")
+
+
+def setfsgid(call: Call) -> Return:
+    return _setfs(call, "gid")
+
+
+def setgroups(call: Call) -> Return:
+    size = call.int_arg(0)
+    if size < 0 or size > NGROUPS_MAX:
+        return Return(-errno.EINVAL)
+    if call.creds.euid != 0:
+        return Return(-errno.EPERM)
+    data = call.mem.read(call.args[1], 4 * size) if size else b""
+    if len(data) != 4 * size:
+        return Return(-errno.EFAULT)
+    call.creds.groups = struct.unpack(f"{size}I", data)
+    return Return(0)
+
+
+def getgroups(call: Call) -> Return:
+    groups = call.creds.groups
+    size = call.int_arg(0)
+    if size < 0:
+        return Return(-errno.EINVAL)
+    if size == 0:
+        return Return(len(groups))
+    if size < len(groups):
+        return Return(-errno.EINVAL)
+    try:
+        call.mem.write(call.args[1], struct.pack(f"{len(groups)}I", *groups))
+    except OSError:
+        return Return(-errno.EFAULT)
+    return Return(len(groups))
+
+
+def _getres(call: Call, values: tuple[int, int, int]) -> Return:
+    try:
+        for addr, value in zip(call.args[:3], values):
+            call.mem.write(addr, struct.pack("I", value))
+    except OSError:
+        return Return(-errno.EFAULT)
+    return Return(0)
+
+
+def getresuid(call: Call) -> Return:
+    c = call.creds
+    return _getres(call, (c.ruid, c.euid, c.suid))
+
+
+def getresgid(call: Call) -> Return:
+    c = call.creds
+    return _getres(call, (c.rgid, c.egid, c.sgid))
+
+
+def on_exec(creds: Creds, mode: int, owner: tuple[int, int], no_new_privs: bool) -> None:
+    """What execve does to the ids: set-id bits raise euid/egid, then saved = effective."""
+    if not no_new_privs:
+        if mode & st.S_ISUID:
+            creds.euid = owner[0]
+        if mode & st.S_ISGID and mode & st.S_IXGRP:
+            creds.egid = owner[1]
+    creds.suid = creds.fsuid = creds.euid
+    creds.sgid = creds.fsgid = creds.egid
+
+
+HANDLERS = {
+    102: lambda call: Return(call.creds.ruid),   # getuid
+    104: lambda call: Return(call.creds.rgid),   # getgid
+    107: lambda call: Return(call.creds.euid),   # geteuid
+    108: lambda call: Return(call.creds.egid),   # getegid
+    105: setuid,
+    106: setgid,
+    113: setreuid,
+    114: setregid,
+    115: getgroups,
+    116: setgroups,
+    117: setresuid,
+    118: getresuid,
+    119: setresgid,
+    120: getresgid,
+    122: setfsuid,
+    123: setfsgid,
+}

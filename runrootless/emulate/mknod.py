@@ -1,0 +1,70 @@
+"""mknod of char/block devices: an empty placeholder marked user.orca.device.
+
+The value is b"c MAJOR MINOR" or b"b MAJOR MINOR"; umoci-py's repack turns
+the placeholder back into a device node.  FIFOs, sockets and regular files
+go to the kernel, which creates them for real.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as st
+
+from umoci_py.rootless import XATTR_NAME, encode_owner
+
+from .base import AT_FDCWD, DEVICE_XATTR, Call, Return, errno_of, fd_path
+
+
+def device_marker(mode: int, dev: int) -> bytes | None:
+    if st.S_ISCHR(mode):
+        kind = "c"
+    elif st.S_ISBLK(mode):
+        kind = "b"
+    else:
+        return None
+    return f"{kind} {os.major(dev)} {os.minor(dev)}".encode()
+
+
+def _mknod(call: Call, dirfd: int, path_arg: int, mode: int, dev: int) -> Return | None:
+    marker = device_marker(mode, dev)
+    if marker is None:
+        return None
+    if call.creds.euid != 0:
+        return Return(-errno.EPERM)
+    try:
+        path = os.fsdecode(call.path_arg(path_arg))
+        parent, _, name = path.rstrip("/").rpartition("/")
+        if name in ("", ".", ".."):
+            return Return(-errno.EEXIST)
+        if path.startswith("/") and not parent:
+            parent = "/"
+        parent_fd = call.files.open(dirfd, os.fsencode(parent), empty_path=not parent)
+        try:
+            # Owner-writable while the xattrs go on; the requested mode last.
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
+        try:
+            os.setxattr(fd_path(fd), DEVICE_XATTR, marker)
+            owner = encode_owner(call.creds.fsuid, call.creds.fsgid)
+            if owner is not None:
+                os.setxattr(fd_path(fd), XATTR_NAME, owner)
+            os.fchmod(fd, st.S_IMODE(mode) & ~call.files.umask())
+        finally:
+            os.close(fd)
+    except OSError as err:
+        return errno_of(err)
+    return Return(0)
+
+
+def mknod(call: Call):
+    return _mknod(call, AT_FDCWD, 0, call.int_arg(1), call.args[2])
+
+
+def mknodat(call: Call):
+    return _mknod(call, call.int_arg(0), 1, call.int_arg(2), call.args[3])
+
+
+HANDLERS = {133: mknod, 259: mknodat}

@@ -1,0 +1,192 @@
+"""Thin ctypes wrappers for the Linux calls the standard library lacks.
+
+Every wrapper raises OSError with the C errno, like the os module does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.ptrace.restype = ctypes.c_long
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MNT_DETACH = 2
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+PR_SET_PDEATHSIG = 1
+SECCOMP_MODE_FILTER = 2
+
+PTRACE_TRACEME = 0
+PTRACE_PEEKDATA = 2
+PTRACE_CONT = 7
+PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
+PTRACE_SYSCALL = 24
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETSIGINFO = 0x4202
+
+PTRACE_O_TRACESYSGOOD = 1
+PTRACE_O_TRACEFORK = 2
+PTRACE_O_TRACEVFORK = 4
+PTRACE_O_TRACECLONE = 8
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_TRACEEXIT = 0x40
+PTRACE_O_TRACESECCOMP = 0x80
+PTRACE_O_EXITKILL = 0x100000
+
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
+PTRACE_EVENT_CLONE = 3
+PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_EXIT = 6
+PTRACE_EVENT_SECCOMP = 7
+
+WALL = 0x40000000
+
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+O_PATH = 0o10000000
+
+_SYS_PIVOT_ROOT = 155
+_SYS_PROCESS_VM_READV = 310
+_SYS_PROCESS_VM_WRITEV = 311
+_SYS_OPENAT2 = 437
+
+
+def _check(result: int) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)))
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
+    enc = (lambda s: None if s is None else s.encode())
+    if _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def umount2(target: str, flags: int) -> None:
+    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)))
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), new_root.encode(), put_old.encode()))
+
+
+def sethostname(name: str) -> None:
+    data = name.encode()
+    _check(_libc.sethostname(data, ctypes.c_size_t(len(data))))
+
+
+def prctl(option: int, arg2: int | ctypes.c_void_p = 0, arg3: int = 0) -> None:
+    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2) if isinstance(arg2, int) else arg2,
+                       ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)))
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0, resolve)
+    buf = ctypes.create_string_buffer(how, len(how))
+    return _check(_libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), path.encode(),
+                                buf, ctypes.c_size_t(len(how))))
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+def process_vm_read(pid: int, addr: int, size: int) -> bytes:
+    """Up to size bytes of the process's memory (short at an unmapped page)."""
+    buf = ctypes.create_string_buffer(size)
+    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), size)
+    remote = _IoVec(ctypes.c_void_p(addr), size)
+    got = _check(_libc.syscall(ctypes.c_long(_SYS_PROCESS_VM_READV), ctypes.c_long(pid),
+                               ctypes.byref(local), ctypes.c_ulong(1), ctypes.byref(remote),
+                               ctypes.c_ulong(1), ctypes.c_ulong(0)))
+    return buf.raw[:got]
+
+
+def process_vm_write(pid: int, addr: int, data: bytes) -> None:
+    buf = ctypes.create_string_buffer(data, len(data))
+    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), len(data))
+    remote = _IoVec(ctypes.c_void_p(addr), len(data))
+    done = _check(_libc.syscall(ctypes.c_long(_SYS_PROCESS_VM_WRITEV), ctypes.c_long(pid),
+                                ctypes.byref(local), ctypes.c_ulong(1), ctypes.byref(remote),
+                                ctypes.c_ulong(1), ctypes.c_ulong(0)))
+    if done != len(data):
+        raise OSError(14, "short write to tracee memory")
+
+
+def ptrace(request: int, pid: int, addr: int = 0, data: int | ctypes.c_void_p | None = 0) -> int:
+    ctypes.set_errno(0)
+    result = _libc.ptrace(request, pid, ctypes.c_void_p(addr), data)
+    if result == -1 and ctypes.get_errno():
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+# struct user_regs_struct on x86_64: 27 unsigned longs.
+REG_NAMES = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+             "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
+             "gs_base", "ds", "es", "fs", "gs")
+
+
+class Regs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_ulonglong) for name in REG_NAMES]
+
+
+def get_regs(pid: int) -> Regs:
+    regs = Regs()
+    ptrace(PTRACE_GETREGS, pid, 0, ctypes.cast(ctypes.byref(regs), ctypes.c_void_p))
+    return regs
+
+
+def set_regs(pid: int, regs: Regs) -> None:
+    ptrace(PTRACE_SETREGS, pid, 0, ctypes.cast(ctypes.byref(regs), ctypes.c_void_p))
+
+
+def event_msg(pid: int) -> int:
+    value = ctypes.c_ulong()
+    ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.cast(ctypes.byref(value), ctypes.c_void_p))
+    return value.value
+
+
+def is_group_stop(pid: int) -> bool:
+    """True when a stop is a group-stop rather than a signal to deliver."""
+    info = ctypes.create_string_buffer(128)
+    try:
+        ptrace(PTRACE_GETSIGINFO, pid, 0, ctypes.cast(info, ctypes.c_void_p))
+    except OSError as err:
+        return err.errno == 22
+    return False

@@ -1,0 +1,271 @@
+"""The container: a user namespace mapping only our uid/gid to 0, plus mount,
+pid, uts, ipc (and optionally net) namespaces, the rootfs entered with pivot_root.
+
+Process tree (host side first):
+  runner (tracer)  ->  setup  (unshares, waits for init)
+                       ->  init (pid 1: mounts, pivot_root, reaps, forwards signals)
+                           ->  workload (seccomp filter, execve of process.args)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import stat as st
+import struct
+from dataclasses import dataclass, field
+
+from umoci_py.errors import UmociError
+
+from . import linux, seccomp_filter
+from .spec import Mount, RunSpec
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+HOST_FILES = ("/etc/resolv.conf", "/etc/hosts")
+
+
+class SandboxError(UmociError):
+    """The container could not be set up (namespaces, mounts, rootfs)."""
+
+
+@dataclass
+class Channels:
+    """File descriptors the container side inherits from the runner."""
+
+    errors: int                    # write end: one-line setup failure
+    output: int | None             # write end for stdout+stderr, None to inherit
+    trace: bool                    # stop for the tracer before anything else
+    trapped: list[int] = field(default_factory=list)
+
+
+class MountPoints:
+    """Mount points missing from the rootfs, created for a run and removed after it.
+
+    Removal restores the parent directory's times so a later repack sees no
+    change.  A crash of the runner can leave them behind (empty files/dirs).
+    """
+
+    def __init__(self, rootfs: str):
+        self.rootfs = rootfs
+        self.created: list[tuple[str, os.stat_result]] = []
+
+    def ensure(self, dest: str, directory: bool) -> bool:
+        """Make rootfs+dest exist; False if a symlink is in the way (skip the mount)."""
+        path = self.rootfs
+        parts = [p for p in dest.split("/") if p and p != "."]
+        if ".." in parts:
+            raise SandboxError(f"{self.rootfs}: mount destination {dest} contains '..'")
+        for i, part in enumerate(parts):
+            parent, path = path, os.path.join(path, part)
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                parent_info = os.stat(parent)
+                if directory or i < len(parts) - 1:
+                    os.mkdir(path, 0o755)
+                else:
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                self.created.append((path, parent_info))
+                continue
+            if st.S_ISLNK(info.st_mode):
+                return False
+        return True
+
+    def cleanup(self) -> None:
+        for path, parent_info in reversed(self.created):
+            try:
+                if os.path.isdir(path):
+                    os.rmdir(path)
+                elif os.path.getsize(path) == 0:
+                    os.unlink(path)
+                else:
+                    continue
+                os.utime(os.path.dirname(path), ns=(parent_info.st_atime_ns, parent_info.st_mtime_ns))
+            except OSError:
+                pass  # the container put something there: it is content now
+        self.created.clear()
+
+
+def prepare_mount_points(spec: RunSpec) -> tuple[MountPoints, list[str], list[Mount]]:
+    """Create what the mounts need; returns the host files and spec mounts to bind."""
+    points = MountPoints(str(spec.rootfs))
+    try:
+        for d in ("proc", "sys", "dev"):
+            points.ensure(d, directory=True)
+        host_files = [f for f in HOST_FILES if os.path.exists(f) and points.ensure(f, directory=False)]
+        mounts = []
+        for m in spec.mounts:
+            is_dir = m.type != "bind" or os.path.isdir(m.source)
+            if points.ensure(m.destination, directory=is_dir):
+                mounts.append(m)
+    except OSError as err:
+        points.cleanup()
+        raise SandboxError(f"{spec.rootfs}: cannot create mount point: {err}") from None
+    except SandboxError:
+        points.cleanup()
+        raise
+    return points, host_files, mounts
+
+
+def _fail(chans: Channels, message: str) -> None:
+    os.write(chans.errors, message.encode())
+    os._exit(1)
+
+
+def setup_main(spec: RunSpec, chans: Channels, host_files: list[str], mounts: list[Mount],
+               started: int) -> None:
+    """The forked child: enter the namespaces, start init, exit with its status."""
+    try:
+        if chans.output is not None:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(chans.output, 1)
+            os.dup2(chans.output, 2)
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        if chans.trace:
+            linux.ptrace(linux.PTRACE_TRACEME, 0)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        uid, gid = os.getuid(), os.getgid()
+        try:
+            linux.unshare(linux.CLONE_NEWUSER)
+        except OSError as err:
+            _fail(chans, f"unprivileged user namespaces are unavailable: {err.strerror}")
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as fh:
+                fh.write(text)
+        flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
+        if spec.network == "none":
+            flags |= linux.CLONE_NEWNET
+        linux.unshare(flags)
+        pid = os.fork()
+        if pid == 0:
+            os.close(started)
+            init_main(spec, chans, host_files, mounts)
+        os.write(started, str(pid).encode())
+        os.close(started)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+    except BaseException as err:  # noqa: BLE001 - a forked child must never return
+        _fail(chans, f"container setup failed: {err}")
+
+
+def _bind(source: str, target: str, readonly: bool, recursive: bool = True) -> None:
+    linux.mount(source, target, None, linux.MS_BIND | (linux.MS_REC if recursive else 0))
+    if readonly:
+        # A remount in a user namespace must keep the flags locked on the source.
+        locked = os.statvfs(target).f_flag & (linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+                                              | linux.MS_NOATIME | linux.MS_NODIRATIME)
+        if os.statvfs(target).f_flag & 4096:  # ST_RELATIME
+            locked |= linux.MS_RELATIME
+        linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | locked)
+
+
+_MOUNT_FLAGS = {"ro": linux.MS_RDONLY, "nosuid": linux.MS_NOSUID, "nodev": linux.MS_NODEV,
+                "noexec": linux.MS_NOEXEC, "noatime": linux.MS_NOATIME}
+
+
+def _spec_mount(root: str, m: Mount) -> None:
+    target = root + "/" + m.destination.lstrip("/")
+    if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
+        _bind(m.source, target, readonly="ro" in m.options, recursive="bind" not in m.options)
+        return
+    flags = 0
+    data = []
+    for opt in m.options:
+        if opt in _MOUNT_FLAGS:
+            flags |= _MOUNT_FLAGS[opt]
+        elif "=" in opt:
+            data.append(opt)
+    linux.mount(m.source or m.type, target, m.type, flags, ",".join(data) or None)
+
+
+def _setup_dev(root: str) -> None:
+    dev = root + "/dev"
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID, "mode=755,size=65536k")
+    for name in DEVICES:
+        if os.path.exists(f"/dev/{name}"):
+            os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
+            _bind(f"/dev/{name}", f"{dev}/{name}", readonly=False, recursive=False)
+    os.mkdir(f"{dev}/pts", 0o755)
+    linux.mount("devpts", f"{dev}/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620")
+    os.symlink("pts/ptmx", f"{dev}/ptmx")
+    os.mkdir(f"{dev}/shm", 0o1777)
+    linux.mount("shm", f"{dev}/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=1777,size=65536k")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{dev}/{name}")
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        ifreq = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, 0x8913, ifreq))[1]   # SIOCGIFFLAGS
+        fcntl.ioctl(sock, 0x8914, struct.pack("16sH22x", b"lo", flags | 1))    # SIOCSIFFLAGS, IFF_UP
+
+
+def init_main(spec: RunSpec, chans: Channels, host_files: list[str], mounts: list[Mount]) -> None:
+    """pid 1 of the container: build the mount tree, start the workload, reap."""
+    try:
+        root = str(spec.rootfs)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        linux.mount(root, root, None, linux.MS_BIND | linux.MS_REC)
+        linux.mount("proc", root + "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+        _bind("/sys", root + "/sys", readonly=True)
+        _setup_dev(root)
+        for path in host_files:
+            _bind(path, root + path, readonly=True, recursive=False)
+        for m in mounts:
+            _spec_mount(root, m)
+        os.chdir(root)
+        linux.pivot_root(".", ".")
+        linux.umount2(".", linux.MNT_DETACH)
+        os.chdir("/")
+        linux.sethostname(spec.hostname)
+        if spec.network == "none":
+            _loopback_up()
+        try:
+            os.chdir(spec.cwd)
+        except OSError as err:
+            _fail(chans, f"{spec.rootfs}: cannot enter working directory {spec.cwd}: {err.strerror}")
+    except OSError as err:
+        _fail(chans, f"{spec.rootfs}: container setup failed: {err}")
+
+    workload: list[int] = []
+
+    def forward(sig, _frame):
+        if workload:
+            os.kill(workload[0], sig)
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    pid = os.fork()
+    if pid == 0:
+        workload_main(spec, chans)
+    workload.append(pid)
+    while True:
+        done, status = os.waitpid(-1, 0)
+        if done == pid:
+            os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+
+
+def workload_main(spec: RunSpec, chans: Channels) -> None:
+    try:
+        for sig in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        if chans.trace:
+            seccomp_filter.install(chans.trapped)
+        env = dict(e.split("=", 1) for e in spec.env if "=" in e)
+        os.close(chans.errors)
+        os.execvpe(spec.args[0], spec.args, env)
+    except OSError as err:
+        os.write(2, f"runrootless: exec {spec.args[0]}: {err.strerror}\n".encode())
+        os._exit(127)
+    except BaseException as err:  # noqa: BLE001 - a forked child must never return
+        os.write(2, f"runrootless: {err}\n".encode())
+        os._exit(127)

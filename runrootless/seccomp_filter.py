@@ -1,0 +1,84 @@
+"""The seccomp BPF program: trap the emulated syscalls, let everything else run.
+
+Written by hand rather than with libseccomp so that each ABI gets exactly
+its action in one linear program: x86_64 emulated calls -> SECCOMP_RET_TRACE;
+x32 calls and the i386 versions of emulated calls -> ENOSYS (never through
+unemulated); any other architecture kills the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import struct
+
+from . import linux
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+AUDIT_ARCH_I386 = 0x40000003
+X32_SYSCALL_BIT = 0x40000000
+
+RET_KILL_PROCESS = 0x80000000
+RET_TRACE = 0x7FF00000
+RET_ALLOW = 0x7FFF0000
+RET_ERRNO = 0x00050000
+
+_LD_W_ABS = 0x20
+_JEQ_K = 0x15
+_JGE_K = 0x35
+_RET_K = 0x06
+_OFF_NR = 0
+_OFF_ARCH = 4
+
+# i386 numbers of the calls emulated on x86_64 (asm/unistd_32.h).
+I386_EMULATED = (
+    14, 16, 18, 23, 24, 28, 46, 47, 49, 50, 70, 71, 80, 81, 84, 95, 106, 107, 108, 138, 139,
+    164, 165, 170, 171, 182, 195, 196, 197, 198, 199, 200, 201, 202, 203, 204, 205, 206, 207,
+    208, 209, 210, 211, 212, 213, 214, 215, 216, 226, 227, 228, 229, 230, 231, 232, 233, 234,
+    235, 236, 237, 297, 298, 300, 383,
+)
+
+
+def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> tuple[int, int, int, int]:
+    return (code, jt, jf, k)
+
+
+def _section(nrs: list[int], hit: int, x32_guard: bool) -> list:
+    """Load nr; return `hit` for any of nrs, ALLOW otherwise."""
+    n = len(nrs)
+    out = [_insn(_LD_W_ABS, _OFF_NR)]
+    if x32_guard:
+        out.append(_insn(_JGE_K, X32_SYSCALL_BIT, jt=n + 2))
+    out += [_insn(_JEQ_K, nr, jt=n - i) for i, nr in enumerate(nrs)]
+    out += [_insn(_RET_K, RET_ALLOW), _insn(_RET_K, hit)]
+    if x32_guard:
+        out.append(_insn(_RET_K, RET_ERRNO | errno.ENOSYS))
+    return out
+
+
+def build(trapped: list[int]) -> list[tuple[int, int, int, int]]:
+    nosys = RET_ERRNO | errno.ENOSYS
+    x86 = _section(sorted(set(trapped)), RET_TRACE, x32_guard=True)
+    i386 = _section(list(I386_EMULATED), nosys, x32_guard=False)
+    prog = [_insn(_LD_W_ABS, _OFF_ARCH), _insn(_JEQ_K, AUDIT_ARCH_X86_64, jf=len(x86))]
+    prog += x86
+    prog += [_insn(_JEQ_K, AUDIT_ARCH_I386, jf=len(i386))]
+    prog += i386
+    prog += [_insn(_RET_K, RET_KILL_PROCESS)]
+    if any(jt > 255 or jf > 255 for _, jt, jf, _ in prog):
+        raise ValueError("seccomp program too long for 8-bit jumps")
+    return prog
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install(trapped: list[int]) -> None:
+    """Install the filter on the calling thread (inherited by all descendants)."""
+    prog = build(trapped)
+    raw = b"".join(struct.pack("HBBI", *insn) for insn in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = _SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
+    linux.prctl(linux.PR_SET_SECCOMP, linux.SECCOMP_MODE_FILTER,
+                ctypes.cast(ctypes.byref(fprog), ctypes.c_void_p).value)

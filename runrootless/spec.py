@@ -1,0 +1,77 @@
+"""RunSpec: what to run and where; read from an OCI bundle's config.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from umoci_py.errors import BundleError
+
+# Destinations the sandbox always provides itself (see sandbox.py).
+PROVIDED = frozenset({"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys",
+                      "/sys/fs/cgroup", "/etc/resolv.conf", "/etc/hosts"})
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    destination: str
+    type: str = "bind"
+    options: tuple[str, ...] = ("rbind", "ro")
+
+
+@dataclass
+class RunSpec:
+    rootfs: Path
+    args: list[str]
+    env: list[str]
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    hostname: str = "runrootless"
+    network: str = "host"
+    emulate: bool = True
+
+
+def spec_from_bundle(bundle_dir) -> RunSpec:
+    bundle = Path(bundle_dir)
+    path = bundle / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such file (not a runtime bundle?)") from None
+    except (OSError, ValueError) as err:
+        raise BundleError(f"{path}: cannot read runtime config: {err}") from None
+    try:
+        process = config["process"]
+        args = [str(a) for a in process["args"]]
+        root = config["root"]["path"]
+        user = process.get("user", {})
+        mounts = tuple(
+            Mount(str(bundle / m["source"]) if m.get("type", "bind") == "bind" and not m["source"].startswith("/")
+                  else m.get("source", ""),
+                  m["destination"], m.get("type", "bind"), tuple(m.get("options", ())))
+            for m in config.get("mounts", ()) if m["destination"].rstrip("/") not in PROVIDED)
+        spec = RunSpec(
+            rootfs=(bundle / root).resolve(),
+            args=args,
+            env=[str(e) for e in process.get("env", ())],
+            cwd=process.get("cwd", "/"),
+            uid=int(user.get("uid", 0)),
+            gid=int(user.get("gid", 0)),
+            additional_gids=tuple(int(g) for g in user.get("additionalGids", ())),
+            mounts=mounts,
+            hostname=config.get("hostname") or "runrootless",
+            network="none" if any(ns.get("type") == "network" and not ns.get("path")
+                                  for ns in config.get("linux", {}).get("namespaces", ())) else "host",
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise BundleError(f"{path}: malformed runtime config: missing or bad {err}") from None
+    if not args:
+        raise BundleError(f"{path}: process.args is empty")
+    if not spec.rootfs.is_dir():
+        raise BundleError(f"{path}: root.path {spec.rootfs} is not a directory")
+    return spec

@@ -1,0 +1,183 @@
+"""The ptrace loop: seccomp stops dispatched to the emulation table.
+
+Raw ptrace through ctypes (linux.py) rather than python-ptrace: we need
+exactly GETREGS/SETREGS, GETEVENTMSG and CONT/SYSCALL on seccomp stops, and
+python-ptrace's debugger objects add per-stop bookkeeping on the hot path.
+
+Every tracee is restarted with PTRACE_CONT, so untrapped syscalls never
+stop; a handler that needs the result asks for the exit stop (PTRACE_SYSCALL).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat as st
+from dataclasses import dataclass, field
+from typing import Callable
+
+from umoci_py.rootless import XATTR_NAME, resolve_owner
+
+from . import linux
+from .emulate import ids
+from .emulate.base import AtExit, Call, Creds, Return, TraceeFiles, TraceeMemory
+
+OPTIONS = (linux.PTRACE_O_TRACESYSGOOD | linux.PTRACE_O_TRACESECCOMP | linux.PTRACE_O_TRACEFORK
+           | linux.PTRACE_O_TRACEVFORK | linux.PTRACE_O_TRACECLONE | linux.PTRACE_O_TRACEEXEC
+           | linux.PTRACE_O_TRACEEXIT | linux.PTRACE_O_EXITKILL)
+SKIP = 2**64 - 1
+SYSCALL_STOP = signal.SIGTRAP | 0x80
+
+
+@dataclass
+class Stats:
+    trapped: int = 0
+    stops: int = 0
+
+
+@dataclass
+class Tracer:
+    table: dict[int, Callable]
+    initial: Creds
+    stats: Stats = field(default_factory=Stats)
+    creds: dict[int, Creds] = field(default_factory=dict)
+    pending: dict[int, tuple[Callable, Call]] = field(default_factory=dict)
+    # New tracees whose first stop came before their parent's fork event.
+    held: set[int] = field(default_factory=set)
+    # New tracees announced by a fork event whose first stop is still to come.
+    expected: set[int] = field(default_factory=set)
+    on_new_child: Callable[[int], None] | None = None
+
+    def attach(self, pid: int) -> None:
+        """pid is stopped by its own SIGSTOP after PTRACE_TRACEME."""
+        _, status = os.waitpid(pid, linux.WALL)
+        if not os.WIFSTOPPED(status):
+            raise OSError(errno.ESRCH, "traced child died before starting")
+        linux.ptrace(linux.PTRACE_SETOPTIONS, pid, 0, OPTIONS)
+        self.creds[pid] = self.initial.copy()
+        self._resume(pid)
+
+    def run(self, main_pid: int) -> int:
+        """Serve stops until every tracee is gone; the exit status of main_pid."""
+        result = 1
+        while True:
+            try:
+                pid, status = os.waitpid(-1, linux.WALL)
+            except ChildProcessError:
+                return result
+            self.stats.stops += 1
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self._forget(pid)
+                if pid == main_pid:
+                    result = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                              else 128 + os.WTERMSIG(status))
+                continue
+            try:
+                self._stopped(pid, status)
+            except ProcessLookupError:
+                self._forget(pid)  # killed while stopped (e.g. SIGKILL mid-syscall)
+
+    def _forget(self, pid: int) -> None:
+        self.creds.pop(pid, None)
+        self.pending.pop(pid, None)
+        self.held.discard(pid)
+        self.expected.discard(pid)
+
+    def _resume(self, pid: int, sig: int = 0, request: int = linux.PTRACE_CONT) -> None:
+        linux.ptrace(request, pid, 0, sig)
+
+    def _stopped(self, pid: int, status: int) -> None:
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if sig == signal.SIGTRAP and event:
+            self._event(pid, event)
+        elif sig == SYSCALL_STOP:
+            self._syscall_exit(pid)
+        elif pid not in self.creds:
+            self.held.add(pid)  # first stop of a child whose fork event is still to come
+        elif sig == signal.SIGSTOP and pid in self.expected:
+            self.expected.discard(pid)
+            self._resume(pid)
+        elif sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU) and linux.is_group_stop(pid):
+            self._resume(pid)  # job control is not supported: keep running
+        else:
+            self._resume(pid, sig)
+
+    def _event(self, pid: int, event: int) -> None:
+        if event in (linux.PTRACE_EVENT_FORK, linux.PTRACE_EVENT_VFORK, linux.PTRACE_EVENT_CLONE):
+            child = linux.event_msg(pid)
+            self.creds[child] = self.creds.setdefault(pid, self.initial.copy()).copy()
+            if self.on_new_child is not None:
+                self.on_new_child(child)
+            if child in self.held:
+                self.held.discard(child)
+                self._resume(child)
+            else:
+                self.expected.add(child)
+        elif event == linux.PTRACE_EVENT_EXEC:
+            former = linux.event_msg(pid)
+            if former != pid and former in self.creds:
+                self.creds[pid] = self.creds.pop(former)
+            self._exec(pid)
+        elif event == linux.PTRACE_EVENT_SECCOMP:
+            self._seccomp(pid)
+            return
+        self._resume(pid)
+
+    def _exec(self, pid: int) -> None:
+        creds = self.creds.setdefault(pid, self.initial.copy())
+        try:
+            info = os.stat(f"/proc/{pid}/exe")
+            owner = (0, 0)
+            if info.st_mode & (st.S_ISUID | st.S_ISGID):
+                try:
+                    payload = os.getxattr(f"/proc/{pid}/exe", XATTR_NAME)
+                except OSError:
+                    payload = None
+                owner = resolve_owner(payload, 0, 0)
+            with open(f"/proc/{pid}/status", "rb") as fh:
+                nnp = any(line.startswith(b"NoNewPrivs:\t1") for line in fh)
+        except OSError:
+            return
+        ids.on_exec(creds, info.st_mode, owner, nnp)
+
+    def _seccomp(self, pid: int) -> None:
+        self.stats.trapped += 1
+        regs = linux.get_regs(pid)
+        handler = self.table.get(regs.orig_rax)
+        if handler is None:
+            self._resume(pid)
+            return
+        creds = self.creds.setdefault(pid, self.initial.copy())
+        call = Call(regs.orig_rax, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9),
+                    creds, TraceeMemory(pid), TraceeFiles.for_pid(pid))
+        try:
+            result = handler(call)
+        except OSError as err:
+            result = Return(-(err.errno or errno.EIO))
+        if isinstance(result, Return):
+            regs.orig_rax = SKIP
+            regs.rax = result.value & SKIP
+            linux.set_regs(pid, regs)
+            self._resume(pid)
+        elif isinstance(result, AtExit):
+            self.pending[pid] = (result.fn, call)
+            self._resume(pid, request=linux.PTRACE_SYSCALL)
+        else:
+            self._resume(pid)
+
+    def _syscall_exit(self, pid: int) -> None:
+        entry = self.pending.pop(pid, None)
+        if entry is not None:
+            fn, call = entry
+            regs = linux.get_regs(pid)
+            value = regs.rax - 2**64 if regs.rax >= 2**63 else regs.rax
+            try:
+                new = fn(call, value)
+            except OSError as err:
+                new = -(err.errno or errno.EIO)
+            if new is not None:
+                regs.rax = new & SKIP
+                linux.set_regs(pid, regs)
+        self._resume(pid)
