@@ -206,7 +206,7 @@ class _Extractor:
             os.mkdir(path, 0o755)
             return
         if not stat.S_ISDIR(st.st_mode):
-            raise LayerError(f"{rel}: not a directory but the layer has entries below it")
+            raise NotADirectoryError(errno.ENOTDIR, f"{rel} is not a directory but the layer has entries below it")
 
     def touch_dir(self, rel: str) -> None:
         """rel's entries are about to change: keep its times as they are."""

@@ -1,0 +1,201 @@
+"""Write layer tars: the delta of a rootfs (repack) or an inserted tree.
+
+Entries follow umoci's tar_generate: PAX headers, empty uname/gname, times
+in whole seconds, directories as "dir/", xattrs as SCHILY.xattr.*, hard links
+within the layer as TypeLink to the first path written.  In rootless mode
+the owner comes only from the user.rootlesscontainers xattr (0:0 without it)
+and device placeholders written by extract (or runrootless) become device
+nodes again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import stat
+import tarfile
+from typing import BinaryIO
+
+from .. import rootless, unpriv
+from ..errors import LayerError
+from ..mtree import Delta, read_xattrs
+from .extract import DEVICE_XATTR, FORBIDDEN_XATTRS, OPAQUE, PAX_XATTR, WHITEOUT, IdMap, MapOptions, clean
+
+log = logging.getLogger(__name__)
+
+
+class _Info(tarfile.TarInfo):
+    """tarfile appends "/" to every directory name; umoci names the root "."."""
+
+    def get_info(self):
+        info = super().get_info()
+        if info["name"] == "./":
+            info["name"] = "."
+        return info
+
+
+def unmap_id(maps: list[IdMap], hid: int, what: str, path: str) -> int:
+    """Host id -> container id; identity without maps."""
+    if not maps:
+        return hid
+    for m in maps:
+        if m.host <= hid < m.host + m.size:
+            return m.container + hid - m.host
+    raise LayerError(f"{path}: host {what} {hid} is not in the {what} map")
+
+
+class _LayerWriter:
+    def __init__(self, out: BinaryIO, opts: MapOptions, source_date_epoch: int | None):
+        self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
+                                encoding="utf-8", errors="surrogateescape")
+        self.opts = opts
+        self.epoch = source_date_epoch
+        self.inodes: dict[tuple[int, int], str] = {}
+
+    def close(self) -> None:
+        self.tar.close()
+
+    def mtime(self, seconds: int) -> int:
+        if self.epoch is not None and seconds > self.epoch:
+            return self.epoch
+        return seconds
+
+    def _marker(self, tarname: str) -> None:
+        ti = _Info(tarname)
+        ti.mode = 0
+        ti.mtime = self.mtime(0)
+        ti.uname = ti.gname = ""
+        self.tar.addfile(ti)
+
+    def whiteout(self, name: str) -> None:
+        parent, base = posixpath.split(name)
+        self._marker(posixpath.join(parent, WHITEOUT + base))
+
+    def opaque(self, name: str) -> None:
+        self._marker(OPAQUE if name == "." else posixpath.join(name, OPAQUE))
+
+    def add(self, access: unpriv.Access, rel: str, name: str) -> None:
+        """Write the entry for access.host(rel) under the tar name `name`."""
+        if posixpath.basename(name).startswith(WHITEOUT):
+            raise LayerError(f"{access.host(rel)}: a file named {WHITEOUT}* cannot be put in a layer")
+        path = access.host(rel)
+        st = access.call(rel, lambda: os.lstat(path))
+        if stat.S_ISSOCK(st.st_mode):
+            log.warning("generate layer: ignoring socket %s", path)
+            return
+        xattrs = read_xattrs(access, rel, self.opts.rootless)
+        ti = _Info(name)
+        ti.mode = stat.S_IMODE(access.original_mode(rel, st))
+        ti.mtime = self.mtime(st.st_mtime_ns // 1_000_000_000)
+        ti.uname = ti.gname = ""
+        ti.uid, ti.gid = self.owner(xattrs, st, path)
+        device = xattrs.pop(DEVICE_XATTR, None)
+        for key, value in sorted(xattrs.items()):
+            if key in FORBIDDEN_XATTRS or not value:
+                continue
+            if key == rootless.XATTR_NAME and self.opts.rootless:
+                continue
+            ti.pax_headers[PAX_XATTR + key] = value.decode("utf-8", "surrogateescape")
+        data = None
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and (st.st_dev, st.st_ino) in self.inodes:
+            ti.type = tarfile.LNKTYPE
+            ti.linkname = self.inodes[(st.st_dev, st.st_ino)]
+        elif stat.S_ISREG(st.st_mode) and device is not None and st.st_size == 0:
+            ti.type, ti.devmajor, ti.devminor = _parse_device(device, path)
+        elif stat.S_ISREG(st.st_mode):
+            ti.type = tarfile.REGTYPE
+            ti.size = st.st_size
+            if st.st_nlink > 1:
+                self.inodes[(st.st_dev, st.st_ino)] = name
+            data = unpriv.open_read(access, rel)
+        elif stat.S_ISDIR(st.st_mode):
+            ti.type = tarfile.DIRTYPE
+        elif stat.S_ISLNK(st.st_mode):
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = os.readlink(path)
+        elif stat.S_ISFIFO(st.st_mode):
+            ti.type = tarfile.FIFOTYPE
+        else:
+            ti.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+            ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        try:
+            self.tar.addfile(ti, data)
+        except OSError as e:
+            raise LayerError(f"{path}: {e.strerror or e}") from None
+        finally:
+            if data is not None:
+                data.close()
+
+    def owner(self, xattrs: dict[str, bytes], st: os.stat_result, path: str) -> tuple[int, int]:
+        if self.opts.rootless:
+            try:
+                return rootless.resolve_owner(xattrs.get(rootless.XATTR_NAME), 0, 0)
+            except ValueError as e:
+                raise LayerError(f"{path}: {e}") from None
+        if rootless.XATTR_NAME in xattrs:
+            log.warning("suspicious filesystem: %s has %s outside rootless mode", path, rootless.XATTR_NAME)
+        return (unmap_id(self.opts.uid_map, st.st_uid, "uid", path),
+                unmap_id(self.opts.gid_map, st.st_gid, "gid", path))
+
+
+def _parse_device(marker: bytes, path: str) -> tuple[bytes, int, int]:
+    try:
+        kind, major, minor = marker.decode().split()
+        return {"c": tarfile.CHRTYPE, "b": tarfile.BLKTYPE}[kind], int(major), int(minor)
+    except (ValueError, KeyError, UnicodeDecodeError):
+        raise LayerError(f"{path}: bad {DEVICE_XATTR} value {marker!r}") from None
+
+
+def generate_layer(rootfs: str | os.PathLike, deltas: list[Delta], opts: MapOptions, out_fileobj: BinaryIO,
+                   source_date_epoch: int | None = None) -> None:
+    """Uncompressed tar of the given deltas (already masked and simplified):
+    a full entry for each modified or extra path, a whiteout for each missing
+    one, in path order."""
+    writer = _LayerWriter(out_fileobj, opts, source_date_epoch)
+    with unpriv.Access(os.fspath(rootfs)) as access:
+        for delta in sorted(deltas, key=lambda d: os.fsencode(d.path)):
+            if delta.kind == "missing":
+                writer.whiteout(delta.path)
+            else:
+                writer.add(access, "" if delta.path == "." else delta.path, delta.path)
+    writer.close()
+
+
+def generate_insert_layer(source: str | os.PathLike | None, target: str, opts: MapOptions,
+                          out_fileobj: BinaryIO, whiteout: bool = False, opaque: bool = False,
+                          source_date_epoch: int | None = None) -> None:
+    """Uncompressed tar putting source (a file or a tree) at target, as umoci
+    insert: with whiteout, only a whiteout of target; with opaque, an opaque
+    whiteout of target first so the lower layers' contents are hidden."""
+    name = clean(target) or "."
+    writer = _LayerWriter(out_fileobj, opts, source_date_epoch)
+    if whiteout:
+        if name == ".":
+            raise LayerError(f"insert --whiteout: cannot white out the root ({target!r})")
+        writer.whiteout(name)
+        writer.close()
+        return
+    if source is None:
+        raise LayerError("insert: a source path is needed unless --whiteout is given")
+    src = os.path.abspath(os.fspath(source))
+    if not os.path.lexists(src):
+        raise LayerError(f"insert: source {src} does not exist")
+    if opaque:
+        writer.opaque(name)
+    if os.path.isdir(src) and not os.path.islink(src):
+        with unpriv.Access(src) as access:
+            _insert_tree(writer, access, "", name)
+    else:
+        with unpriv.Access(os.path.dirname(src)) as access:
+            writer.add(access, os.path.basename(src), name)
+    writer.close()
+
+
+def _insert_tree(writer: _LayerWriter, access: unpriv.Access, rel: str, name: str) -> None:
+    writer.add(access, rel, name)
+    if not stat.S_ISDIR(os.lstat(access.host(rel)).st_mode):
+        return
+    for child in unpriv.listdir(access, rel):
+        _insert_tree(writer, access, f"{rel}/{child}" if rel else child,
+                     child if name == "." else f"{name}/{child}")
