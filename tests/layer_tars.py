@@ -54,13 +54,18 @@ def contents(tar_bytes: bytes) -> dict[str, bytes]:
     return out
 
 
-def image_layers(layout: Path, tag: str):
-    """(media type, blob path) of each layer of a fixture image."""
+def manifest_layers(layout: Path, tag: str) -> list[dict]:
+    """The layer descriptors of a tagged image in a layout."""
     index = json.loads((layout / "index.json").read_text())
     desc = next(m for m in index["manifests"]
                 if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
-    manifest = json.loads((layout / "blobs/sha256" / desc["digest"][7:]).read_text())
-    return [(layer["mediaType"], layout / "blobs/sha256" / layer["digest"][7:]) for layer in manifest["layers"]]
+    return json.loads((layout / "blobs/sha256" / desc["digest"][7:]).read_text())["layers"]
+
+
+def image_layers(layout: Path, tag: str):
+    """(media type, blob path) of each layer of a fixture image."""
+    return [(layer["mediaType"], layout / "blobs/sha256" / layer["digest"][7:])
+            for layer in manifest_layers(layout, tag)]
 
 
 def extract_image(layout: Path, tag: str, rootfs: Path, cache=None) -> None:
@@ -86,3 +91,23 @@ def xattr(path, name):
         return os.getxattr(path, name, follow_symlinks=False)
     except OSError:
         return None
+
+
+def raw_names(tar_bytes: bytes) -> list[str]:
+    """Entry names exactly as written (tarfile strips the "/" of directories)."""
+    names, pos, pax_path = [], 0, None
+    while pos + 512 <= len(tar_bytes) and tar_bytes[pos:pos + 512] != b"\0" * 512:
+        block = tar_bytes[pos:pos + 512]
+        size = int(block[124:136].rstrip(b"\0 ") or b"0", 8)
+        data = tar_bytes[pos + 512:pos + 512 + size]
+        pos += 512 + (size + 511) // 512 * 512
+        if block[156:157] == b"x":
+            for record in data.split(b"\n"):
+                if b" path=" in record:
+                    pax_path = record.split(b"=", 1)[1].decode()
+            continue
+        name = block[:100].rstrip(b"\0").decode()
+        prefix = block[345:500].rstrip(b"\0").decode()
+        names.append(pax_path or (f"{prefix}/{name}" if prefix else name))
+        pax_path = None
+    return names

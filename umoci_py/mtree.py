@@ -39,13 +39,13 @@ _TYPES = {
 }
 
 # govis with VisWhite|VisOctal|VisGlob: everything but printable ASCII, plus
-# backslash and the glob characters, becomes a three-digit octal escape.
+# the glob characters, becomes a three-digit octal escape; backslash is "\\".
 _PLAIN = frozenset(range(0x21, 0x7F)) - frozenset(b"\\*?[#")
 CHUNK = 1 << 20
 
 
 def vis(name: str) -> str:
-    return "".join(chr(b) if b in _PLAIN else f"\\{b:03o}" for b in os.fsencode(name))
+    return "".join(chr(b) if b in _PLAIN else "\\\\" if b == 0x5C else f"\\{b:03o}" for b in os.fsencode(name))
 
 
 def unvis(text: str) -> str:
@@ -247,7 +247,7 @@ def _keyvals(words: list[str], source: str, lineno: int) -> dict[str, str]:
         key, sep, value = w.partition("=")
         if not sep:
             raise BundleError(f"{source}:{lineno}: keyword {w!r} has no value")
-        out[key] = unvis(value) if key == "link" else value
+        out[key] = value  # kept vis-encoded, as walk() records link targets
     return out
 
 

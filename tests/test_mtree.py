@@ -1,0 +1,87 @@
+"""go-mtree manifests: our text against umoci 0.4.7's, both directions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from layer_tars import manifest_layers, umoci_mtree, umoci_unpack
+
+from umoci_py import mtree
+
+WEIRD = ["sp ace", "tab\tname", "back\\slash", "star*q?[b]#h", "caf\u00e9", "new\nline"]
+
+
+def _body(text):
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
+def _umoci(*args):
+    return subprocess.run(["umoci", *args], check=True, capture_output=True, text=True)
+
+
+def _layers(layout, tag="latest"):
+    return manifest_layers(layout, tag)
+
+
+def test_dump_matches_umoci_text_and_names_round_trip(busybox_layout, tmp_path):
+    bundle = tmp_path / "bundle"
+    umoci_unpack(busybox_layout, "latest", bundle)
+    rootfs = bundle / "rootfs"
+    (rootfs / "etc/odd").mkdir()
+    for name in WEIRD:
+        (rootfs / "etc/odd" / name).write_bytes(name.encode())
+    os.symlink("tar get", rootfs / "etc/odd/ln")
+    os.setxattr(rootfs / "etc/odd/sp ace", "user.x", b"\x00\x01v")
+    _umoci("repack", "--refresh-bundle", "--image", f"{busybox_layout}:latest", str(bundle))
+    theirs = umoci_mtree(bundle)
+    ours = mtree.walk(rootfs, rootless=True)
+    assert _body(ours.dump()) == _body(theirs)
+    parsed = mtree.parse(theirs)
+    assert {e.path for e in parsed.entries} >= {f"etc/odd/{n}" for n in WEIRD}
+    assert mtree.unvis(parsed.by_path()["etc/odd/ln"].keywords["link"]) == "tar get"
+    assert mtree.compare(parsed, ours) == []
+    assert mtree.compare(mtree.parse(ours.dump()), ours) == []
+
+
+def test_umoci_repacks_our_manifest_without_spurious_changes(busybox_layout, tmp_path):
+    bundle = tmp_path / "bundle"
+    umoci_unpack(busybox_layout, "latest", bundle)
+    manifest_file = next(bundle.glob("sha256_*.mtree"))
+    manifest_file.write_text(mtree.walk(bundle / "rootfs", rootless=True).dump())
+    layers_before = len(_layers(busybox_layout))
+    _umoci("repack", "--image", f"{busybox_layout}:same", str(bundle))
+    assert len(_layers(busybox_layout, "same")) == layers_before  # empty diff: no layer
+    (bundle / "rootfs/etc/hostname").write_text("changed\n")
+    _umoci("repack", "--image", f"{busybox_layout}:changed", str(bundle))
+    layers = _layers(busybox_layout, "changed")
+    assert len(layers) == layers_before + 1
+    listing = subprocess.run(["tar", "-tzf", str(busybox_layout / "blobs/sha256" / layers[-1]["digest"][7:])],
+                             check=True, capture_output=True, text=True).stdout.split()
+    assert sorted(listing) == ["etc/", "etc/hostname"]
+
+
+def test_compare_kinds_and_simplify():
+    old = mtree.parse("/set type=file uid=0\n. type=dir\n    a size=1\n    b size=2\nd type=dir\n    x size=1\n..\n..\n")
+    new = mtree.parse("/set type=file uid=0\n. type=dir\n    a size=5\n    c size=2\n..\n")
+    deltas = {(d.path, d.kind) for d in mtree.compare(old, new)}
+    assert deltas == {("a", "modified"), ("c", "extra"), ("b", "missing"), ("d", "missing"), ("d/x", "missing")}
+    simple = {(d.path, d.kind) for d in mtree.simplify_filter(mtree.compare(old, new))}
+    assert simple == deltas - {("d/x", "missing")}
+
+
+def test_digest_cache_save_load_and_invalidation(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"one")
+    cache = mtree.DigestCache()
+    cache.put("f", os.lstat(f), "cafe")
+    cache.put("d/x", os.lstat(f), "beef")
+    cache.save(tmp_path / "cache.json")
+    loaded = mtree.DigestCache.load(tmp_path / "cache.json")
+    assert loaded.lookup("f", os.lstat(f)) == "cafe"
+    f.write_bytes(b"two")
+    assert loaded.lookup("f", os.lstat(f)) is None
+    loaded.discard_tree("d")
+    assert "d/x" not in loaded.files
+    (tmp_path / "bad.json").write_text("{not json")
+    assert mtree.DigestCache.load(tmp_path / "bad.json").files == {}
