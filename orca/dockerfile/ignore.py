@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from orca.errors import IgnoreFileError
 
 DEFAULT_NAME = ".dockerignore"
-_REGEX_SPECIALS = set(".+()|{}$^")
+_REGEX_SPECIALS = set(".+()|{}$^")  # literal in a pattern; ^ negates only inside [...]
 
 
 def choose_ignore_file(dockerfile: str, names: Collection[str]) -> str | None:
@@ -132,6 +132,7 @@ def _compile(text: str, exclusion: bool) -> _Pattern:
     kind = "exact"
     i = 0
     first = True
+    in_class = False
     while i < len(text):
         ch = text[i]
         i += 1
@@ -156,6 +157,8 @@ def _compile(text: str, exclusion: bool) -> _Pattern:
         elif ch == "?":
             out.append("[^/]")
             kind = "regex"
+        elif ch == "^" and in_class and out[-1] == "[":
+            out.append(ch)
         elif ch in _REGEX_SPECIALS:
             out.append("\\" + ch)
         elif ch == "\\":
@@ -166,6 +169,7 @@ def _compile(text: str, exclusion: bool) -> _Pattern:
             else:
                 out.append("\\\\")
         elif ch in "[]":
+            in_class = ch == "["
             out.append(ch)
             kind = "regex"
         else:

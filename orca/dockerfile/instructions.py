@@ -551,8 +551,8 @@ def check_signal(value: str) -> str:
 # --- --chmod ----------------------------------------------------------------
 
 _WHO_BITS = {"u": 0o4700, "g": 0o2070, "o": 0o1007}
-_CLAUSE = re.compile(r"^([ugoa]*)((?:[-+=](?:[rwxXst]*|[ugo]))+)$")
-_ACTION = re.compile(r"([-+=])([rwxXst]*|[ugo])")
+_CLAUSE = re.compile(r"^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$")
+_ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
 
 
 @dataclass(frozen=True)
