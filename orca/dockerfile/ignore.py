@@ -23,8 +23,10 @@ def choose_ignore_file(dockerfile: str, names: Collection[str]) -> str | None:
     return None
 
 
-def read_ignore(text: str) -> list[str]:
-    """The patterns of a .dockerignore, cleaned; exceptions keep their ``!``."""
+def read(text: str, source: str = DEFAULT_NAME) -> list[str]:
+    """The patterns of a .dockerignore, cleaned and checked; exceptions keep their ``!``.
+
+    Errors name ``source`` and the line."""
     patterns = []
     for number, line in enumerate(text.split("\n")):
         if number == 0:
@@ -41,12 +43,18 @@ def read_ignore(text: str) -> list[str]:
             pattern = clean(pattern)
             if len(pattern) > 1 and pattern.startswith("/"):
                 pattern = pattern[1:]
-        patterns.append("!" + pattern if invert else pattern)
+        pattern = "!" + pattern if invert else pattern
+        try:
+            Matcher([pattern], source)
+        except IgnoreFileError as err:
+            message = str(err).removeprefix(source + ": ")
+            raise IgnoreFileError(f"{source}:{number + 1}: {message}") from None
+        patterns.append(pattern)
     return patterns
 
 
-def parse_ignore(text: str, source: str = DEFAULT_NAME) -> "IgnoreMatcher":
-    return IgnoreMatcher(read_ignore(text), source)
+def parse(text: str, source: str = DEFAULT_NAME) -> "Matcher":
+    return Matcher(read(text, source), source)
 
 
 def clean(path: str) -> str:
@@ -85,7 +93,7 @@ class _Pattern:
         return self.regex.match(path) is not None
 
 
-class IgnoreMatcher:
+class Matcher:
     """Decides whether a context path is excluded; the last matching pattern wins."""
 
     def __init__(self, patterns: list[str], source: str = DEFAULT_NAME):

@@ -10,6 +10,7 @@ functions here so both sides use one implementation.
 from __future__ import annotations
 
 import csv
+import difflib
 import posixpath
 import re
 import signal
@@ -349,7 +350,6 @@ def parse_go_bool(value: str) -> bool | None:
 
 def suggest(word: str, choices) -> str:
     """A " (did you mean X?)" suffix when a choice is close to ``word``."""
-    import difflib
     close = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
     if not close:
         return ""
