@@ -1,0 +1,318 @@
+"""Each emulation handler alone, with fake registers and memory and a temporary directory tree."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import struct
+
+import pytest
+
+from runrootless import seccomp_filter
+from runrootless.emulate import TABLE, ids, mknod, owner, xattr
+from runrootless.emulate import stat as stat_h
+from runrootless.emulate.base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, Creds, Return, TraceeFiles
+from umoci_py.rootless import XATTR_NAME, encode_owner
+
+BASE = 0x10000
+
+
+class FakeMemory:
+    """A flat address space starting at BASE."""
+
+    def __init__(self, size=8192):
+        self.data = bytearray(size)
+        self.top = BASE
+
+    def put(self, data: bytes) -> int:
+        addr = self.top
+        self.write(addr, data)
+        self.top += len(data) + 8
+        return addr
+
+    def read(self, addr, size):
+        off = addr - BASE
+        if off < 0 or off >= len(self.data):
+            return b""
+        return bytes(self.data[off:off + size])
+
+    def write(self, addr, data):
+        off = addr - BASE
+        if off < 0 or off + len(data) > len(self.data):
+            raise OSError(errno.EFAULT, "bad address")
+        self.data[off:off + len(data)] = data
+
+
+@pytest.fixture
+def env(tmp_path):
+    """Tracee view: root '/', cwd tmp_path, fds 3.. as symlinks in a fake fd dir."""
+    (tmp_path / "fd").mkdir()
+    os.symlink(tmp_path, tmp_path / "cwd")
+    files = TraceeFiles(root="/", cwd=str(tmp_path / "cwd"), fd_dir=str(tmp_path / "fd"))
+    return tmp_path, files
+
+
+def make_call(nr, args, files=None, creds=None, mem=None):
+    args = tuple(a & (2**64 - 1) for a in args) + (0,) * (6 - len(args))
+    return Call(nr, args, creds or Creds(), mem or FakeMemory(), files)
+
+
+def owner_of(path):
+    try:
+        payload = os.getxattr(path, XATTR_NAME)
+    except OSError:
+        return None
+    from umoci_py.rootless import decode_owner
+    return decode_owner(payload)
+
+
+# ---- ids ------------------------------------------------------------------
+
+def test_apt_privilege_drop_sequence_is_reported_back():
+    creds, mem = Creds(), FakeMemory()
+    groups = mem.put(struct.pack("I", 65534))
+    assert TABLE[116](make_call(116, (1, groups), creds=creds, mem=mem)) == Return(0)   # setgroups
+    assert TABLE[119](make_call(119, (65534, 65534, 65534), creds=creds)) == Return(0)  # setresgid
+    assert TABLE[117](make_call(117, (42, 42, 42), creds=creds)) == Return(0)           # setresuid
+    assert [TABLE[n](make_call(n, (), creds=creds)).value for n in (102, 107, 104, 108)] == [42, 42, 65534, 65534]
+    out = mem.put(bytes(12))
+    assert TABLE[118](make_call(118, (out, out + 4, out + 8), creds=creds, mem=mem)) == Return(0)
+    assert struct.unpack("3I", mem.read(out, 12)) == (42, 42, 42)
+    # Regaining root must fail now, as apt's Verify::Regain expects.
+    assert TABLE[105](make_call(105, (0,), creds=creds)) == Return(-errno.EPERM)
+    assert TABLE[116](make_call(116, (0, 0), creds=creds)) == Return(-errno.EPERM)
+
+
+def test_getgroups_sizes():
+    creds, mem = Creds(groups=(5, 6)), FakeMemory()
+    assert ids.getgroups(make_call(115, (0, 0), creds=creds)) == Return(2)
+    assert ids.getgroups(make_call(115, (1, BASE), creds=creds, mem=mem)) == Return(-errno.EINVAL)
+    assert ids.getgroups(make_call(115, (2, BASE), creds=creds, mem=mem)) == Return(2)
+    assert struct.unpack("2I", mem.read(BASE, 8)) == (5, 6)
+
+
+def test_seteuid_keeps_saved_root_and_can_come_back():
+    creds = Creds()
+    assert ids.setreuid(make_call(113, (-1, 100), creds=creds)) == Return(0)
+    assert (creds.ruid, creds.euid, creds.suid, creds.fsuid) == (0, 100, 100, 100)
+    creds = Creds()
+    assert ids.setresuid(make_call(117, (-1, 100, -1), creds=creds)) == Return(0)
+    assert (creds.ruid, creds.euid, creds.suid) == (0, 100, 0)
+    assert ids.setuid(make_call(105, (0,), creds=creds)) == Return(0)
+    assert (creds.ruid, creds.euid, creds.suid) == (0, 0, 0)
+
+
+def test_unprivileged_setuid_rules_and_invalid_id():
+    creds = Creds.of(1000, 1000)
+    assert ids.setuid(make_call(105, (0,), creds=creds)) == Return(-errno.EPERM)
+    assert ids.setuid(make_call(105, (-1,), creds=creds)) == Return(-errno.EINVAL)
+    assert ids.setfsuid(make_call(122, (5,), creds=creds)) == Return(1000)
+    assert creds.fsuid == 1000
+    assert ids.setgid(make_call(106, (1000,), creds=creds)) == Return(0)
+
+
+def test_exec_of_setuid_file_raises_euid_unless_no_new_privs():
+    creds = Creds.of(1000, 1000)
+    ids.on_exec(creds, stat.S_IFREG | 0o4755, (0, 0), no_new_privs=False)
+    assert (creds.ruid, creds.euid, creds.suid) == (1000, 0, 0)
+    creds = Creds.of(1000, 1000)
+    ids.on_exec(creds, stat.S_IFREG | 0o2755, (0, 42), no_new_privs=True)
+    assert (creds.egid, creds.sgid) == (1000, 1000)
+    ids.on_exec(creds, stat.S_IFREG | 0o2755, (0, 42), no_new_privs=False)
+    assert (creds.rgid, creds.egid, creds.sgid) == (1000, 42, 42)
+
+
+# ---- chown ----------------------------------------------------------------
+
+def test_chown_merges_minus_one_with_the_recorded_owner(env):
+    tmp, files = env
+    (tmp / "f").write_bytes(b"x")
+    mem = FakeMemory()
+    path = mem.put(b"f\0")
+    assert owner.chown(make_call(92, (path, 42, 43), files, mem=mem)) == Return(0)
+    assert owner.chown(make_call(92, (path, 44, -1), files, mem=mem)) == Return(0)
+    assert owner_of(tmp / "f") == (44, 43)
+    assert owner.chown(make_call(92, (path, 0, 0), files, mem=mem)) == Return(0)
+    assert owner_of(tmp / "f") is None   # 0:0 is stored as no xattr
+
+
+def test_fchown_acts_on_the_tracees_fd_and_clears_setuid(env):
+    tmp, files = env
+    target = tmp / "prog"
+    target.write_bytes(b"x")
+    target.chmod(0o6755)
+    os.symlink(target, tmp / "fd" / "7")
+    assert owner.fchown(make_call(93, (7, 0, 101), files)) == Return(0)
+    assert owner_of(target) == (0xFFFFFFFF, 101)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755     # setgid goes too: group-exec set
+
+
+def test_fchownat_on_read_only_file_with_dirfd_and_empty_path(env):
+    tmp, files = env
+    (tmp / "d").mkdir()
+    (tmp / "d" / "ro").write_bytes(b"x")
+    (tmp / "d" / "ro").chmod(0o444)
+    os.symlink(tmp / "d", tmp / "fd" / "5")
+    mem = FakeMemory()
+    name, empty = mem.put(b"ro\0"), mem.put(b"\0")
+    assert owner.fchownat(make_call(260, (5, name, 7, 8, 0), files, mem=mem)) == Return(0)
+    assert owner_of(tmp / "d" / "ro") == (7, 8)
+    assert stat.S_IMODE((tmp / "d" / "ro").stat().st_mode) == 0o444
+    assert owner.fchownat(make_call(260, (5, empty, 9, 9, AT_EMPTY_PATH), files, mem=mem)) == Return(0)
+    assert owner_of(tmp / "d") == (9, 9)
+    assert owner.fchownat(make_call(260, (5, empty, 9, 9, 0), files, mem=mem)) == Return(-errno.ENOENT)
+    assert owner.fchownat(make_call(260, (5, name, 1, 1, 0x4), files, mem=mem)) == Return(-errno.EINVAL)
+
+
+def test_lchown_of_symlink_is_accepted_without_touching_the_target(env):
+    tmp, files = env
+    (tmp / "target").write_bytes(b"x")
+    os.symlink("target", tmp / "link")
+    mem = FakeMemory()
+    path = mem.put(b"link\0")
+    assert owner.lchown(make_call(94, (path, 5, 5), files, mem=mem)) == Return(0)
+    assert owner_of(tmp / "target") is None
+    assert owner.chown(make_call(92, (path, 5, 6), files, mem=mem)) == Return(0)
+    assert owner_of(tmp / "target") == (5, 6)
+
+
+def test_absolute_symlinks_resolve_inside_the_tracee_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "real").write_bytes(b"x")
+    os.symlink("/etc/real", root / "etc" / "abs")
+    files = TraceeFiles(root=str(root), cwd=str(root), fd_dir=str(tmp_path))
+    mem = FakeMemory()
+    path = mem.put(b"/etc/abs\0")
+    assert owner.chown(make_call(92, (path, 3, 4), files, mem=mem)) == Return(0)
+    assert owner_of(root / "etc" / "real") == (3, 4)
+
+
+def test_unprivileged_chown_is_refused(env):
+    tmp, files = env
+    (tmp / "f").write_bytes(b"x")
+    mem = FakeMemory()
+    path = mem.put(b"f\0")
+    creds = Creds.of(42, 42)
+    assert owner.chown(make_call(92, (path, 42, -1), files, creds, mem)) == Return(-errno.EPERM)
+    assert owner_of(tmp / "f") is None
+
+
+def test_chown_missing_file_reports_enoent(env):
+    _, files = env
+    mem = FakeMemory()
+    path = mem.put(b"nope\0")
+    assert owner.chown(make_call(92, (path, 1, 1), files, mem=mem)) == Return(-errno.ENOENT)
+
+
+# ---- stat -----------------------------------------------------------------
+
+def test_stat_patches_owner_at_exit_only_when_recorded(env):
+    tmp, files = env
+    (tmp / "plain").write_bytes(b"")
+    (tmp / "owned").write_bytes(b"")
+    os.setxattr(tmp / "owned", XATTR_NAME, encode_owner(0, 42))
+    mem = FakeMemory()
+    plain, owned, buf = mem.put(b"plain\0"), mem.put(b"owned\0"), mem.put(bytes(144))
+    assert stat_h.newfstatat(make_call(262, (AT_FDCWD, plain, buf, 0), files, mem=mem)) is None
+    call = make_call(262, (AT_FDCWD, owned, buf, 0), files, mem=mem)
+    result = stat_h.newfstatat(call)
+    assert isinstance(result, AtExit)
+    assert result.fn(call, 0) is None
+    assert struct.unpack("II", mem.read(buf + 28, 8)) == (0, 42)
+
+
+def test_fstat_and_statx_patch_their_own_layouts(env):
+    tmp, files = env
+    (tmp / "f").write_bytes(b"")
+    os.setxattr(tmp / "f", XATTR_NAME, encode_owner(7, 8))
+    os.symlink(tmp / "f", tmp / "fd" / "3")
+    mem = FakeMemory()
+    buf = mem.put(bytes(256))
+    call = make_call(5, (3, buf), files, mem=mem)
+    stat_h.fstat(call).fn(call, 0)
+    assert struct.unpack("II", mem.read(buf + 28, 8)) == (7, 8)
+    mem.write(buf, struct.pack("I", 0x18) + bytes(252))   # stx_mask = UID|GID
+    path = mem.put(b"f\0")
+    call = make_call(332, (AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, 0xfff, buf), files, mem=mem)
+    stat_h.statx(call).fn(call, 0)
+    assert struct.unpack("II", mem.read(buf + 20, 8)) == (7, 8)
+
+
+# ---- mknod ----------------------------------------------------------------
+
+def test_mknod_char_device_leaves_marked_placeholder(env):
+    tmp, files = env
+    mem = FakeMemory()
+    path = mem.put(b"null\0")
+    call = make_call(133, (path, stat.S_IFCHR | 0o666, os.makedev(1, 3)), files, mem=mem)
+    assert mknod.mknod(call) == Return(0)
+    info = (tmp / "null").lstat()
+    assert stat.S_ISREG(info.st_mode) and info.st_size == 0
+    assert stat.S_IMODE(info.st_mode) == 0o644     # umask 022 applies
+    assert os.getxattr(tmp / "null", "user.orca.device") == b"c 1 3"
+    assert mknod.mknod(call) == Return(-errno.EEXIST)
+
+
+def test_mknodat_block_device_and_fifo_passthrough(env):
+    tmp, files = env
+    os.symlink(tmp, tmp / "fd" / "4")
+    mem = FakeMemory()
+    path = mem.put(b"sda\0")
+    call = make_call(259, (4, path, stat.S_IFBLK | 0o600, os.makedev(8, 0)), files, mem=mem)
+    assert mknod.mknodat(call) == Return(0)
+    assert os.getxattr(tmp / "sda", "user.orca.device") == b"b 8 0"
+    assert mknod.mknodat(make_call(259, (4, path, stat.S_IFIFO | 0o600, 0), files, mem=mem)) is None
+    unpriv = make_call(133, (path, stat.S_IFCHR | 0o600, 0), files, Creds.of(5, 5), mem)
+    assert mknod.mknod(unpriv) == Return(-errno.EPERM)
+
+
+# ---- xattr ----------------------------------------------------------------
+
+def test_emulator_xattrs_are_hidden():
+    mem = FakeMemory()
+    hidden, other = mem.put(XATTR_NAME.encode() + b"\0"), mem.put(b"user.mime\0")
+    assert xattr.getxattr(make_call(191, (0, hidden), mem=mem)) == Return(-errno.ENODATA)
+    assert xattr.getxattr(make_call(191, (0, other), mem=mem)) is None
+    assert xattr.setxattr(make_call(190, (3, hidden), mem=mem)) == Return(-errno.EPERM)
+    names = b"user.a\0" + XATTR_NAME.encode() + b"\0user.orca.device\0security.selinux\0"
+    buf = mem.put(names)
+    call = make_call(194, (0, buf, len(names)), mem=mem)
+    result = xattr.listxattr(call)
+    assert result.fn(call, len(names)) == len(b"user.a\0security.selinux\0")
+    expected = b"user.a\0security.selinux\0"
+    assert mem.read(buf, len(expected)) == expected
+    assert xattr.listxattr(make_call(194, (0, 0, 0), mem=mem)) is None
+
+
+# ---- seccomp program ------------------------------------------------------
+
+def run_bpf(prog, nr, arch):
+    """A tiny classic-BPF interpreter for the instructions the filter uses."""
+    data = struct.pack("iI", nr, arch) + bytes(56)
+    pc, acc = 0, 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        if code == 0x20:
+            acc = struct.unpack_from("I", data, k)[0]
+        elif code == 0x15:
+            pc += jt if acc == k else jf
+        elif code == 0x35:
+            pc += jt if acc >= k else jf
+        elif code == 0x06:
+            return k
+        pc += 1
+
+
+def test_seccomp_program_traps_only_emulated_calls_per_abi():
+    prog = seccomp_filter.build(list(TABLE))
+    x86, i386 = seccomp_filter.AUDIT_ARCH_X86_64, seccomp_filter.AUDIT_ARCH_I386
+    nosys = seccomp_filter.RET_ERRNO | errno.ENOSYS
+    for nr in TABLE:
+        assert run_bpf(prog, nr, x86) == seccomp_filter.RET_TRACE
+    assert run_bpf(prog, 0, x86) == seccomp_filter.RET_ALLOW          # read
+    assert run_bpf(prog, 0x40000000 | 102, x86) == nosys               # x32 getuid
+    assert run_bpf(prog, 199, i386) == nosys                           # getuid32
+    assert run_bpf(prog, 3, i386) == seccomp_filter.RET_ALLOW          # i386 read
+    assert run_bpf(prog, 1, 0xC00000B7) == seccomp_filter.RET_KILL_PROCESS  # aarch64
