@@ -19,30 +19,26 @@ def _ok_unpriv(value: int, *allowed: int) -> bool:
     return value == NOCHANGE or value in allowed
 
 
-def setuid(call: Call) -> Return:
-    c, uid = call.creds, call.id_arg(0)
-    if uid == NOCHANGE:
+def _set(call: Call, kind: str) -> Return:
+    c, value = call.creds, call.id_arg(0)
+    if value == NOCHANGE:
         return Return(-errno.EINVAL)
     if c.euid == 0:
-        c.ruid = c.euid = c.suid = c.fsuid = uid
-    elif uid in (c.ruid, c.suid):
-        c.euid = c.fsuid = uid
+        _store(c, kind, value, value, value)
+    elif value in (getattr(c, f"r{kind}"), getattr(c, f"s{kind}")):
+        setattr(c, f"e{kind}", value)
+        setattr(c, f"fs{kind}", value)
     else:
         return Return(-errno.EPERM)
     return Return(0)
+
+
+def setuid(call: Call) -> Return:
+    return _set(call, "uid")
 
 
 def setgid(call: Call) -> Return:
-    c, gid = call.creds, call.id_arg(0)
-    if gid == NOCHANGE:
-        return Return(-errno.EINVAL)
-    if c.euid == 0:
-        c.rgid = c.egid = c.sgid = c.fsgid = gid
-    elif gid in (c.rgid, c.sgid):
-        c.egid = c.fsgid = gid
-    else:
-        return Return(-errno.EPERM)
-    return Return(0)
+    return _set(call, "gid")
 
 
 def _setre(creds: Creds, kind: str, r: int, e: int) -> Return:
