@@ -88,7 +88,11 @@ def _extract_layers(layout: Layout, manifest: dict, config: dict, rootfs: Path,
                              f" {media_type!r}, not a layer")
         with layout.open_blob(layer["digest"], layer["size"]) as blob:
             stream = _DiffIDReader(compress.reader(blob, media_type))
-            extract_layer(stream, rootfs, opts, keep_dirlinks=keep_dirlinks, cache=cache)
+            try:
+                extract_layer(stream, rootfs, opts, keep_dirlinks=keep_dirlinks, cache=cache)
+            except LayerError as err:
+                # A corrupt blob usually shows up as a bad tar before its digest is checked.
+                raise LayerError(f"{layout.path}: layer {layer['digest']}: {err}") from None
             got = stream.drain()
             while blob.read(_CHUNK):  # the verified reader checks the digest at EOF
                 pass
