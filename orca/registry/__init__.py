@@ -1,0 +1,1 @@
+"""OCI distribution (registry) support for orca-build: pull, push, registry cache."""

@@ -1,0 +1,67 @@
+"""Pulling an image from a registry into an OCI layout.
+
+The manifest is stored byte for byte, so its digest is the registry's; an
+index is resolved to the manifest for the platform asked for.  Blobs the
+layout already has are never requested, and each blob lands in the layout
+only once it verified, so an interrupted pull leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from umoci_py import mediatypes as mt
+from umoci_py import refs, schemas
+from umoci_py.cas import Layout
+
+from orca.registry.client import Client
+from orca.registry.errors import RegistryError
+from orca.registry.reference import Reference
+
+
+@dataclass
+class Pulled:
+    descriptor: dict   # of the image manifest, as stored in the layout
+    manifest: dict
+    config: dict
+    fetched: list[str]  # digests downloaded by this pull
+
+
+def pull(client: Client, ref: Reference, layout: Layout, platform: refs.Platform,
+         tag: str | None = None) -> Pulled:
+    """Pull `ref` for `platform` into `layout`; tag the manifest there if `tag` is given."""
+    repo = client.repository(ref)
+    with layout.writer():
+        body, media_type, digest = repo.get_manifest()
+        if media_type in mt.INDEX_TYPES:
+            child = select_platform(json.loads(body), platform, ref)
+            body, media_type, digest = repo.get_manifest(child["digest"])
+            if media_type not in mt.MANIFEST_TYPES:
+                raise RegistryError(f"{ref}: the {platform} entry is not an image manifest ({media_type})")
+        manifest = json.loads(body)
+        schemas.validate(manifest, "manifest", f"manifest {ref}")
+        fetched = repo.fetch_blobs([manifest["config"], *manifest["layers"]], layout)
+        config = layout.read_json(manifest["config"], "config")
+        if not layout.has_blob(digest):
+            layout.put_blob(body)
+        desc = {"mediaType": media_type, "digest": digest, "size": len(body)}
+        if tag is not None:
+            refs.set_tag(layout, tag, desc)
+    return Pulled(desc, manifest, config, fetched)
+
+
+def select_platform(index: dict, platform: refs.Platform, ref: Reference) -> dict:
+    schemas.validate(index, "index", f"index {ref}")
+    entries = [m for m in index.get("manifests", []) if m.get("mediaType") in mt.MANIFEST_TYPES]
+    for entry in entries:
+        if platform.matches(entry.get("platform")):
+            return entry
+    have = ", ".join(sorted({_platform_text(e.get("platform")) for e in entries})) or "none"
+    raise RegistryError(f"{ref}: no image for platform {platform} (the index has: {have})")
+
+
+def _platform_text(p: dict | None) -> str:
+    if not p:
+        return "unknown"
+    return "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
