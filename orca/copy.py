@@ -87,7 +87,7 @@ def secure_join(root: Path, path: str, follow_last: bool = True) -> Path:
 
 def select(root: Path, patterns: list[str], what: str, excluded: Excluded = _never) -> list[Source]:
     """The sources named by COPY patterns, relative to root.  A pattern that
-    leaves root, or matches nothing, is an error."""
+    leaves root, or a plain path that does not exist, is an error."""
     root = Path(root)
     real_root = os.path.realpath(root)
     out: list[Source] = []
@@ -105,7 +105,8 @@ def select(root: Path, patterns: list[str], what: str, excluded: Excluded = _nev
             rel = os.path.relpath(real, real_root) if real != real_root else "."
             matches = [] if (not os.path.lexists(full) or (rel != "." and excluded(norm))) \
                 else [Source(rel if norm in ("", ".") else norm, False)]
-        if not matches:
+        if not matches and not any(c in GLOB_CHARS for c in norm):
+            # a wildcard may match nothing, as BuildKit's AllowEmptyWildcard
             raise BuildError(f"{what}: {pattern!r} not found in {root}")
         out.extend(matches)
     return out

@@ -34,12 +34,17 @@ from orca.errors import BuildError, DockerfileError
 from orca.plan import Instr, Plan, Stage, load_plan, parse_triggers
 from orca.progress import Progress
 from orca.resolve import Image, Resolver
+from orca.runstep import CpuSlots, run_isolated
 from orca.copy import remove_tree
 from orca.snapshot import Snapshot
 from orca.dockerfile import lexer
 from orca.dockerfile.instructions import parse_mount
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+# BuildKit mounts shebang heredocs at /dev/pipes/<name>; runrootless builds
+# /dev as a fresh tmpfs before the spec mounts and cannot make mount points
+# inside it, so the scripts go to /run/pipes instead.
+PIPES = "/run/pipes"
 LAYER_KINDS = {"RUN", "COPY", "ADD", "WORKDIR"}
 
 
@@ -103,6 +108,7 @@ class Builder:
         self.resolver = Resolver(opts.layout, self.store, opts.platform)
         self.results: dict[int, StageResult] = {}
         self.workroot = Path(tempfile.mkdtemp(prefix="build-", dir=opts.cache.root))
+        self.slots = CpuSlots()
         self.platform_str = "/".join(p for p in (opts.platform.os, opts.platform.architecture,
                                                   opts.platform.variant) if p)
 
@@ -472,10 +478,17 @@ class StageRun:
     def do_run(self, ins: Instr):
         from runrootless import api as rr  # only builds that RUN need the sandbox
         where = self.where(ins)
+        if ins.flags.get("security") not in (None, "sandbox"):
+            raise BuildError(f"{where}: RUN --security={ins.flags['security']}: not allowed "
+                             f"(a rootless build has no privileges to grant)")
         argv = self._argv(ins)
         env = self.env()
         network = ins.flags.get("network") or "default"
         mounts = [self._mount(m, where) for m in ins.mounts]
+        script = ins.flags.get("script")
+        if script is not None:
+            mounts.append(self._script_mount(script))
+            argv = [f"{PIPES}/{script.name}"]
         user = self.cfg.get("User") or ""
         cwd = self.cfg.get("WorkingDir") or "/"
         instr = {"kind": "RUN", "argv": argv, "user": user, "cwd": cwd, "network": network,
@@ -500,18 +513,38 @@ class StageRun:
                     cleanup.append(undo)
                     if spec is not None:
                         specs.append(spec)
-                status = rr.run(rr.RunSpec(
+                spec = rr.RunSpec(
                     rootfs=rootfs, args=argv, env=[f"{k}={v}" for k, v in run_env.items()], cwd=cwd,
                     uid=u.uid if u else 0, gid=u.gid if u else 0,
                     additional_gids=tuple(u.additional_gids) if u else (),
-                    mounts=tuple(specs), network="none" if network == "none" else "host"),
-                    output=lambda data: self.b.o.progress.output(pstep, data))
+                    mounts=tuple(specs), network="none" if network == "none" else "host")
+                try:
+                    status = run_isolated(spec, lambda data: self.b.o.progress.output(pstep, data),
+                                          self.b.slots)
+                except BuildError as err:
+                    raise BuildError(f"{where}: {ins.text}: {err}") from None
             finally:
                 for undo in reversed(cleanup):
                     undo()
             if status != 0:
-                raise BuildError(f"{where}: {ins.text}: did not complete successfully: exit code {status}")
+                self.b.o.progress.flush(pstep)
+                shown = "".join(f"\n  {line}" for line in pstep.tail)
+                raise BuildError(f"{where}: {ins.text}: did not complete successfully: "
+                                 f"exit code {status}{shown}")
         return described, key, action
+
+    def _script_mount(self, script) -> dict:
+        """A shebang heredoc: a 0755 file mounted read-only at PIPES/<name>."""
+        from runrootless import api as rr
+        target = f"{PIPES}/{script.name}"
+
+        def prep(_rootfs):
+            holder = Path(tempfile.mkdtemp(dir=self.b.workroot))
+            (holder / script.name).write_text(script.content)
+            os.chmod(holder / script.name, 0o755)
+            return rr.Mount(str(holder / script.name), target, "bind", ("bind", "ro")), \
+                lambda: remove_tree(holder)
+        return {"key": {"type": "script", "name": script.name, "content": script.content}, "prepare": prep}
 
     def _mount(self, raw, where: str) -> dict:
         """A RUN --mount as {key: what counts for the cache, prepare(rootfs) -> (Mount, undo)}."""

@@ -172,7 +172,7 @@ def to_instr(x) -> Instr:
         ins.args, ins.json_form = list(x.cmd), not x.shell_form
     if kind == "RUN":
         ins.mounts = list(x.mounts)
-        ins.flags = {"network": x.network}
+        ins.flags = {"network": x.network, "security": x.security, "script": x.script_file}
     elif kind == "SHELL":
         ins.args, ins.json_form = list(x.shell), True
     elif kind in ("ENV", "LABEL"):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TextIO
 
 MODES = ("auto", "plain", "quiet")
+TAIL_LINES = 20
 
 
 @dataclass
@@ -24,6 +26,8 @@ class StepTiming:
     start: float
     end: float | None = None
     cached: bool = False
+    partial: bytes = b""            # output after the last newline
+    tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES))  # for error messages
 
 
 @dataclass
@@ -51,13 +55,27 @@ class Progress:
         return step
 
     def output(self, step: StepTiming, data: bytes) -> None:
-        """A chunk of a RUN step's output; secret values never reach the log."""
+        """A chunk of a RUN step's output, shown line by line (a line redrawn
+        with carriage returns shows as its last state); secret values never
+        reach the log."""
+        data = step.partial + data
+        *lines, step.partial = data.split(b"\n")
+        for line in lines:
+            self._line(step, line)
+
+    def _line(self, step: StepTiming, raw: bytes) -> None:
+        raw = raw.rstrip(b"\r").rsplit(b"\r", 1)[-1]
         for secret in self.redact:
             if secret:
-                data = data.replace(secret, b"****")
-        text = data.decode("utf-8", "replace")
-        for line in text.splitlines():
-            self._emit(f"#{step.number} {line}")
+                raw = raw.replace(secret, b"****")
+        text = raw.decode("utf-8", "replace")
+        step.tail.append(text)
+        self._emit(f"#{step.number} {text}")
+
+    def flush(self, step: StepTiming) -> None:
+        if step.partial:
+            self._line(step, step.partial)
+            step.partial = b""
 
     def cached(self, step: StepTiming) -> None:
         step.cached = True
@@ -65,12 +83,14 @@ class Progress:
         self._emit(f"#{step.number} CACHED")
 
     def done(self, step: StepTiming) -> None:
+        self.flush(step)
         step.end = time.monotonic()
         self._emit(f"#{step.number} DONE {step.end - step.start:.1f}s")
 
     def failed(self, step: StepTiming, message: str) -> None:
+        self.flush(step)
         step.end = time.monotonic()
-        self._emit(f"#{step.number} ERROR: {message}")
+        self._emit(f"#{step.number} ERROR: {message.splitlines()[0] if message else ''}")
 
     def info(self, text: str) -> None:
         self._emit(text)

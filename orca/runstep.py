@@ -1,0 +1,113 @@
+"""Running a RUN step's container in a process of its own, on a CPU of its own.
+
+runrootless's tracer waits for any child of its process (waitpid(-1)) and
+pins itself to one CPU, so two RUN steps traced from threads of the build
+process would take each other's stops and share a CPU.  Each step therefore
+runs in a fresh interpreter pinned to the least busy CPU; the container's
+merged stdout+stderr come back on one pipe and the outcome on another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+from orca.errors import BuildError
+
+
+class CpuSlots:
+    """Hands each running step the CPU fewest running steps are pinned to."""
+
+    def __init__(self):
+        self._cpus = sorted(os.sched_getaffinity(0))
+        self._users = {cpu: 0 for cpu in self._cpus}
+        self._lock = threading.Lock()
+
+    def acquire(self) -> int:
+        with self._lock:
+            cpu = min(reversed(self._cpus), key=lambda c: self._users[c])
+            self._users[cpu] += 1
+            return cpu
+
+    def release(self, cpu: int) -> None:
+        with self._lock:
+            self._users[cpu] -= 1
+
+
+def _spec_to_json(spec) -> dict:
+    d = dict(vars(spec))
+    d["rootfs"] = str(spec.rootfs)
+    d["mounts"] = [dict(vars(m)) for m in spec.mounts]
+    d["additional_gids"] = list(spec.additional_gids)
+    return d
+
+
+def _spec_from_json(d: dict):
+    from runrootless import api
+    d = dict(d)
+    d["rootfs"] = Path(d["rootfs"])
+    d["mounts"] = tuple(api.Mount(m["source"], m["destination"], m["type"], tuple(m["options"]))
+                        for m in d["mounts"])
+    d["additional_gids"] = tuple(d["additional_gids"])
+    return api.RunSpec(**d)
+
+
+def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots) -> int:
+    """Run a runrootless RunSpec; output gets the merged output as it comes;
+    the exit status (128+signal when killed).  Sandbox failures raise BuildError."""
+    cpu = slots.acquire()
+    status_r, status_w = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "orca.runstep", str(cpu), str(status_w)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                pass_fds=(status_w,), close_fds=True)
+        os.close(status_w)
+        status_w = None
+        proc.stdin.write(json.dumps(_spec_to_json(spec)).encode())
+        proc.stdin.close()
+        fd = proc.stdout.fileno()
+        while data := os.read(fd, 65536):
+            output(data)
+        proc.stdout.close()
+        proc.wait()
+        with os.fdopen(status_r, "rb") as f:
+            status_r = None
+            outcome = f.read()
+    finally:
+        slots.release(cpu)
+        for fd in (status_r, status_w):
+            if fd is not None:
+                os.close(fd)
+    try:
+        result = json.loads(outcome)
+    except ValueError:
+        raise BuildError(f"the RUN helper process died (exit {proc.returncode})") from None
+    if "error" in result:
+        raise BuildError(result["error"])
+    return result["status"]
+
+
+def _child(cpu: int, status_fd: int) -> None:
+    from runrootless import api
+    from umoci_py.errors import UmociError
+    spec = _spec_from_json(json.loads(sys.stdin.buffer.read()))
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        result = {"status": api.run(spec, None, pin_cpu=True)}
+    except (UmociError, OSError) as err:
+        result = {"error": str(err)}
+    sys.stdout.flush()
+    with os.fdopen(status_fd, "w") as f:
+        f.write(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _child(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,151 @@
+"""orca-build RUN steps on the busybox image: reproducible layers, secrets that
+leave no trace, network isolation, shebang heredocs, failures that say where."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from orca.errors import BuildError
+from orca.execute import BuildRequest, run_build
+from orca.progress import Progress
+from umoci_py.cas import Layout
+
+
+def build(tmp_path: Path, ctx: Path, **kw):
+    """run_build with the log captured; (result, log text, progress)."""
+    log = io.StringIO()
+    progress = Progress("plain", log)
+    kw.setdefault("cache_dir", tmp_path / "cache")
+    req = BuildRequest(context=ctx, layout=tmp_path / "out", progress=progress, jobs=2, **kw)
+    try:
+        result = run_build(req)
+    except BuildError as err:
+        return err, log.getvalue(), progress
+    return result, log.getvalue(), progress
+
+
+def context(tmp_path: Path, base: Path, dockerfile: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(dockerfile.replace("BASE", f"oci:{base}:latest"))
+    return ctx
+
+
+def layer_files(layout: Layout, desc: dict) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    data = gzip.decompress(layout.read_blob(desc["digest"], desc["size"]))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        return {m.name: (m, tf.extractfile(m).read() if m.isfile() else b"") for m in tf.getmembers()}
+
+
+def manifest(tmp_path: Path, result) -> tuple[Layout, dict, dict]:
+    layout = Layout.open(tmp_path / "out")
+    man = layout.read_json(result.descriptor, "manifest")
+    return layout, man, layout.read_json(man["config"], "config")
+
+
+REPRO = """\
+FROM BASE
+RUN mkdir -p /data/sub && echo made > /data/sub/file && ln -s sub/file /data/link && touch /data/empty
+COPY hello.txt /data/
+"""
+
+
+def test_same_source_date_epoch_same_digest_with_a_run_step(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout, REPRO)
+    (ctx / "hello.txt").write_text("hi\n")
+    sde = {"SOURCE_DATE_EPOCH": "1700000000"}
+    first, log1, _ = build(tmp_path, ctx, build_args=sde)
+    assert not isinstance(first, BuildError), log1
+    (ctx / "hello.txt").touch()  # a new mtime, same content
+    second, log2, _ = build(tmp_path, ctx, build_args=sde, no_cache=True)
+    assert not isinstance(second, BuildError), log2
+    assert "CACHED" not in log2
+    assert second.descriptor["digest"] == first.descriptor["digest"]
+    layout, man, config = manifest(tmp_path, second)
+    files = layer_files(layout, man["layers"][-2])
+    assert files["data/sub/file"][1] == b"made\n" and files["data/link"][0].linkname == "sub/file"
+    assert all(m.mtime <= 1700000000 for m, _ in files.values())
+    assert config["created"].startswith("2023-11-14T22:13:20")
+
+
+SECRET = "s3cr3t-7f1c9a2e-do-not-leak"
+SECRET_FILE = """\
+FROM BASE
+RUN --mount=type=secret,id=tok cat /run/secrets/tok; echo; sha256sum /run/secrets/tok | cut -c1-64 > /seen
+RUN --mount=type=secret,id=tok,env=TOK echo "token is $TOK" && printf %s "$TOK" | wc -c > /len
+RUN --network=none cat /proc/net/dev > /ifaces
+"""
+
+
+def test_secrets_never_leave_the_run_and_network_none_has_only_lo(tmp_path, busybox_layout):
+    import hashlib
+    ctx = context(tmp_path, busybox_layout, SECRET_FILE)
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET + "\n")
+    result, log, _ = build(tmp_path, ctx, secrets={"tok": secret})
+    assert not isinstance(result, BuildError), log
+    layout, man, config = manifest(tmp_path, result)
+    seen = layer_files(layout, man["layers"][-3])["seen"][1].decode().strip()
+    assert seen == hashlib.sha256((SECRET + "\n").encode()).hexdigest()  # the RUN did read it
+    assert layer_files(layout, man["layers"][-2])["len"][1].strip() == str(len(SECRET) + 1).encode()
+    ifaces = layer_files(layout, man["layers"][-1])["ifaces"][1].decode().splitlines()[2:]
+    assert [line.split(":")[0].strip() for line in ifaces] == ["lo"]
+
+    assert "****" in log and SECRET not in log
+    needle = SECRET.encode()
+    cache = tmp_path / "cache"
+    for path in [*cache.rglob("*"), *(tmp_path / "out").rglob("*")]:
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        assert needle not in data, path
+        if data[:2] == b"\x1f\x8b":
+            assert needle not in gzip.decompress(data), path
+    assert SECRET not in json.dumps(config["history"])
+
+
+def test_shebang_heredoc_runs_as_a_script_file(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout, "FROM BASE\nRUN <<EOF\n#!/bin/sh -e\n"
+                                            "echo \"script $0\" > /out\nEOF\n")
+    result, log, _ = build(tmp_path, ctx)
+    assert not isinstance(result, BuildError), log
+    layout, man, _ = manifest(tmp_path, result)
+    files = layer_files(layout, man["layers"][-1])
+    assert files["out"][1] == b"script /run/pipes/EOF\n"  # run as a file, not as `sh -c`
+    assert not any("pipes" in name for name in files)  # the mount leaves nothing behind
+
+
+def test_failing_run_names_the_line_and_shows_its_output(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout,
+                  "FROM BASE\nENV A=1\n\nRUN echo first-line-of-output && echo reason-for-failure >&2 && exit 3\n"
+                  "RUN echo never\n")
+    err, log, _ = build(tmp_path, ctx)
+    assert isinstance(err, BuildError)
+    text = str(err)
+    assert text.startswith(f"{ctx / 'Dockerfile'}:4: RUN echo first-line-of-output")
+    assert "exit code 3" in text.splitlines()[0]
+    assert "first-line-of-output" in text and "reason-for-failure" in text
+    assert "never" not in log
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_failing_run_through_the_cli_exits_non_zero(tmp_path, busybox_layout):
+    from click.testing import CliRunner
+    from orca.cli import cli
+    ctx = context(tmp_path, busybox_layout, "FROM BASE\nRUN echo out-before-failure; false\n")
+    res = CliRunner().invoke(cli, ["--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
+                                   "--progress", "quiet", str(ctx)])
+    assert res.exit_code == 1
+    assert "Dockerfile:2: RUN echo out-before-failure; false: did not complete successfully: exit code 1" \
+        in res.output
+    assert "out-before-failure" in res.output
+
+
+def test_run_security_insecure_is_refused(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout, "FROM BASE\nRUN --security=insecure true\n")
+    err, _, _ = build(tmp_path, ctx)
+    assert isinstance(err, BuildError) and "Dockerfile:2: RUN --security=insecure: not allowed" in str(err)
