@@ -1,7 +1,8 @@
 """`orca-build`: build a Dockerfile into an OCI layout, and manage the build cache.
 
 `orca-build [OPTIONS] CONTEXT` builds (the `build` command is the default);
-`orca-build cache ls` lists cache records; `orca-build prune` empties the cache.
+`orca-build cache ls` lists cache records; `orca-build prune` empties the cache;
+`orca-build pull REF` / `orca-build push TAG REF` move images to and from registries.
 """
 
 from __future__ import annotations
@@ -12,11 +13,18 @@ from pathlib import Path
 
 import click
 
+from umoci_py import refs
+from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
 
 from orca.cache import CacheStore, default_cache_dir
 from orca.execute import BuildRequest, run_build
 from orca.progress import MODES, Progress
+from orca.registry.cache_export import RegistryCacheStore, parse_cache_ref
+from orca.registry.client import Client, RegistryOptions
+from orca.registry.pull import pull_to_layout
+from orca.registry.push import push, push_tag
+from orca.registry.reference import parse as parse_ref
 
 
 def default_layout() -> Path:
@@ -31,6 +39,17 @@ class DefaultGroup(click.Group):
         if not args or args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["build", *args]
         return super().parse_args(ctx, args)
+
+
+def registry_options(fn):
+    fn = click.option("--tls-ca", "tls_ca", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+                      help="extra CA certificates (PEM) trusted for registries, on top of the system's")(fn)
+    return click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+                        help="speak plain HTTP to this registry")(fn)
+
+
+def registry_client(tls_ca, insecure) -> Client:
+    return _run(lambda: Client(RegistryOptions(tls_ca=tuple(tls_ca), insecure=frozenset(insecure))))
 
 
 cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
@@ -56,17 +75,32 @@ def cli():
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="stages run at once (default: CPUs)")
 @click.option("--progress", "progress_mode", type=click.Choice(MODES), default="auto")
 @cache_dir_option
+@click.option("--push", "push_refs", multiple=True, metavar="REF", help="push the result to a registry")
+@click.option("--cache-to", default=None, metavar="registry:REF", help="export the build cache to a registry")
+@click.option("--cache-from", multiple=True, metavar="registry:REF", help="use a registry build cache")
+@registry_options
 @click.argument("context", type=click.Path(path_type=Path))
 def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platform, jobs,
-          progress_mode, cache_dir, context):
+          progress_mode, cache_dir, push_refs, cache_to, cache_from, tls_ca, insecure, context):
     """Build the Dockerfile in CONTEXT."""
     progress = Progress("quiet" if progress_mode == "quiet" else "plain", sys.stderr)
+    client = registry_client(tls_ca, insecure)
+    cache_dir = cache_dir or default_cache_dir()
+    store = None
+    if cache_to or cache_from:
+        store = _run(lambda: RegistryCacheStore(cache_dir, client, [parse_cache_ref(r) for r in cache_from],
+                                                parse_cache_ref(cache_to) if cache_to else None))
+    targets = _run(lambda: [parse_ref(r) for r in push_refs])
     req = BuildRequest(context=context, dockerfile=dockerfile, tags=list(tags),
                        layout=layout or default_layout(), build_args=parse_build_args(build_args),
                        target=target, no_cache=no_cache, secrets=parse_secrets(secrets),
                        platform=platform, jobs=jobs or os.cpu_count() or 1,
-                       cache_dir=cache_dir or default_cache_dir(), progress=progress)
+                       cache_dir=cache_dir, progress=progress, registry=client, cache=store)
     result = _run(lambda: run_build(req))
+    if store is not None:
+        _run(store.export)
+    for ref in targets:
+        _run(lambda: push(client, Layout.open(req.layout), result.descriptor, ref))
     click.echo(result.descriptor["digest"])
 
 
@@ -103,6 +137,34 @@ def _run(fn):
     except UmociError as err:
         click.echo(f"orca-build: {err}", err=True)
         sys.exit(1)
+
+
+@cli.command("pull")
+@click.option("--layout", type=click.Path(path_type=Path), default=None,
+              help="OCI layout to pull into (default $XDG_DATA_HOME/orca/layout)")
+@click.option("-t", "--tag", default=None, help="tag in the layout (default the reference's tag)")
+@click.option("--platform", default=None, help="os/arch[/variant] (default the host's)")
+@registry_options
+@click.argument("ref")
+def pull_cmd(layout, tag, platform, tls_ca, insecure, ref):
+    """Pull REF ([host[:port]/]repo[:tag|@digest]) from its registry into a layout."""
+    client = registry_client(tls_ca, insecure)
+    plat = _run(lambda: refs.parse_platform(platform) if platform else refs.host_platform())
+    pulled = _run(lambda: pull_to_layout(client, ref, layout or default_layout(), tag, plat))
+    click.echo(pulled.descriptor["digest"])
+
+
+@cli.command("push")
+@click.option("--layout", type=click.Path(path_type=Path), default=None,
+              help="OCI layout holding TAG (default $XDG_DATA_HOME/orca/layout)")
+@registry_options
+@click.argument("tag")
+@click.argument("ref")
+def push_cmd(layout, tls_ca, insecure, tag, ref):
+    """Push tag TAG of the layout to the registry reference REF."""
+    client = registry_client(tls_ca, insecure)
+    pushed = _run(lambda: push_tag(client, layout or default_layout(), tag, ref))
+    click.echo(pushed.digest)
 
 
 @cli.group()

@@ -65,6 +65,7 @@ class BuildOptions:
     jobs: int = 1
     excluded: object = cp._never
     source_date_epoch: int | None = None
+    registry: object = None  # orca.registry.client.Client: FROM/COPY --from images in registries
 
 
 @dataclass
@@ -105,7 +106,7 @@ class Builder:
         self.o = opts
         self.plan = opts.plan
         self.store = opts.cache.layout
-        self.resolver = Resolver(opts.layout, self.store, opts.platform)
+        self.resolver = Resolver(opts.layout, self.store, opts.platform, opts.registry)
         self.results: dict[int, StageResult] = {}
         self.workroot = Path(tempfile.mkdtemp(prefix="build-", dir=opts.cache.root))
         self.slots = CpuSlots()
@@ -696,6 +697,8 @@ class BuildRequest:
     secrets: dict[str, Path] = field(default_factory=dict)
     platform: str | None = None
     jobs: int = 1
+    registry: object = None                 # orca.registry.client.Client, None: no registry access
+    cache: CacheStore | None = None         # e.g. a registry-backed store; None: CacheStore(cache_dir)
 
 
 def run_build(req: BuildRequest) -> BuildResult:
@@ -721,9 +724,9 @@ def run_build(req: BuildRequest) -> BuildResult:
     progress = req.progress
     progress.redact = tuple(Path(p).read_bytes().strip() for p in req.secrets.values())
     opts = BuildOptions(context=context, plan=loaded.plan, layout=Path(req.layout),
-                        cache=CacheStore(req.cache_dir), progress=progress, tags=req.tags,
+                        cache=req.cache or CacheStore(req.cache_dir), progress=progress, tags=req.tags,
                         build_args=req.build_args, global_args=loaded.global_args, bases=loaded.bases,
                         no_cache=req.no_cache, secrets=req.secrets, platform=platform, jobs=req.jobs,
                         excluded=context_filter(context, dockerfile),
-                        source_date_epoch=int(sde_text) if sde_text else None)
+                        source_date_epoch=int(sde_text) if sde_text else None, registry=req.registry)
     return build(opts)

@@ -1,10 +1,13 @@
 """Resolving FROM and COPY --from image references to an image, behind one interface.
 
-Forms understood (registries come later):
+Forms understood:
   scratch           the empty image
   oci:PATH[:TAG]    tag TAG (default latest) of the OCI layout at PATH
+  docker://REF, host[:port]/repo[:tag|@digest]
+                    an image in a registry (with a registry client)
   NAME[:TAG]        a tag of the output layout: NAME:TAG itself if it is a
-                    valid tag, then TAG, then NAME
+                    valid tag, then TAG, then NAME; failing that, with a
+                    registry client, NAME[:TAG] on Docker Hub
 The image's blobs are imported into the cache layout, so everything a build
 touches afterwards lives in one place.
 """
@@ -21,6 +24,8 @@ from umoci_py.cas import Layout
 from umoci_py.errors import LayoutError, RefError
 
 from orca.errors import BuildError
+from orca.registry.pull import pull
+from orca.registry.reference import looks_remote, parse
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -43,10 +48,11 @@ def scratch_image(platform) -> Image:
 
 
 class Resolver:
-    def __init__(self, output: Path, store: Layout, platform):
+    def __init__(self, output: Path, store: Layout, platform, registry=None):
         self.output = Path(output)
         self.store = store
         self.platform = platform
+        self.registry = registry  # orca.registry.client.Client, or None: no registry access
         self._lock = threading.Lock()
         self._memo: dict[str, Image] = {}
 
@@ -62,11 +68,22 @@ class Resolver:
         if ref.startswith("oci:"):
             path, tag = refs.parse_image_arg(ref[4:])
             return self._from_layout(Path(path), [tag], ref)
+        if self.registry is not None and (ref.startswith("docker://") or looks_remote(ref)):
+            return self._from_registry(ref)
         candidates = [ref]
         if ":" in ref:
             name, tag = ref.rsplit(":", 1)
             candidates += [tag, name]
-        return self._from_layout(self.output, candidates, ref)
+        try:
+            return self._from_layout(self.output, candidates, ref)
+        except BuildError:
+            if self.registry is None:
+                raise
+        return self._from_registry(ref)
+
+    def _from_registry(self, ref: str) -> Image:
+        pulled = pull(self.registry, parse(ref), self.store, self.platform)
+        return Image(pulled.config, list(pulled.manifest["layers"]), "image:" + pulled.descriptor["digest"])
 
     def _from_layout(self, path: Path, tags: list[str], ref: str) -> Image:
         try:

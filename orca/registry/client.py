@@ -290,6 +290,16 @@ class Repository:
             raise fail(resp, what, self.ref)
         return True
 
+    def read_blob(self, desc: dict, what: str) -> bytes:
+        """A small blob (a config or records list) in memory, verified."""
+        resp = self.call("GET", f"/blobs/{desc['digest']}", what)
+        if resp.status != 200:
+            raise fail(resp, what, self.ref)
+        data = resp.read(desc["size"] + 1)
+        if len(data) != desc["size"] or "sha256:" + hashlib.sha256(data).hexdigest() != desc["digest"]:
+            raise DigestError(f"{what}: content does not match its digest and size")
+        return data
+
     def fetch_blob(self, desc: dict, layout: Layout) -> None:
         """Download one blob into `layout`, verifying digest and size while streaming.
 

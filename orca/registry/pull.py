@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from umoci_py import mediatypes as mt
 from umoci_py import refs, schemas
@@ -17,7 +18,7 @@ from umoci_py.cas import Layout
 
 from orca.registry.client import Client
 from orca.registry.errors import RegistryError
-from orca.registry.reference import Reference
+from orca.registry.reference import Reference, parse
 
 
 @dataclass
@@ -65,3 +66,18 @@ def _platform_text(p: dict | None) -> str:
     if not p:
         return "unknown"
     return "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
+
+
+def pull_to_layout(client: Client, text: str, layout_path, tag: str | None, platform: refs.Platform) -> Pulled:
+    """`orca-build pull`: pull `text` into the layout (created if missing) under `tag`
+    (default: the reference's tag)."""
+    ref = parse(text)
+    tag = tag or ref.tag or "latest"
+    refs.check_tag(tag)
+    path = Path(layout_path)
+    if (path / "index.json").exists():
+        layout = Layout.open(path)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        layout = Layout.init(path)
+    return pull(client, ref, layout, platform, tag)

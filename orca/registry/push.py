@@ -18,7 +18,7 @@ from umoci_py.cas import Layout
 
 from orca.registry.client import Client, Repository, fail
 from orca.registry.errors import RegistryError
-from orca.registry.reference import Reference
+from orca.registry.reference import Reference, parse
 
 
 @dataclass
@@ -130,3 +130,13 @@ def _location(repo: Repository, resp, what: str) -> str:
 
 def _with_digest(url: str, digest: str) -> str:
     return url + ("&" if "?" in url else "?") + urlencode({"digest": digest})
+
+
+def push_tag(client: Client, layout_path, tag: str, text: str) -> Pushed:
+    """`orca-build push`: push tag `tag` of the layout to the reference `text`."""
+    layout = Layout.open(layout_path)
+    entries = [m for m in layout.read_index().get("manifests", [])
+               if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == tag]
+    if not entries:
+        raise RegistryError(f"{layout_path}: no tag {tag!r} to push")
+    return push(client, layout, entries[0], parse(text))
