@@ -83,17 +83,20 @@ class RegistryCacheStore(CacheStore):
         if record is None and key in self._remote:
             remote, ref = self._remote[key]
             self.client.repository(ref).fetch_blobs(remote["image"]["layers"], self.layout)
-            super().put(key, remote["description"], remote["image"])
+            chain = [remote["chain"]] if "chain" in remote else []
+            super().put(key, remote["description"], remote["image"], *chain)
             record = super().get(key)
         if record is not None:
             with self._lock:
                 self._used[key] = record
         return record
 
-    def put(self, key: str, description: str, image: dict) -> None:
-        super().put(key, description, image)
-        with self._lock:
-            self._used[key] = {"key": key, "description": description, "image": image}
+    def put(self, key: str, description: str, image: dict, *rest) -> None:
+        super().put(key, description, image, *rest)
+        record = super().get(key)
+        if record is not None:
+            with self._lock:
+                self._used[key] = record
 
     def export(self) -> str | None:
         """Write the records this build used to --cache-to; the manifest digest."""
@@ -104,7 +107,7 @@ class RegistryCacheStore(CacheStore):
 
 def export_records(client: Client, store: CacheStore, ref: reference.Reference, ours: dict[str, dict]) -> str:
     repo = client.repository(ref)
-    ours = {k: {"key": k, "description": r["description"], "image": r["image"]} for k, r in ours.items()}
+    ours = {k: {f: v for f, v in r.items() if f != "created"} for k, r in ours.items()}
     for layer in _layers(ours.values()):
         push_blob(repo, store.layout, layer)
     digest = ""
