@@ -86,8 +86,12 @@ class CacheStore:
             return None  # pruned underneath us
         return record
 
-    def put(self, key: str, description: str, image: dict) -> None:
+    def put(self, key: str, description: str, image: dict, chain: str | None = None) -> None:
+        """Record the image after a step; chain is the key later steps build
+        on when it is not this one (a COPY --from found by content)."""
         record = {"key": key, "created": int(time.time()), "description": description, "image": image}
+        if chain is not None and chain != key:
+            record["chain"] = chain
         fd, tmp = tempfile.mkstemp(dir=self.records, prefix=".tmp-")
         with os.fdopen(fd, "wb") as f:
             f.write(canonical(record))

@@ -148,10 +148,12 @@ def _walk(root: Path, src: Source, excluded: Excluded):
                 yield os.path.relpath(full, top), full
 
 
-def content_digest(root: Path, sources: list[Source], excluded: Excluded = _never) -> str:
+def content_digest(root: Path, sources: list[Source], excluded: Excluded = _never,
+                   owners: bool = False) -> str:
     """tarsum-like digest of the sources: names, type, mode, size, link target
     and content, never mtime.  Context owners count as 0:0 (as BuildKit's
-    local source does), so a checkout by another user hits the same cache."""
+    local source does), so a checkout by another user hits the same cache;
+    with owners, the rootless owner xattr of another stage's files counts."""
     h = hashlib.sha256()
     for src in sources:
         h.update(f"source {src.rel}\0".encode())
@@ -160,6 +162,8 @@ def content_digest(root: Path, sources: list[Source], excluded: Excluded = _neve
             link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else ""
             size = st.st_size if stat.S_ISREG(st.st_mode) else 0
             h.update(f"{rel}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode):o}\0{size}\0{link}\0".encode())
+            if owners:
+                h.update(_owner_payload(full) or b"-")
             if stat.S_ISREG(st.st_mode):
                 with open(full, "rb") as f:
                     h.update(hashlib.file_digest(f, "sha256").digest())
@@ -169,8 +173,10 @@ def content_digest(root: Path, sources: list[Source], excluded: Excluded = _neve
 @dataclass
 class CopyOptions:
     owner: tuple[int, int] | None = None  # --chown; None: context -> 0:0, stage -> kept
-    chmod: int | None = None
+    chmod: object = None                  # a parsed --chmod (.apply(mode, is_dir))
     keep_owner: bool = False              # sources are another rootfs: keep its owners
+    exclude: Excluded = _never            # --exclude, on paths relative to each source
+    parents: dict | None = None           # --parents: source rel -> path kept under dest
 
 
 def destination(rootfs: Path, dest: str, workdir: str, sources: list[Source], what: str) -> tuple[str, bool]:
@@ -192,13 +198,19 @@ def copy_sources(root: Path, sources: list[Source], rootfs: Path, dest: str, des
     for src in sources:
         top = root / src.rel if src.rel != "." else root
         is_dir = top.is_dir() and (not top.is_symlink() or not src.globbed)
-        if is_dir:
+        if opts.parents is not None:
+            target = os.path.normpath(os.path.join(dest, opts.parents[src.rel]))
+        elif is_dir:
             target = dest  # a directory is copied as its contents
         elif dest_is_dir:
             target = os.path.join(dest, os.path.basename(src.rel))
         else:
             target = dest
+        if opts.parents is not None and opts.parents[src.rel] != ".":
+            _ensure_parent(rootfs, target)
         for rel, full in _walk(root, src, excluded):
+            if opts.exclude(rel or os.path.basename(src.rel)):
+                continue
             _put(full, os.path.normpath(os.path.join(target, rel)) if rel else target, rootfs, opts)
 
 
@@ -218,7 +230,9 @@ def _put(src: Path, path: str, rootfs: Path, opts: CopyOptions) -> None:
     st = os.lstat(src)
     parent = _ensure_parent(rootfs, path)
     host = parent / os.path.basename(path) if path != "/" else Path(rootfs)
-    mode = opts.chmod if opts.chmod is not None else stat.S_IMODE(st.st_mode)
+    mode = stat.S_IMODE(st.st_mode)
+    if opts.chmod is not None:
+        mode = opts.chmod.apply(mode, stat.S_ISDIR(st.st_mode))
     _make_writable(parent)
     if stat.S_ISDIR(st.st_mode):
         if os.path.lexists(host) and not host.is_dir():
@@ -247,14 +261,18 @@ def _put(src: Path, path: str, rootfs: Path, opts: CopyOptions) -> None:
         os.chmod(host, mode)
 
 
+def _owner_payload(path: Path) -> bytes | None:
+    try:
+        return xattr.get(str(path), XATTR_NAME, nofollow=True)
+    except OSError:
+        return None
+
+
 def _set_owner(src: Path, host: Path, opts: CopyOptions) -> None:
     if opts.owner is not None:
         payload = encode_owner(*opts.owner)
     elif opts.keep_owner:
-        try:
-            payload = xattr.get(str(src), XATTR_NAME)
-        except OSError:
-            payload = None
+        payload = _owner_payload(src)
     else:
         payload = None
     if payload is None:

@@ -30,15 +30,15 @@ from umoci_py.mutate import format_time_ns
 from orca import copy as cp
 from orca.copy import context_filter
 from orca.cache import CacheStore, digest_of, step_key
-from orca.errors import BuildError, DockerfileError
+from orca.errors import BuildError, DockerfileError, OrcaError
 from orca.plan import Instr, Plan, Stage, load_plan, parse_triggers
 from orca.progress import Progress
 from orca.resolve import Image, Resolver
 from orca.runstep import CpuSlots, run_isolated
 from orca.copy import remove_tree
 from orca.snapshot import Snapshot
-from orca.dockerfile import lexer
-from orca.dockerfile.instructions import parse_mount
+from orca.dockerfile import ignore, lexer
+from orca.dockerfile.instructions import parse_chmod, parse_mount
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 # BuildKit mounts shebang heredocs at /dev/pipes/<name>; runrootless builds
@@ -72,6 +72,7 @@ class BuildOptions:
 class StageResult:
     image: Image
     snapshot: Snapshot | None
+    key: str                       # the stage's last chained cache key
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -168,9 +169,19 @@ class Builder:
         run = StageRun(self, st, image)
         for ins in instrs:
             run.step(ins)
-        return StageResult(run.image, run.snap)
+        return StageResult(run.image, run.snap, run.key)
 
     # -- sources for COPY --from and RUN --mount from= ----------------------
+    def source_identity(self, ref: str, where: str) -> str:
+        """What a stage's or image's filesystem is, for a cache key, without reading it."""
+        idx = self.plan.stage_ref(ref)
+        if idx is not None:
+            return self.results[idx].key
+        try:
+            return self.resolver.resolve(ref).key
+        except UmociError as err:
+            raise BuildError(f"{where}: {err}") from None
+
     def source_root(self, ref: str, where: str) -> tuple[Path, str]:
         """(directory, cache identity) of a stage's or image's filesystem."""
         idx = self.plan.stage_ref(ref)
@@ -180,7 +191,7 @@ class Builder:
                 if res.snapshot is None:
                     res.snapshot = Snapshot(self.workroot / f"stage-{idx}", self.store)
                 res.snapshot.materialize(res.image.layers)
-            return res.snapshot.rootfs, res.image.key
+            return res.snapshot.rootfs, res.key
         try:
             image = self.resolver.resolve(ref)
         except UmociError as err:
@@ -273,9 +284,17 @@ class StageRun:
         progress = self.b.o.progress
         pstep = progress.start(self.label, ins.text)
         try:
-            described, key, action = handler(ins)
-            self.key = key
-            rec = None if self.b.o.no_cache else self.b.o.cache.get(key)
+            described, key, action, *more = handler(ins)
+            slow = more[0] if more else None
+            store = self.b.o.cache
+            rec = None if self.b.o.no_cache else store.get(key)
+            chain = rec.get("chain", key) if rec is not None else key
+            if rec is None and slow is not None:
+                chain = slow()
+                rec = None if self.b.o.no_cache else store.get(chain)
+                if rec is not None:
+                    store.put(key, described, rec["image"], chain)
+            self.key = chain
             if rec is not None:
                 self.image = Image(rec["image"]["config"], rec["image"]["layers"], self.image.key)
                 progress.cached(pstep)
@@ -290,7 +309,10 @@ class StageRun:
                 self.image.layers.append(desc)
                 self.image.config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(diff_id)
                 self.history(described + " # buildkit", False)
-            self.b.o.cache.put(key, described, {"config": self.image.config, "layers": self.image.layers})
+            image = {"config": self.image.config, "layers": self.image.layers}
+            store.put(key, described, image, chain)
+            if chain != key:
+                store.put(chain, described, image, chain)
             progress.done(pstep)
         except BuildError as err:
             progress.failed(pstep, str(err))
@@ -432,22 +454,26 @@ class StageRun:
         chmod_s = self.x(ins, ins.flags["chmod"]) if ins.flags.get("chmod") else None
         chmod = _chmod(chmod_s, where)
         checksum = self.x(ins, ins.flags["checksum"]) if ins.flags.get("checksum") else None
+        excludes = [self.x(ins, e) for e in ins.flags.get("exclude") or ()]
+        exclude = _exclude_matcher(excludes, where)
+        parents = bool(ins.flags.get("parents"))
         from_ = ins.flags.get("from")
         workdir = self.cfg.get("WorkingDir") or "/"
         excluded = self.b.o.excluded
         what = f"{where}: {ins.kind}"
         tmp = Path(tempfile.mkdtemp(dir=self.b.workroot))
+        identity = None
         if ins.heredocs:
             for name, body, expand_it in ins.heredocs:
                 (tmp / name).write_text(self.x(ins, body) if expand_it else body)
                 os.chmod(tmp / name, 0o644)
-            root, identity, excluded = tmp, None, cp._never
+            root, excluded = tmp, cp._never
             srcs = [h[0] for h in ins.heredocs]
         elif from_:
-            root, identity = self.b.source_root(from_, where)
-            excluded = cp._never
+            root, excluded = None, cp._never  # the source stage is materialized only on a miss
+            identity = self.b.source_identity(from_, where)
         else:
-            root, identity = self.b.o.context, None
+            root = self.b.o.context
         urls = [s for s in srcs if add and s.startswith(("http://", "https://"))]
         if urls:
             if len(srcs) != 1:
@@ -456,25 +482,46 @@ class StageRun:
             root, excluded, srcs = tmp, cp._never, [fetched.name]
         elif checksum:
             raise BuildError(f"{what}: --checksum needs a URL source")
-        sources = cp.select(root, srcs, what, excluded)
-        content = identity or cp.content_digest(root, sources, excluded)
+        selected: list = []
+        kept: dict[str, str] = {}  # --parents: source -> the path kept under dest
+
+        def sources() -> tuple[Path, list]:
+            nonlocal root
+            if not selected:
+                if root is None:
+                    root = self.b.source_root(from_, where)[0]
+                for pattern in srcs:
+                    chosen = cp.select(root, [pattern.replace("/./", "/")], what, excluded)
+                    selected.extend(chosen)
+                    kept.update(_parent_paths(pattern, chosen))
+            return root, selected
         instr = {"kind": ins.kind, "sources": srcs, "dest": dest, "workdir": workdir, "chown": chown,
-                 "chmod": chmod_s, "urls": urls}
+                 "chmod": chmod_s, "urls": urls, "exclude": excludes, "parents": parents}
+        content = identity or cp.content_digest(*sources(), excluded)
         key = step_key(self.key, instr, {}, self.b.platform_str, content)
+        # COPY --from: BuildKit merges equal results, so the content of the
+        # selected files (not which build of the stage made them) is the key
+        # that chains on; the stage key is only the quick first look-up.
+        slow = (lambda: step_key(self.key, instr, {}, self.b.platform_str,
+                                 cp.content_digest(*sources(), cp._never, owners=True))) if from_ else None
         flags = "".join(f" --{k}={v}" for k, v in (("chown", chown), ("chmod", chmod_s)) if v)
+        if parents:
+            flags = " --parents" + flags
         described = f"{ins.kind}{flags} {' '.join(srcs)} {dest}"
 
         def action(rootfs: Path, _step) -> None:
+            root, chosen = sources()
             owner = self._owner(rootfs, chown) if chown else None
-            target, as_dir = cp.destination(rootfs, dest, workdir, sources, what)
+            target, as_dir = cp.destination(rootfs, dest, workdir, chosen, what)
             if add and not urls and not from_:
-                archives = [s for s in sources if (root / s.rel).is_file() and cp.is_archive(root / s.rel)]
+                archives = [s for s in chosen if (root / s.rel).is_file() and cp.is_archive(root / s.rel)]
                 for s in archives:
                     cp.extract_archive(root / s.rel, rootfs, target)
-                sources[:] = [s for s in sources if s not in archives]
-            opts = cp.CopyOptions(owner=owner, chmod=chmod, keep_owner=bool(from_))
-            cp.copy_sources(root, sources, rootfs, target, as_dir, opts, excluded)
-        return described, key, action
+                chosen = [s for s in chosen if s not in archives]
+            opts = cp.CopyOptions(owner=owner, chmod=chmod, keep_owner=bool(from_), exclude=exclude,
+                                  parents=kept if parents else None)
+            cp.copy_sources(root, chosen, rootfs, target, as_dir, opts, excluded)
+        return described, key, action, slow
 
     def do_run(self, ins: Instr):
         from runrootless import api as rr  # only builds that RUN need the sandbox
@@ -666,16 +713,30 @@ def _json(args: list[str]) -> str:
     return json.dumps(list(args))
 
 
-def _chmod(value: str | None, where: str) -> int | None:
+def _chmod(value: str | None, where: str):
     if value is None:
         return None
     try:
-        mode = int(value, 8)
-    except ValueError:
-        raise BuildError(f"{where}: --chmod={value}: only octal modes are supported") from None
-    if mode > 0o7777:
-        raise BuildError(f"{where}: --chmod={value}: mode out of range")
-    return mode
+        return parse_chmod(value)
+    except DockerfileError as err:
+        raise BuildError(f"{where}: {err}") from None
+
+
+def _exclude_matcher(patterns: list[str], where: str):
+    """COPY --exclude patterns as a predicate on paths relative to a source."""
+    if not patterns:
+        return cp._never
+    try:
+        return ignore.Matcher(ignore.read("\n".join(patterns), f"{where}: --exclude")).matches
+    except OrcaError as err:
+        raise BuildError(str(err)) from None
+
+
+def _parent_paths(pattern: str, sources: list) -> dict[str, str]:
+    """COPY --parents: the part of each source kept under the destination,
+    its whole path or what follows a /./ pivot in the pattern that chose it."""
+    pivot = posixpath.normpath(pattern.split("/./", 1)[0].lstrip("/")) if "/./" in pattern else "."
+    return {src.rel: posixpath.relpath(src.rel, pivot) for src in sources}
 
 
 def build(opts: BuildOptions) -> BuildResult:

@@ -188,7 +188,8 @@ def to_instr(x) -> Instr:
     elif kind in ("COPY", "ADD"):
         ins.args = list(x.sources) + [x.dest]
         ins.flags = {"from": x.from_, "chown": x.chown, "chmod": x.chmod,
-                     "checksum": getattr(x, "checksum", None)}
+                     "checksum": getattr(x, "checksum", None), "exclude": list(x.exclude),
+                     "parents": x.parents, "link": x.link}
         ins.heredocs = [(h.name, h.content, h.expand) for h in x.heredocs]
     elif kind == "HEALTHCHECK":
         ins.flags = {"healthcheck": {"Test": list(x.test), "Interval": x.interval, "Timeout": x.timeout,

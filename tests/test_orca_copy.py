@@ -8,6 +8,7 @@ import pytest
 import xattr
 
 from orca import copy as cp
+from orca.dockerfile.instructions import parse_chmod
 from orca.errors import BuildError
 from umoci_py.rootless import XATTR_NAME, decode_owner
 
@@ -65,7 +66,7 @@ def test_directory_copied_as_contents_with_chown_owner(ctx, tmp_path):
     srcs = cp.select(ctx, ["src"], "COPY", excluded=ignored)
     dest, as_dir = cp.destination(rootfs, "app", "/work", srcs, "COPY")
     assert dest == "/work/app"
-    cp.copy_sources(ctx, srcs, rootfs, dest, as_dir, cp.CopyOptions(owner=(1000, 50), chmod=0o750), ignored)
+    cp.copy_sources(ctx, srcs, rootfs, dest, as_dir, cp.CopyOptions(owner=(1000, 50), chmod=parse_chmod("750")), ignored)
     f = rootfs / "work/app/a.txt"
     assert f.read_text() == "A"
     assert oct(f.stat().st_mode & 0o7777) == oct(0o750)
