@@ -210,3 +210,43 @@ def test_matches_umoci_extraction_of_fixture_images(tmp_path, name, tag, request
         e.keywords.pop("xattr." + DEVICE_XATTR, None)
     assert mtree.compare(theirs, ours) == []
     assert len(ours.entries) == len(theirs.entries) > 10
+
+
+def test_modes_created_exactly_or_fixed_after_and_owner_xattr_on_read_only_files(tmp_path):
+    root = tmp_path / "rootfs"
+    modes = {"plain": 0o644, "exec": 0o755, "groupw": 0o664, "ro": 0o444, "none": 0o000, "suid": 0o4755,
+             "sgid": 0o2711, "sticky": 0o1644}
+    apply(root, *(entry(name, data=b"data", mode=mode, uid=7, gid=8) for name, mode in modes.items()))
+    for name, mode in modes.items():
+        st = os.lstat(root / name)
+        assert stat.S_IMODE(st.st_mode) == mode, name
+        assert st.st_size == 4 and st.st_mtime == 1_600_000_000, name
+        os.chmod(root / name, 0o600)  # so we can read the xattr of the mode-000 one
+        assert xattr(root / name, OWNER) == bytes.fromhex("08071008"), name
+
+
+def test_replacing_a_symlinked_directory_redirects_later_entries(tmp_path):
+    root = tmp_path / "rootfs"
+    apply(root,
+          entry("real", tarfile.DIRTYPE), entry("other", tarfile.DIRTYPE),
+          entry("lib", tarfile.SYMTYPE, link="real"),
+          entry("lib/a", data=b"a"),
+          entry("lib", tarfile.SYMTYPE, link="other"),
+          entry("lib/b", data=b"b"),
+          entry("lib", tarfile.DIRTYPE),
+          entry("lib/c", data=b"c"))
+    assert sorted(os.listdir(root / "real")) == ["a"]
+    assert sorted(os.listdir(root / "other")) == ["b"]
+    assert not os.path.islink(root / "lib") and sorted(os.listdir(root / "lib")) == ["c"]
+
+
+def test_entries_replace_whatever_the_path_held(tmp_path):
+    root = tmp_path / "rootfs"
+    apply(root, entry("d", tarfile.DIRTYPE), entry("d/x", data=b"x"), entry("f", data=b"old"),
+          entry("s", tarfile.SYMTYPE, link="f"), entry("p", tarfile.FIFOTYPE))
+    apply(root, entry("d", data=b"now a file"), entry("f", tarfile.SYMTYPE, link="d"),
+          entry("s", tarfile.DIRTYPE, mode=0o750), entry("p", tarfile.LNKTYPE, link="d"))
+    assert (root / "d").read_bytes() == b"now a file"
+    assert os.readlink(root / "f") == "d"
+    assert stat.S_ISDIR(os.lstat(root / "s").st_mode) and stat.S_IMODE(os.lstat(root / "s").st_mode) == 0o750
+    assert os.lstat(root / "p").st_ino == os.lstat(root / "d").st_ino

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import stat
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,23 +25,82 @@ from umoci_py.layer.extract import MapOptions, extract_layer
 _CHUNK = 1 << 20
 
 
-class _DiffIDReader:
-    """Hashes the uncompressed layer stream as the extractor reads it."""
+class _LayerStream:
+    """A layer's uncompressed bytes, produced by a background thread.
 
-    def __init__(self, stream: BinaryIO):
-        self._stream = stream
-        self.sha256 = hashlib.sha256()
+    Inflating the blob, checking its digest and hashing the diff_id all
+    release the GIL, so on a second core they overlap the extraction, which
+    is mostly file-creation syscalls.  The queue bounds the memory held.
+    """
+
+    _DEPTH = 8
+
+    def __init__(self, blob: BinaryIO, media_type: str):
+        self._queue: queue.Queue = queue.Queue(self._DEPTH)
+        self._stop = threading.Event()
+        self._chunk = b""
+        self._pos = 0
+        self._eof = False
+        self._diff_id: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._produce, args=(blob, media_type), daemon=True)
+        self._thread.start()
+
+    def _produce(self, blob: BinaryIO, media_type: str) -> None:
+        try:
+            stream = compress.reader(blob, media_type)
+            sha = hashlib.sha256()
+            while not self._stop.is_set():
+                data = stream.read(_CHUNK)
+                if not data:
+                    break
+                sha.update(data)
+                self._put(data)
+            while blob.read(_CHUNK):  # the verified reader checks the digest at EOF
+                pass
+            self._diff_id = "sha256:" + sha.hexdigest()
+        except BaseException as err:  # re-raised in the reading thread
+            self._error = err
+        finally:
+            self._put(b"")
+
+    def _put(self, data: bytes) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(data, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        self.sha256.update(data)
+        if self._pos == len(self._chunk):
+            if self._eof:
+                return b""
+            self._chunk, self._pos = self._queue.get(), 0
+            if not self._chunk:
+                self._eof = True
+                if self._error is not None:
+                    raise self._error
+                return b""
+        end = len(self._chunk) if n is None or n < 0 else min(len(self._chunk), self._pos + n)
+        data = self._chunk[self._pos:end] if self._pos or end < len(self._chunk) else self._chunk
+        self._pos = end
         return data
 
-    def drain(self) -> str:
-        # Trailing bytes after the tar end-of-archive count towards the diff_id.
+    def finish(self) -> str:
+        """Read to the end (trailing bytes after the tar end-of-archive count
+        towards the diff_id) and return the diff_id."""
         while self.read(_CHUNK):
             pass
-        return "sha256:" + self.sha256.hexdigest()
+        self._thread.join()
+        return self._diff_id
+
+    def __enter__(self) -> "_LayerStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def remove_tree(path: Path) -> None:
@@ -86,16 +147,14 @@ def _extract_layers(layout: Layout, manifest: dict, config: dict, rootfs: Path,
         if not mediatypes.is_layer(media_type):
             raise LayerError(f"{layout.path}: blob {layer['digest']} has media type"
                              f" {media_type!r}, not a layer")
-        with layout.open_blob(layer["digest"], layer["size"]) as blob:
-            stream = _DiffIDReader(compress.reader(blob, media_type))
+        with layout.open_blob(layer["digest"], layer["size"]) as blob, \
+                _LayerStream(blob, media_type) as stream:
             try:
                 extract_layer(stream, rootfs, opts, keep_dirlinks=keep_dirlinks, cache=cache)
             except LayerError as err:
                 # A corrupt blob usually shows up as a bad tar before its digest is checked.
                 raise LayerError(f"{layout.path}: layer {layer['digest']}: {err}") from None
-            got = stream.drain()
-            while blob.read(_CHUNK):  # the verified reader checks the digest at EOF
-                pass
+            got = stream.finish()
         if got != diff_id:
             raise LayerError(f"{layout.path}: layer {layer['digest']}: uncompressed digest"
                              f" {got} does not match diff_id {diff_id}")

@@ -109,6 +109,18 @@ def in_user_namespace() -> bool:
     return fields != ["0", "0", "4294967295"]
 
 
+def current_umask() -> int | None:
+    """The process umask, read without changing it (None if unknown)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return None
+
+
 def _ns(ti: tarfile.TarInfo, key: str) -> int:
     raw = ti.pax_headers.get(key)
     if raw is not None:
@@ -131,6 +143,7 @@ class _Extractor:
         self.keep_dirlinks = keep_dirlinks
         self.cache = cache
         self.placeholders = opts.rootless or in_user_namespace()
+        self.umask = current_umask()
         self.access = unpriv.Access(rootfs)
         self.upper: set[str] = {""}
         self.hashes: dict[str, str] = {}
@@ -226,16 +239,16 @@ class _Extractor:
         parent = self.resolve_dir(dirname, create=True)
         rel = f"{parent}/{base}" if parent else base
         path = self.host(rel)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None and ti.isdir():
-            if stat.S_ISDIR(st.st_mode):
+        if ti.isdir():
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISDIR(st.st_mode):
                 self.mark_upper(rel)
                 self.directory(ti, rel, existing=True)
                 return
-            if self.keep_dirlinks and stat.S_ISLNK(st.st_mode):
+            if st is not None and self.keep_dirlinks and stat.S_ISLNK(st.st_mode):
                 target = secure_resolve(self.root, rel)
                 tst = os.lstat(self.host(target)) if os.path.lexists(self.host(target)) else None
                 if tst is not None and stat.S_ISDIR(tst.st_mode):
@@ -243,16 +256,23 @@ class _Extractor:
                     self.directory(ti, target, existing=True)
                     return
         self.touch_dir(parent)
-        if st is not None:
-            self.remove(rel, st)
         self.mark_upper(rel)
+        # Creating exclusively and replacing only on a clash saves an lstat
+        # per entry: layers mostly add paths.
+        try:
+            self.make(tar, ti, rel, path)
+        except FileExistsError:
+            self.remove(rel, os.lstat(path))
+            self.make(tar, ti, rel, path)
+
+    def make(self, tar: tarfile.TarFile, ti: tarfile.TarInfo, rel: str, path: str) -> None:
+        """Create the entry at rel, failing with FileExistsError if taken."""
         if ti.isreg():
             self.regular(tar, ti, rel)
         elif ti.isdir():
             os.mkdir(path, 0o700)
             self.directory(ti, rel, existing=False)
         elif ti.issym():
-            self.dirs.clear()
             os.symlink(ti.linkname, path)
             self.metadata_path(ti, rel)
         elif ti.islnk():
@@ -266,8 +286,11 @@ class _Extractor:
             raise LayerError(f"layer entry {ti.name!r}: unsupported tar type {ti.type!r}")
 
     def remove(self, rel: str, st: os.stat_result) -> None:
-        if stat.S_ISDIR(st.st_mode):
+        # Resolved directories stay valid until a directory or symlink they
+        # went through goes; fresh entries never change them.
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
             self.dirs.clear()
+        if stat.S_ISDIR(st.st_mode):
             unpriv.rmtree(self.access, rel)
         else:
             os.unlink(self.host(rel))
@@ -278,7 +301,13 @@ class _Extractor:
     # -- entry types -------------------------------------------------------
 
     def regular(self, tar: tarfile.TarFile, ti: tarfile.TarInfo, rel: str) -> None:
-        fd = os.open(self.host(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        mode = ti.mode & 0o7777
+        # Created with its final mode when the umask leaves it intact, which
+        # saves an fchmod per file.  The fd is writable whatever the mode, but
+        # setting user.* xattrs needs the owner's write bit.
+        exact = self.umask is not None and not mode & (0o7000 | self.umask) and mode & 0o200
+        fd = os.open(self.host(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode if exact else 0o600)
         try:
             h = hashlib.sha256()
             self.started.add(ti.name)
@@ -292,7 +321,7 @@ class _Extractor:
                 while view:
                     view = view[os.write(fd, view):]
             self.hashes[rel] = h.hexdigest()
-            self.metadata_fd(ti, rel, fd)
+            self.metadata_fd(ti, rel, fd, chmod=not exact)
         finally:
             os.close(fd)
 
@@ -378,11 +407,12 @@ class _Extractor:
             return
         fn(map_id(self.opts.uid_map, ti.uid, "uid", ti.name), map_id(self.opts.gid_map, ti.gid, "gid", ti.name))
 
-    def metadata_fd(self, ti: tarfile.TarInfo, rel: str, fd: int) -> None:
+    def metadata_fd(self, ti: tarfile.TarInfo, rel: str, fd: int, chmod: bool = True) -> None:
         for name, value in self.xattrs(ti, rel).items():
             self.try_xattr(rel, name, lambda n=name, v=value: os.setxattr(fd, n, v))
         self.chown(ti, rel, lambda u, g: os.fchown(fd, u, g))
-        os.fchmod(fd, ti.mode & 0o7777)  # after chown, so setuid/setgid survive
+        if chmod:
+            os.fchmod(fd, ti.mode & 0o7777)  # after chown, so setuid/setgid survive
         os.utime(fd, ns=(_ns(ti, "atime"), _ns(ti, "mtime")))
 
     def metadata_path(self, ti: tarfile.TarInfo, rel: str) -> None:
