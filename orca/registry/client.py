@@ -326,23 +326,21 @@ class Repository:
 
     @staticmethod
     def _stream(resp, digest: str, size: int, layout: Layout, what: str) -> None:
-        hasher = hashlib.sha256()
+        # The layout's writer hashes what it stores; hashing again here would
+        # double the CPU cost of a pull.  So the check comes after the rename:
+        # wrong content lands only under its own (true) digest, unreferenced,
+        # where gc finds it; the digest asked for never holds it.
         got = 0
         with layout.blob_writer() as out:
-            while True:
-                chunk = resp.read(CHUNK)
-                if not chunk:
-                    break
+            while chunk := resp.read(CHUNK):
                 got += len(chunk)
                 if got > size:
                     raise DigestError(f"{what}: registry sent more than the {size} bytes expected")
-                hasher.update(chunk)
                 out.write(chunk)
             if got != size:
                 raise http.client.IncompleteRead(b"", size - got)
-            actual = "sha256:" + hasher.hexdigest()
-            if actual != digest:
-                raise DigestError(f"{what}: content has digest {actual}: refused (digest mismatch)")
+        if out.digest != digest:
+            raise DigestError(f"{what}: content has digest {out.digest}: refused (digest mismatch)")
 
     def fetch_blobs(self, descs: list[dict], layout: Layout) -> list[str]:
         """Fetch the blobs `layout` lacks, concurrently; returns the digests fetched."""
