@@ -1,9 +1,16 @@
-"""apt-get install of ~20 packages from a loopback archive: runrootless vs proot -0 vs no emulation.
+"""apt-get install of 20 packages from a loopback archive: runrootless vs proot -0 vs the plain floor.
 
-Run as an unprivileged user:  python bench/runrootless_bench.py [--work DIR] [--no-pin]
-The .debs are fetched once with the host's apt (apt-get download) into
-WORK/debs and indexed with dpkg-scanpackages; every run starts from a fresh
-copy of the same unpacked bookworm bundle.
+Run as an unprivileged user:  python bench/runrootless_bench.py [--work DIR] [--repeat N] [--no-pin]
+(as root: tools/bench-runrootless).  The .debs are fetched once with the
+host's apt (apt-get download) into WORK/debs and indexed with
+dpkg-scanpackages; every run starts from a fresh copy of the same unpacked
+bookworm bundle, and the three contenders run interleaved, N times each.
+
+The floor is a plain user-namespace run (no ptrace) with
+APT::Sandbox::User=root.  Its package set is chosen so that it succeeds
+there too: no .deb ships files owned by anyone but root/root and no
+maintainer script chowns to another id (cron does, it runs separately, under
+runrootless only, as the correctness scenario).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import functools
 import http.server
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -22,25 +30,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from runrootless import api  # noqa: E402
+from runrootless.emulate import NAMES  # noqa: E402
 
 FIXTURE = Path(os.environ.get("ORCA_FIXTURES", "/var/cache/orca-fixtures")) / "debian"
-PACKAGES = ["cron", "less", "file", "bzip2", "xz-utils", "patch", "make", "netbase", "procps", "psmisc",
-            "lsof", "tree", "jq", "vim-tiny", "nano", "unzip", "zip", "openssl", "ca-certificates", "curl"]
+PACKAGES = ["less", "file", "bzip2", "xz-utils", "patch", "make", "netbase", "procps", "psmisc", "lsof",
+            "tree", "jq", "vim-tiny", "nano", "unzip", "zip", "openssl", "ca-certificates", "curl", "wget"]
+CORRECTNESS = ["cron"]
+INSTALL = "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
 
 
 def fetch_debs(work: Path, base_rootfs: Path) -> Path:
     debs = work / "debs"
-    if (debs / "Packages").exists():
+    wanted = " ".join(PACKAGES + CORRECTNESS)
+    if (debs / "Packages").exists() and (debs / "wanted").read_text() == wanted:
         return debs
-    debs.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(debs, ignore_errors=True)
+    debs.mkdir(parents=True)
     # What the base image lacks, resolved by the host's apt against the image's dpkg status.
     sim = subprocess.run(["apt-get", "-s", "-o", f"Dir::State::status={base_rootfs}/var/lib/dpkg/status",
-                          "install", "--no-install-recommends", *PACKAGES],
+                          "install", "--no-install-recommends", *PACKAGES, *CORRECTNESS],
                          check=True, capture_output=True, text=True).stdout
     names = [line.split()[1] for line in sim.splitlines() if line.startswith("Inst ")]
     subprocess.run(["apt-get", "download", *names], cwd=debs, check=True, capture_output=True)
     index = subprocess.run(["dpkg-scanpackages", "."], cwd=debs, check=True, capture_output=True).stdout
     (debs / "Packages").write_bytes(index)
+    (debs / "wanted").write_text(wanted)
     return debs
 
 
@@ -67,57 +81,105 @@ def base_bundle(work: Path, port: int) -> Path:
     return bundle
 
 
-def fresh(base: Path, work: Path, name: str) -> Path:
-    dest = work / name
+def fresh(base: Path, work: Path) -> Path:
+    dest = work / "run"
     if dest.exists():
         shutil.rmtree(dest)
     subprocess.run(["cp", "-a", str(base), str(dest)], check=True)
     return dest
 
 
-def timed(fn) -> tuple[float, int]:
+class Bench:
+    def __init__(self, work: Path, base: Path, pin: bool):
+        self.work, self.base, self.pin = work, base, pin
+        self.log: list[bytes] = []
+
+    def runrootless(self, script: str, stats: api.Stats) -> int:
+        spec = api.spec_from_bundle(fresh(self.base, self.work))
+        spec.args = ["/bin/sh", "-c", script]
+        return api.run(spec, output=self.log.append, pin_cpu=self.pin, stats=stats)
+
+    def floor(self, script: str) -> int:
+        spec = api.spec_from_bundle(fresh(self.base, self.work))
+        spec.args = ["/bin/sh", "-c", script.replace("apt-get ", "apt-get -o APT::Sandbox::User=root ")]
+        spec.emulate = False
+        return api.run(spec, output=self.log.append)
+
+    def proot(self, script: str) -> int:
+        rootfs = fresh(self.base, self.work) / "rootfs"
+        return subprocess.run(["proot", "-0", "-r", str(rootfs), "-b", "/dev", "-b", "/proc", "-b", "/sys",
+                               "-w", "/", "/bin/sh", "-c", script], capture_output=True).returncode
+
+
+def timed(fn, *args) -> tuple[float, int]:
     start = time.monotonic()
-    status = fn()
+    status = fn(*args)
     return time.monotonic() - start, status
+
+
+def syscall_table(stats: api.Stats, runs: int) -> list[str]:
+    lines = [f"    {'syscall':12s} {'trapped':>8s} {'µs each':>8s}   (per run)"]
+    for nr, count in stats.by_nr.most_common():
+        lines.append(f"    {NAMES.get(nr, str(nr)):12s} {count // runs:8d} {stats.ns_by_nr[nr] / count / 1000:8.1f}")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache/runrootless-bench")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each contender (median reported)")
     parser.add_argument("--no-pin", action="store_true", help="let tracer and tracees use every CPU")
+    parser.add_argument("--only", choices=("runrootless", "floor", "proot"), action="append",
+                        help="run only these contenders (repeatable)")
     opts = parser.parse_args()
     opts.work.mkdir(parents=True, exist_ok=True)
+    (opts.work / "debs").mkdir(exist_ok=True)
     server, port = serve(opts.work / "debs")
     base = base_bundle(opts.work, port)
     fetch_debs(opts.work, base / "rootfs")
-    script = "apt-get update -qq && apt-get install -y -qq --no-install-recommends " + " ".join(PACKAGES)
-    log = []
-
-    def run_spec(emulate: bool, extra: str = "", stats=None) -> int:
-        bundle = fresh(base, opts.work, "run")
-        spec = api.spec_from_bundle(bundle)
-        spec.args = ["/bin/sh", "-c", script.replace("apt-get ", f"apt-get {extra} ")]
-        spec.emulate = emulate
-        return api.run(spec, output=log.append, pin_cpu=not opts.no_pin, stats=stats)
-
-    def run_proot() -> int:
-        rootfs = fresh(base, opts.work, "run") / "rootfs"
-        return subprocess.run(["proot", "-0", "-r", str(rootfs), "-b", "/dev", "-b", "/proc", "-b", "/sys",
-                               "-w", "/", "/bin/sh", "-c", script], capture_output=True).returncode
-
+    bench = Bench(opts.work, base, pin=not opts.no_pin)
+    script = INSTALL + " ".join(PACKAGES)
     stats = api.Stats()
-    results = {
-        "runrootless": timed(lambda: run_spec(True, stats=stats)),
-        "no emulation (Sandbox::User=root)": timed(lambda: run_spec(False, "-o APT::Sandbox::User=root")),
-        "proot -0": timed(run_proot),
-    }
+    contenders = {"runrootless": lambda: bench.runrootless(script, stats),
+                  "floor (userns, Sandbox::User=root)": lambda: bench.floor(script),
+                  "proot -0": lambda: bench.proot(script)}
+    if opts.only:
+        contenders = {k: v for k, v in contenders.items() if k.split()[0] in opts.only}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    statuses: dict[str, set[int]] = {name: set() for name in contenders}
+    for _ in range(opts.repeat):
+        for name, fn in contenders.items():
+            secs, status = timed(fn)
+            times[name].append(secs)
+            statuses[name].add(status)
+    cron_stats = api.Stats()
+    cron_script = INSTALL + " ".join(CORRECTNESS) + " && stat -c %U:%G /var/spool/cron/crontabs /usr/bin/crontab"
+    bench.log.clear()
+    cron_secs, cron_status = timed(bench.runrootless, cron_script, cron_stats)
+    cron_out = b"".join(bench.log).decode(errors="replace").split()[-2:]
     server.shutdown()
-    ref = results["runrootless"][0]
-    print(f"apt-get install of {len(PACKAGES)} packages (+deps) from a loopback archive, pin_cpu={not opts.no_pin}")
-    for name, (secs, status) in results.items():
-        print(f"  {name:36s} {secs:7.2f} s  exit {status:3d}  ratio to runrootless {secs / ref:5.2f}")
-    print(f"  runrootless: {stats.trapped} trapped syscalls, {stats.stops} stops, "
-          f"{stats.stops / ref:.0f} stops/s")
+
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    floor = medians.get("floor (userns, Sandbox::User=root)")
+    proot = medians.get("proot -0")
+    print(f"apt-get install of {len(PACKAGES)} packages (+deps) from a loopback archive; "
+          f"median of {opts.repeat}, pin_cpu={bench.pin}")
+    print(f"  {'':36s} {'median s':>8s} {'runs':>22s}  exit  {'/floor':>6s} {'/proot':>6s}")
+    for name, secs in medians.items():
+        runs = " ".join(f"{t:.1f}" for t in times[name])
+        exits = ",".join(str(s) for s in sorted(statuses[name]))
+        ratio_floor = f"{secs / floor:6.2f}" if floor else "     -"
+        ratio_proot = f"{secs / proot:6.2f}" if proot else "     -"
+        print(f"  {name:36s} {secs:8.2f} {runs:>22s}  {exits:4s}  {ratio_floor} {ratio_proot}")
+    if "runrootless" in medians:
+        n = opts.repeat
+        rr = sum(times["runrootless"])
+        print(f"  runrootless per run: {stats.trapped // n} trapped syscalls, {stats.stops // n} stops "
+              f"({stats.exit_stops // n} exit stops), {stats.stops / rr:.0f} stops/s, "
+              f"tracer busy {sum(stats.ns_by_nr.values()) / 1e9 / n:.2f} s")
+        print("\n".join(syscall_table(stats, n)))
+    print(f"correctness: apt-get install cron under runrootless: {cron_secs:.1f} s, exit {cron_status}, "
+          f"owners {' '.join(cron_out)}, {cron_stats.trapped} trapped, {cron_stats.stops} stops")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from .emulate import TABLE
 from .emulate.base import Creds
 from .sandbox import FORWARDED_SIGNALS, Channels, SandboxError, prepare_mount_points, setup_main
 from .spec import Mount, RunSpec, spec_from_bundle
-from .tracer import Stats, Tracer
+from .tracer import Stats, Tracer, trapped_syscalls
 
 __all__ = ["Mount", "RunSpec", "SandboxError", "Stats", "UsageError", "run", "spec_from_bundle"]
 
@@ -38,7 +38,7 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     err_r, err_w = os.pipe()
     out_r, out_w = os.pipe() if output is not None else (None, None)
     start_r, start_w = os.pipe()
-    chans = Channels(err_w, out_w, trace=spec.emulate, trapped=sorted(TABLE))
+    chans = Channels(err_w, out_w, trace=spec.emulate, trapped=trapped_syscalls(TABLE))
     state = _RunState(on_start)
     affinity = os.sched_getaffinity(0)
     saved_handlers = state.install_forwarding()

@@ -6,6 +6,7 @@ Every wrapper raises OSError with the C errno, like the os module does.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import struct
 
@@ -72,9 +73,9 @@ RESOLVE_IN_ROOT = 0x10
 O_PATH = 0o10000000
 
 _SYS_PIVOT_ROOT = 155
-_SYS_PROCESS_VM_READV = 310
-_SYS_PROCESS_VM_WRITEV = 311
 _SYS_OPENAT2 = 437
+_NR_OPENAT2 = ctypes.c_long(_SYS_OPENAT2)
+_HOW_SIZE = ctypes.c_size_t(24)
 
 
 def _check(result: int) -> int:
@@ -114,37 +115,65 @@ def prctl(option: int, arg2: int | ctypes.c_void_p = 0, arg3: int = 0) -> None:
                        ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)))
 
 
-def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+@functools.lru_cache(maxsize=None)
+def _open_how(flags: int, resolve: int) -> ctypes.Array:
     how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0, resolve)
-    buf = ctypes.create_string_buffer(how, len(how))
-    return _check(_libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), path.encode(),
-                                buf, ctypes.c_size_t(len(how))))
+    return ctypes.create_string_buffer(how, len(how))
+
+
+def openat2(dirfd: int, path: str | bytes, flags: int, resolve: int) -> int:
+    how = _open_how(flags, resolve)
+    return _check(_libc.syscall(_NR_OPENAT2, ctypes.c_int(dirfd),
+                                path if isinstance(path, bytes) else path.encode(), how, _HOW_SIZE))
 
 
 class _IoVec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
-def process_vm_read(pid: int, addr: int, size: int) -> bytes:
-    """Up to size bytes of the process's memory (short at an unmapped page)."""
-    buf = ctypes.create_string_buffer(size)
-    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), size)
-    remote = _IoVec(ctypes.c_void_p(addr), size)
-    got = _check(_libc.syscall(ctypes.c_long(_SYS_PROCESS_VM_READV), ctypes.c_long(pid),
-                               ctypes.byref(local), ctypes.c_ulong(1), ctypes.byref(remote),
-                               ctypes.c_ulong(1), ctypes.c_ulong(0)))
-    return buf.raw[:got]
+_libc.process_vm_readv.restype = ctypes.c_ssize_t
+_libc.process_vm_writev.restype = ctypes.c_ssize_t
+for _fn in (_libc.process_vm_readv, _libc.process_vm_writev):
+    _fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
+                    ctypes.c_ulong]
 
 
-def process_vm_write(pid: int, addr: int, data: bytes) -> None:
-    buf = ctypes.create_string_buffer(data, len(data))
-    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), len(data))
-    remote = _IoVec(ctypes.c_void_p(addr), len(data))
-    done = _check(_libc.syscall(ctypes.c_long(_SYS_PROCESS_VM_WRITEV), ctypes.c_long(pid),
-                                ctypes.byref(local), ctypes.c_ulong(1), ctypes.byref(remote),
-                                ctypes.c_ulong(1), ctypes.c_ulong(0)))
-    if done != len(data):
-        raise OSError(14, "short write to tracee memory")
+class VmBuffer:
+    """process_vm_readv/writev with one reusable buffer: the tracer reads a path on most stops."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self.buf = ctypes.create_string_buffer(size)
+        self.local = _IoVec(ctypes.addressof(self.buf), size)
+        self.remote = _IoVec(0, size)
+        self.local_p = ctypes.addressof(self.local)
+        self.remote_p = ctypes.addressof(self.remote)
+
+    def read(self, pid: int, addr: int, size: int) -> bytes:
+        """Up to size bytes of the process's memory (short at an unmapped page)."""
+        if size > self.size:
+            return VmBuffer(size).read(pid, addr, size)
+        self.local.len = self.remote.len = size
+        self.remote.base = addr
+        got = _libc.process_vm_readv(pid, self.local_p, 1, self.remote_p, 1, 0)
+        if got < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return self.buf.raw[:got] if got != self.size else self.buf.raw
+
+    def write(self, pid: int, addr: int, data: bytes) -> None:
+        if len(data) > self.size:
+            VmBuffer(len(data)).write(pid, addr, data)
+            return
+        ctypes.memmove(self.buf, data, len(data))
+        self.local.len = self.remote.len = len(data)
+        self.remote.base = addr
+        done = _libc.process_vm_writev(pid, self.local_p, 1, self.remote_p, 1, 0)
+        if done < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        if done != len(data):
+            raise OSError(14, "short write to tracee memory")
 
 
 def ptrace(request: int, pid: int, addr: int = 0, data: int | ctypes.c_void_p | None = 0) -> int:
@@ -166,14 +195,15 @@ class Regs(ctypes.Structure):
     _fields_ = [(name, ctypes.c_ulonglong) for name in REG_NAMES]
 
 
-def get_regs(pid: int) -> Regs:
-    regs = Regs()
-    ptrace(PTRACE_GETREGS, pid, 0, ctypes.cast(ctypes.byref(regs), ctypes.c_void_p))
+def get_regs(pid: int, regs: Regs | None = None) -> Regs:
+    """The registers of a stopped tracee, into regs if given (saves an allocation per stop)."""
+    regs = Regs() if regs is None else regs
+    ptrace(PTRACE_GETREGS, pid, 0, ctypes.addressof(regs))
     return regs
 
 
 def set_regs(pid: int, regs: Regs) -> None:
-    ptrace(PTRACE_SETREGS, pid, 0, ctypes.cast(ctypes.byref(regs), ctypes.c_void_p))
+    ptrace(PTRACE_SETREGS, pid, 0, ctypes.addressof(regs))
 
 
 def event_msg(pid: int) -> int:

@@ -14,6 +14,8 @@ import errno
 import os
 import signal
 import stat as st
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,15 +27,40 @@ from .emulate.base import AtExit, Call, Creds, Return, TraceeFiles, TraceeMemory
 
 OPTIONS = (linux.PTRACE_O_TRACESYSGOOD | linux.PTRACE_O_TRACESECCOMP | linux.PTRACE_O_TRACEFORK
            | linux.PTRACE_O_TRACEVFORK | linux.PTRACE_O_TRACECLONE | linux.PTRACE_O_TRACEEXEC
-           | linux.PTRACE_O_TRACEEXIT | linux.PTRACE_O_EXITKILL)
+           | linux.PTRACE_O_EXITKILL)
 SKIP = 2**64 - 1
 SYSCALL_STOP = signal.SIGTRAP | 0x80
+SECCOMP_STOP = signal.SIGTRAP | linux.PTRACE_EVENT_SECCOMP << 8   # status >> 8 of a seccomp stop
 
 
 @dataclass
 class Stats:
+    """What the tracer did: for the bench and tests (cheap enough to keep always on)."""
+
     trapped: int = 0
     stops: int = 0
+    exit_stops: int = 0                                             # second stops (AtExit)
+    by_nr: Counter = field(default_factory=Counter)               # trapped calls per syscall
+    ns_by_nr: Counter = field(default_factory=Counter)            # tracer time per syscall
+
+
+class _Tracee:
+    """What the tracer keeps per traced thread between stops."""
+
+    __slots__ = ("mem", "files")
+
+    def __init__(self, pid: int, vm: linux.VmBuffer, host_uid: int, host_gid: int):
+        self.mem = TraceeMemory(pid, vm)
+        self.files = TraceeFiles.for_pid(pid, host_uid, host_gid)
+
+
+# Calls that may change a tracee's root: the cached root fds are dropped after them.
+ROOT_CHANGERS = frozenset({155, 161, 308})   # pivot_root, chroot, setns
+
+
+def trapped_syscalls(table: dict[int, Callable]) -> list[int]:
+    """What the seccomp filter must send to the tracer."""
+    return sorted(set(table) | ROOT_CHANGERS)
 
 
 @dataclass
@@ -48,6 +75,10 @@ class Tracer:
     # New tracees announced by a fork event whose first stop is still to come.
     expected: set[int] = field(default_factory=set)
     on_new_child: Callable[[int], None] | None = None
+    tracees: dict[int, _Tracee] = field(default_factory=dict)
+    vm: linux.VmBuffer = field(default_factory=linux.VmBuffer)
+    regs: linux.Regs = field(default_factory=linux.Regs)
+    host_ids: tuple[int, int] = field(default_factory=lambda: (os.getuid(), os.getgid()))
 
     def attach(self, pid: int) -> None:
         """pid is stopped by its own SIGSTOP after PTRACE_TRACEME."""
@@ -61,20 +92,24 @@ class Tracer:
     def run(self, main_pid: int) -> int:
         """Serve stops until every tracee is gone; the exit status of main_pid."""
         result = 1
+        waitpid, stats = os.waitpid, self.stats
         while True:
             try:
-                pid, status = os.waitpid(-1, linux.WALL)
+                pid, status = waitpid(-1, linux.WALL)
             except ChildProcessError:
                 return result
-            self.stats.stops += 1
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            stats.stops += 1
+            if status & 0xFF != 0x7F:   # exited or killed (not stopped)
                 self._forget(pid)
                 if pid == main_pid:
                     result = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
                               else 128 + os.WTERMSIG(status))
                 continue
             try:
-                self._stopped(pid, status)
+                if status >> 8 == SECCOMP_STOP:
+                    self._seccomp(pid)
+                else:
+                    self._stopped(pid, status)
             except ProcessLookupError:
                 self._forget(pid)  # killed while stopped (e.g. SIGKILL mid-syscall)
 
@@ -83,6 +118,15 @@ class Tracer:
         self.pending.pop(pid, None)
         self.held.discard(pid)
         self.expected.discard(pid)
+        tracee = self.tracees.pop(pid, None)
+        if tracee is not None:
+            tracee.files.forget_root()
+
+    def _tracee(self, pid: int) -> _Tracee:
+        tracee = self.tracees.get(pid)
+        if tracee is None:
+            tracee = self.tracees[pid] = _Tracee(pid, self.vm, *self.host_ids)
+        return tracee
 
     def _resume(self, pid: int, sig: int = 0, request: int = linux.PTRACE_CONT) -> None:
         linux.ptrace(request, pid, 0, sig)
@@ -107,7 +151,8 @@ class Tracer:
     def _event(self, pid: int, event: int) -> None:
         if event in (linux.PTRACE_EVENT_FORK, linux.PTRACE_EVENT_VFORK, linux.PTRACE_EVENT_CLONE):
             child = linux.event_msg(pid)
-            self.creds[child] = self.creds.setdefault(pid, self.initial.copy()).copy()
+            parent = self.creds.get(pid)
+            self.creds[child] = (parent if parent is not None else self.initial).copy()
             if self.on_new_child is not None:
                 self.on_new_child(child)
             if child in self.held:
@@ -117,61 +162,91 @@ class Tracer:
                 self.expected.add(child)
         elif event == linux.PTRACE_EVENT_EXEC:
             former = linux.event_msg(pid)
-            if former != pid and former in self.creds:
-                self.creds[pid] = self.creds.pop(former)
+            if former != pid:
+                # A non-leader thread exec'd: it now has the leader's pid.
+                if former in self.creds:
+                    self.creds[pid] = self.creds.pop(former)
+                self._forget(former)
+                stale = self.tracees.pop(pid, None)
+                if stale is not None:
+                    stale.files.forget_root()
             self._exec(pid)
-        elif event == linux.PTRACE_EVENT_SECCOMP:
-            self._seccomp(pid)
-            return
         self._resume(pid)
 
     def _exec(self, pid: int) -> None:
-        creds = self.creds.setdefault(pid, self.initial.copy())
+        creds = self.creds.get(pid)
+        if creds is None:
+            creds = self.creds[pid] = self.initial.copy()
+        owner, nnp = (0, 0), False
         try:
             info = os.stat(f"/proc/{pid}/exe")
-            owner = (0, 0)
             if info.st_mode & (st.S_ISUID | st.S_ISGID):
                 try:
                     payload = os.getxattr(f"/proc/{pid}/exe", XATTR_NAME)
                 except OSError:
                     payload = None
                 owner = resolve_owner(payload, 0, 0)
-            with open(f"/proc/{pid}/status", "rb") as fh:
-                nnp = any(line.startswith(b"NoNewPrivs:\t1") for line in fh)
+                with open(f"/proc/{pid}/status", "rb") as fh:
+                    nnp = any(line.startswith(b"NoNewPrivs:\t1") for line in fh)
         except OSError:
             return
         ids.on_exec(creds, info.st_mode, owner, nnp)
 
     def _seccomp(self, pid: int) -> None:
-        self.stats.trapped += 1
-        regs = linux.get_regs(pid)
-        handler = self.table.get(regs.orig_rax)
+        start = time.perf_counter_ns()
+        regs = linux.get_regs(pid, self.regs)
+        nr = regs.orig_rax
+        stats = self.stats
+        stats.trapped += 1
+        stats.by_nr[nr] += 1
+        try:
+            self._emulate(pid, regs)
+        finally:
+            stats.ns_by_nr[nr] += time.perf_counter_ns() - start
+
+    def _emulate(self, pid: int, regs: linux.Regs) -> None:
+        nr = regs.orig_rax
+        if nr in ROOT_CHANGERS:
+            self.pending[pid] = (self._forget_roots, None)
+            self._resume(pid, request=linux.PTRACE_SYSCALL)
+            return
+        handler = self.table.get(nr)
         if handler is None:
             self._resume(pid)
             return
-        creds = self.creds.setdefault(pid, self.initial.copy())
-        call = Call(regs.orig_rax, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9),
-                    creds, TraceeMemory(pid), TraceeFiles.for_pid(pid))
+        creds = self.creds.get(pid)
+        if creds is None:
+            creds = self.creds[pid] = self.initial.copy()
+        tracee = self._tracee(pid)
+        call = Call(nr, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9),
+                    creds, tracee.mem, tracee.files)
         try:
             result = handler(call)
         except OSError as err:
             result = Return(-(err.errno or errno.EIO))
-        if isinstance(result, Return):
+        if result is None:
+            self._resume(pid)
+        elif isinstance(result, Return):
             regs.orig_rax = SKIP
             regs.rax = result.value & SKIP
             linux.set_regs(pid, regs)
             self._resume(pid)
-        elif isinstance(result, AtExit):
+        else:
             self.pending[pid] = (result.fn, call)
             self._resume(pid, request=linux.PTRACE_SYSCALL)
-        else:
-            self._resume(pid)
+
+    def _forget_roots(self, _call, _result) -> None:
+        """After a root change any tracee (threads share roots) may have a new one."""
+        for tracee in self.tracees.values():
+            tracee.files.forget_root()
 
     def _syscall_exit(self, pid: int) -> None:
         entry = self.pending.pop(pid, None)
         if entry is not None:
+            start = time.perf_counter_ns()
+            self.stats.exit_stops += 1
             fn, call = entry
-            regs = linux.get_regs(pid)
+            regs = linux.get_regs(pid, self.regs)
             value = regs.rax - 2**64 if regs.rax >= 2**63 else regs.rax
             try:
                 new = fn(call, value)
@@ -180,4 +255,5 @@ class Tracer:
             if new is not None:
                 regs.rax = new & SKIP
                 linux.set_regs(pid, regs)
+            self.stats.ns_by_nr[regs.orig_rax] += time.perf_counter_ns() - start
         self._resume(pid)

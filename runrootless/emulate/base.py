@@ -80,18 +80,19 @@ def read_cstr(mem: Memory, addr: int, limit: int = PATH_MAX) -> bytes:
 
 
 class TraceeMemory:
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, vm: linux.VmBuffer | None = None):
         self.pid = pid
+        self.vm = vm if vm is not None else linux.VmBuffer()
 
     def read(self, addr: int, size: int) -> bytes:
         try:
-            return linux.process_vm_read(self.pid, addr, size)
+            return self.vm.read(self.pid, addr, size)
         except OSError:
             return b""
 
     def write(self, addr: int, data: bytes) -> None:
         try:
-            linux.process_vm_write(self.pid, addr, data)
+            self.vm.write(self.pid, addr, data)
         except OSError as err:
             raise OSError(errno.EFAULT, "bad address") from err
 
@@ -102,7 +103,8 @@ class TraceeFiles:
 
     root/cwd/fd_dir are /proc/PID/{root,cwd,fd} for a real tracee; tests pass
     plain directories.  Paths resolve inside root (RESOLVE_IN_ROOT), never
-    against the tracer's own root.
+    against the tracer's own root.  The root is opened once and kept until
+    forget_root() (the tracer calls it when a tracee may have changed root).
     """
 
     root: str
@@ -111,15 +113,26 @@ class TraceeFiles:
     status: str | None = None
     host_uid: int = field(default_factory=os.getuid)
     host_gid: int = field(default_factory=os.getgid)
+    root_fd: int | None = None
 
     @classmethod
-    def for_pid(cls, pid: int) -> "TraceeFiles":
-        return cls(f"/proc/{pid}/root", f"/proc/{pid}/cwd", f"/proc/{pid}/fd", f"/proc/{pid}/status")
+    def for_pid(cls, pid: int, host_uid: int, host_gid: int) -> "TraceeFiles":
+        return cls(f"/proc/{pid}/root", f"/proc/{pid}/cwd", f"/proc/{pid}/fd", f"/proc/{pid}/status",
+                   host_uid, host_gid)
 
-    def open_fd(self, fd: int) -> int:
+    def forget_root(self) -> None:
+        if self.root_fd is not None:
+            os.close(self.root_fd)
+            self.root_fd = None
+
+    def fd_link(self, fd: int) -> str:
+        """A path naming the tracee's open file (a magic link: it reaches the file itself)."""
         if fd < 0:
             raise OSError(errno.EBADF, "bad fd")
-        return os.open(f"{self.fd_dir}/{fd}", linux.O_PATH | os.O_CLOEXEC)
+        return f"{self.fd_dir}/{fd}"
+
+    def open_fd(self, fd: int) -> int:
+        return os.open(self.fd_link(fd), linux.O_PATH | os.O_CLOEXEC)
 
     def open(self, dirfd: int, path: bytes, follow: bool = True, empty_path: bool = False) -> int:
         """An O_PATH fd (in the tracer) for what the tracee's path names."""
@@ -127,19 +140,16 @@ class TraceeFiles:
             if not empty_path:
                 raise OSError(errno.ENOENT, "empty path")
             return os.open(self.cwd, linux.O_PATH | os.O_CLOEXEC) if dirfd == AT_FDCWD else self.open_fd(dirfd)
-        name = os.fsdecode(path)
-        if not name.startswith("/"):
-            base = os.readlink(self.cwd if dirfd == AT_FDCWD else f"{self.fd_dir}/{dirfd}")
+        if path[0] != 0x2F:   # relative: prefix the tracee's cwd or dirfd
+            base = os.readlink(self.cwd if dirfd == AT_FDCWD else self.fd_link(dirfd))
             if not base.startswith("/"):
                 raise OSError(errno.ENOTDIR, "dirfd is not a directory")
-            name = base.rstrip("/") + "/" + name
-        rootfd = os.open(self.root, linux.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            flags = linux.O_PATH | (0 if follow else os.O_NOFOLLOW)
-            return linux.openat2(rootfd, name.lstrip("/") or ".", flags,
-                                 linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
-        finally:
-            os.close(rootfd)
+            path = os.fsencode(base.rstrip("/")) + b"/" + path
+        if self.root_fd is None:
+            self.root_fd = os.open(self.root, linux.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return linux.openat2(self.root_fd, path.lstrip(b"/") or b".",
+                             linux.O_PATH if follow else linux.O_PATH | os.O_NOFOLLOW,
+                             linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
 
     def umask(self) -> int:
         if self.status is None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import struct
 
-from umoci_py.rootless import resolve_owner
+from umoci_py.rootless import XATTR_NAME, resolve_owner
 
-from .base import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, can_hold_xattr,
-                   stored_owner)
+from .base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, can_hold_xattr, fd_path
 
 STAT_UID_OFFSET = 28          # struct stat on x86_64: st_uid, st_gid follow
 STATX_UID_OFFSET = 20         # struct statx: stx_uid, stx_gid follow
@@ -21,24 +20,35 @@ STATX_UID = 0x8
 STATX_GID = 0x10
 
 
-def _owner(call: Call, open_file) -> tuple[int, int] | None:
-    """The emulated owner if it differs from what the kernel will report."""
+def _owner_at(call: Call, link: str) -> tuple[int, int] | None:
+    """The emulated owner of what link names, if it differs from what the kernel will report.
+
+    The xattr is read first: most files have none, and then that one call is
+    the whole lookup.  Any failure leaves the kernel's answer standing.
+    """
     try:
-        fd = open_file()
+        payload = os.getxattr(link, XATTR_NAME)
+        info = os.stat(link)
+    except OSError:
+        return None
+    if not can_hold_xattr(info.st_mode):
+        return None
+    return resolve_owner(payload, *call.files.real_owner(info))
+
+
+def _owner(call: Call, dirfd: int, path_arg: int, flags: int) -> tuple[int, int] | None:
+    try:
+        path = call.path_arg(path_arg)
+        if not path and flags & AT_EMPTY_PATH:
+            # fstat through fstatat (glibc's fstat): no open, the fd's magic link is enough
+            return _owner_at(call, call.files.cwd if dirfd == AT_FDCWD else call.files.fd_link(dirfd))
+        fd = call.files.open(dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW)
     except OSError:
         return None  # the real call fails the same way (or we cannot do better)
     try:
-        info = os.fstat(fd)
-        if not can_hold_xattr(info.st_mode):
-            return None
-        payload = stored_owner(fd)
-    except OSError:
-        return None
+        return _owner_at(call, fd_path(fd))
     finally:
         os.close(fd)
-    if payload is None:
-        return None
-    return resolve_owner(payload, *call.files.real_owner(info))
 
 
 def _patch_stat(buf_arg: int, owner: tuple[int, int]) -> AtExit:
@@ -49,10 +59,7 @@ def _patch_stat(buf_arg: int, owner: tuple[int, int]) -> AtExit:
 
 
 def _path_stat(call: Call, dirfd: int, path_arg: int, flags: int, buf_arg: int, patcher):
-    def open_file():
-        return call.files.open(dirfd, call.path_arg(path_arg), follow=not flags & AT_SYMLINK_NOFOLLOW,
-                               empty_path=bool(flags & AT_EMPTY_PATH))
-    owner = _owner(call, open_file)
+    owner = _owner(call, dirfd, path_arg, flags)
     return None if owner is None else patcher(buf_arg, owner)
 
 
@@ -65,7 +72,11 @@ def lstat(call: Call):
 
 
 def fstat(call: Call):
-    owner = _owner(call, lambda: call.files.open_fd(call.int_arg(0)))
+    try:
+        link = call.files.fd_link(call.int_arg(0))
+    except OSError:
+        return None
+    owner = _owner_at(call, link)
     return None if owner is None else _patch_stat(1, owner)
 
 
