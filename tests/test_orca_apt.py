@@ -69,46 +69,12 @@ def test_apt_hello_builds_and_runs_under_runrootless_and_runc(work):
     assert [s.cached for s in progress.steps] == [True]
 
 
-EX01 = """\
-FROM BASE AS buildc
-RUN apt-get update && apt-get install -y --no-install-recommends tcc libc6-dev
-COPY . /src
-RUN mkdir /out && tcc -o /out/hello-c /src/hello.c
-
-FROM BASE AS buildasm
-RUN apt-get update && apt-get install -y --no-install-recommends nasm binutils
-COPY <<'EOF' /src/hello.asm
-global _start
-section .text
-_start: mov rax, 1
-        mov rdi, 1
-        mov rsi, msg
-        mov rdx, len
-        syscall
-        mov rax, 60
-        xor rdi, rdi
-        syscall
-section .data
-msg: db "hello from nasm", 10
-len: equ $ - msg
-EOF
-RUN mkdir /out && nasm -f elf64 -o /src/hello.o /src/hello.asm && ld -o /out/hello-asm /src/hello.o
-
-FROM BASE
-COPY --from=buildc /out/hello-c /usr/local/bin/
-COPY --from=buildasm /out/hello-asm /usr/local/bin/
-RUN hello-c > /greetings && hello-asm >> /greetings
-"""
-
-
 def test_ex01_stages_overlap_and_a_context_change_reruns_only_its_steps(work):
     import gzip
     import tarfile
     from umoci_py.cas import Layout
     ctx = work / "ex01"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(EX01.replace("BASE", "bookworm"))
-    (ctx / "hello.c").write_text('#include <stdio.h>\nint main(void) { puts("hello from tcc"); return 0; }\n')
+    shutil.copytree(EXAMPLES / "ex01", ctx)
     result, progress, log = build(work, ctx)
     steps = progress.steps
     assert not any(s.cached for s in steps), log
@@ -123,7 +89,7 @@ def test_ex01_stages_overlap_and_a_context_change_reruns_only_its_steps(work):
         assert tf.extractfile("greetings").read() == b"hello from tcc\nhello from nasm\n"
 
     (ctx / "buildbench-dummy").write_text("changed\n")
-    second, progress, log = build(work, ctx)
+    _, progress, log = build(work, ctx)
     ran = [(s.stage, s.text) for s in progress.steps if not s.cached]
     assert ran == [("buildc", "COPY . /src"), ("buildc", "RUN mkdir /out && tcc -o /out/hello-c /src/hello.c")], log
     assert len(progress.steps) == 9
