@@ -73,7 +73,8 @@ def cli():
 @click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=PATH")
 @click.option("--platform", default=None, help="os/arch[/variant] (only the host's)")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="stages run at once (default: CPUs)")
-@click.option("--progress", "progress_mode", type=click.Choice(MODES), default="auto")
+@click.option("--progress", "progress_mode", type=click.Choice(MODES), default="auto",
+              help="plain: numbered step log; quiet: only the digest; auto: plain (no live view yet)")
 @cache_dir_option
 @click.option("--push", "push_refs", multiple=True, metavar="REF", help="push the result to a registry")
 @click.option("--cache-to", default=None, metavar="registry:REF", help="export the build cache to a registry")
