@@ -25,6 +25,7 @@ from typing import BinaryIO
 from .. import rootless, unpriv
 from ..errors import LayerError
 from ..mtree import DigestCache
+from .tarstream import TarStream
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ PAX_XATTR = "SCHILY.xattr."
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 MAX_SYMLINKS = 255
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -154,17 +154,15 @@ class _Extractor:
     def host(self, rel: str) -> str:
         return self.access.host(rel)
 
-    def run(self, tar: tarfile.TarFile) -> None:
+    def run(self, tar: TarStream) -> None:
         try:
             for ti in tar:
                 self.entry(tar, ti)
             self.finish_cache()
-        except tarfile.TarError as e:
-            raise LayerError(f"bad layer tar: {e}") from None
         finally:
             self.access.restore()
 
-    def entry(self, tar: tarfile.TarFile, ti: tarfile.TarInfo) -> None:
+    def entry(self, tar: TarStream, ti: tarfile.TarInfo) -> None:
         name = clean(ti.name)
         dirname, base = posixpath.split(name)
         try:
@@ -230,7 +228,7 @@ class _Extractor:
             self.upper.add(rel)
             rel = posixpath.dirname(rel)
 
-    def create(self, tar: tarfile.TarFile, ti: tarfile.TarInfo, name: str, dirname: str, base: str) -> None:
+    def create(self, tar: TarStream, ti: tarfile.TarInfo, name: str, dirname: str, base: str) -> None:
         if not name:
             if not ti.isdir():
                 raise LayerError(f"layer entry {ti.name!r}: the root must be a directory")
@@ -265,7 +263,7 @@ class _Extractor:
             self.remove(rel, os.lstat(path))
             self.make(tar, ti, rel, path)
 
-    def make(self, tar: tarfile.TarFile, ti: tarfile.TarInfo, rel: str, path: str) -> None:
+    def make(self, tar: TarStream, ti: tarfile.TarInfo, rel: str, path: str) -> None:
         """Create the entry at rel, failing with FileExistsError if taken."""
         if ti.isreg():
             self.regular(tar, ti, rel)
@@ -300,7 +298,7 @@ class _Extractor:
 
     # -- entry types -------------------------------------------------------
 
-    def regular(self, tar: tarfile.TarFile, ti: tarfile.TarInfo, rel: str) -> None:
+    def regular(self, tar: TarStream, ti: tarfile.TarInfo, rel: str) -> None:
         mode = ti.mode & 0o7777
         # Created with its final mode when the umask leaves it intact, which
         # saves an fchmod per file.  The fd is writable whatever the mode, but
@@ -311,13 +309,8 @@ class _Extractor:
         try:
             h = hashlib.sha256()
             self.started.add(ti.name)
-            src = tar.extractfile(ti)
-            while True:
-                chunk = src.read(CHUNK)
-                if not chunk:
-                    break
-                h.update(chunk)
-                view = memoryview(chunk)
+            for view in tar.data(ti):
+                h.update(view)
                 while view:
                     view = view[os.write(fd, view):]
             self.hashes[rel] = h.hexdigest()
@@ -471,8 +464,4 @@ def extract_layer(
     cache: DigestCache | None = None,
 ) -> None:
     """Apply the uncompressed layer tar read from tar_stream to rootfs."""
-    try:
-        tar = tarfile.open(fileobj=tar_stream, mode="r|", errors="surrogateescape")
-    except tarfile.TarError as e:
-        raise LayerError(f"bad layer tar: {e}") from None
-    _Extractor(os.fspath(rootfs), opts, keep_dirlinks, cache).run(tar)
+    _Extractor(os.fspath(rootfs), opts, keep_dirlinks, cache).run(TarStream(tar_stream))
