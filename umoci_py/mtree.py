@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import socket
 import stat
 import time
@@ -44,11 +45,18 @@ _PLAIN = frozenset(range(0x21, 0x7F)) - frozenset(b"\\*?[#")
 CHUNK = 1 << 20
 
 
+_NEEDS_VIS = re.compile(r"[^\x21-\x7e]|[\\*?\[#]")
+
+
 def vis(name: str) -> str:
+    if not _NEEDS_VIS.search(name):
+        return name
     return "".join(chr(b) if b in _PLAIN else "\\\\" if b == 0x5C else f"\\{b:03o}" for b in os.fsencode(name))
 
 
 def unvis(text: str) -> str:
+    if "\\" not in text:
+        return text
     raw = text.encode("utf-8", "surrogateescape")
     out = bytearray()
     i = 0
@@ -130,8 +138,10 @@ class DigestCache:
 
     def save(self, path: str | os.PathLike) -> None:
         tmp = f"{os.fspath(path)}.tmp"
+        # dumps, not dump: only dumps uses the C encoder.
+        data = json.dumps({"version": self.VERSION, "files": self.files}, separators=(",", ":"))
         with open(tmp, "w") as f:
-            json.dump({"version": self.VERSION, "files": self.files}, f, separators=(",", ":"))
+            f.write(data)
         os.replace(tmp, path)
 
     @classmethod
@@ -270,23 +280,24 @@ def walk(rootfs: str | os.PathLike, keywords=KEYWORDS, rootless: bool = True,
 
 
 def _walk_dir(access, rel, keywords, rootless, cache, entries) -> None:
-    st = os.lstat(access.host(rel))
-    entries.append(Entry(rel or ".", _keywords(access, rel, st, keywords, rootless, cache)))
-    names = unpriv.listdir(access, rel) if rootless else sorted(os.listdir(access.host(rel)), key=os.fsencode)
+    path = access.host(rel)
+    st = os.lstat(path)
+    entries.append(Entry(rel or ".", _keywords(access, rel, path, st, keywords, rootless, cache)))
+    names = unpriv.listdir(access, rel) if rootless else sorted(os.listdir(path), key=os.fsencode)
     subdirs = []
+    prefix = f"{rel}/" if rel else ""
     for name in names:
-        child = f"{rel}/{name}" if rel else name
-        cst = os.lstat(access.host(child))
+        child, cpath = prefix + name, f"{path}/{name}"
+        cst = os.lstat(cpath)
         if stat.S_ISDIR(cst.st_mode):
             subdirs.append(child)
         else:
-            entries.append(Entry(child, _keywords(access, child, cst, keywords, rootless, cache)))
+            entries.append(Entry(child, _keywords(access, child, cpath, cst, keywords, rootless, cache)))
     for child in subdirs:
         _walk_dir(access, child, keywords, rootless, cache, entries)
 
 
-def _keywords(access, rel, st, keywords, rootless, cache) -> dict[str, str]:
-    path = access.host(rel)
+def _keywords(access, rel, path, st, keywords, rootless, cache) -> dict[str, str]:
     kind = _TYPES[stat.S_IFMT(st.st_mode)]
     out: dict[str, str] = {}
     for kw in keywords:
@@ -311,19 +322,25 @@ def _keywords(access, rel, st, keywords, rootless, cache) -> dict[str, str]:
             if kind == "file":
                 out["sha256digest"] = file_digest(access, rel, st, rootless, cache)
         elif kw == "xattr":
-            for name, value in sorted(read_xattrs(access, rel, rootless).items()):
+            for name, value in sorted(read_xattrs(access, rel, rootless, path).items()):
                 out[f"xattr.{name}"] = base64.b64encode(value).decode()
         else:
             raise BundleError(f"mtree keyword {kw!r} is not supported")
     return out
 
 
-def read_xattrs(access: unpriv.Access, rel: str, rootless: bool = True) -> dict[str, bytes]:
-    path = access.host(rel)
+def read_xattrs(access: unpriv.Access, rel: str, rootless: bool = True, path: str | None = None) -> dict[str, bytes]:
+    path = path or access.host(rel)
     call = access.call if rootless else (lambda _rel, fn, bits=0: fn())
     out = {}
     try:
-        names = call(rel, lambda: os.listxattr(path, follow_symlinks=False))
+        # Most paths have no xattrs and allow us: one syscall, no retry set-up.
+        names = os.listxattr(path, follow_symlinks=False)
+    except PermissionError:
+        try:
+            names = call(rel, lambda: os.listxattr(path, follow_symlinks=False))
+        except OSError:
+            return out
     except OSError:  # ENOTSUP and friends: no xattrs
         return out
     for name in names:
