@@ -19,6 +19,7 @@ import argparse
 import functools
 import http.server
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -90,14 +91,14 @@ def fresh(base: Path, work: Path) -> Path:
 
 
 class Bench:
-    def __init__(self, work: Path, base: Path, pin: bool):
-        self.work, self.base, self.pin = work, base, pin
+    def __init__(self, work: Path, base: Path, pin: bool, notify: bool):
+        self.work, self.base, self.pin, self.notify = work, base, pin, notify
         self.log: list[bytes] = []
 
     def runrootless(self, script: str, stats: api.Stats) -> int:
         spec = api.spec_from_bundle(fresh(self.base, self.work))
         spec.args = ["/bin/sh", "-c", script]
-        return api.run(spec, output=self.log.append, pin_cpu=self.pin, stats=stats)
+        return api.run(spec, output=self.log.append, pin_cpu=self.pin, notify_stat=self.notify, stats=stats)
 
     def floor(self, script: str) -> int:
         spec = api.spec_from_bundle(fresh(self.base, self.work))
@@ -111,16 +112,25 @@ class Bench:
                                "-w", "/", "/bin/sh", "-c", script], capture_output=True).returncode
 
 
-def timed(fn, *args) -> tuple[float, int]:
-    start = time.monotonic()
+def cpu_seconds() -> float:
+    """CPU time of this process (the tracer runs here) and its reaped children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn, *args) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (less sensitive to other load on the host), exit status."""
+    start, cpu = time.monotonic(), cpu_seconds()
     status = fn(*args)
-    return time.monotonic() - start, status
+    return time.monotonic() - start, cpu_seconds() - cpu, status
 
 
 def syscall_table(stats: api.Stats, runs: int) -> list[str]:
-    lines = [f"    {'syscall':12s} {'trapped':>8s} {'µs each':>8s}   (per run)"]
-    for nr, count in stats.by_nr.most_common():
-        lines.append(f"    {NAMES.get(nr, str(nr)):12s} {count // runs:8d} {stats.ns_by_nr[nr] / count / 1000:8.1f}")
+    lines = [f"    {'syscall':12s} {'ptrace':>8s} {'µs each':>8s} {'notified':>8s}   (per run; µs: tracer time)"]
+    for nr in sorted(set(stats.by_nr) | set(stats.notified), key=lambda nr: -stats.by_nr[nr] - stats.notified[nr]):
+        count = stats.by_nr[nr]
+        each = f"{stats.ns_by_nr[nr] / count / 1000:8.1f}" if count else f"{'-':>8s}"
+        lines.append(f"    {NAMES.get(nr, str(nr)):12s} {count // runs:8d} {each} {stats.notified[nr] // runs:8d}")
     return lines
 
 
@@ -129,6 +139,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache/runrootless-bench")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each contender (median reported)")
     parser.add_argument("--no-pin", action="store_true", help="let tracer and tracees use every CPU")
+    parser.add_argument("--no-notify", action="store_true",
+                        help="stat family through ptrace stops instead of the user-notification helper")
     parser.add_argument("--only", choices=("runrootless", "floor", "proot"), action="append",
                         help="run only these contenders (repeatable)")
     opts = parser.parse_args()
@@ -137,7 +149,7 @@ def main() -> None:
     server, port = serve(opts.work / "debs")
     base = base_bundle(opts.work, port)
     fetch_debs(opts.work, base / "rootfs")
-    bench = Bench(opts.work, base, pin=not opts.no_pin)
+    bench = Bench(opts.work, base, pin=not opts.no_pin, notify=not opts.no_notify)
     script = INSTALL + " ".join(PACKAGES)
     stats = api.Stats()
     contenders = {"runrootless": lambda: bench.runrootless(script, stats),
@@ -146,16 +158,18 @@ def main() -> None:
     if opts.only:
         contenders = {k: v for k, v in contenders.items() if k.split()[0] in opts.only}
     times: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     statuses: dict[str, set[int]] = {name: set() for name in contenders}
     for _ in range(opts.repeat):
         for name, fn in contenders.items():
-            secs, status = timed(fn)
+            secs, cpu_secs, status = timed(fn)
             times[name].append(secs)
+            cpu[name].append(cpu_secs)
             statuses[name].add(status)
     cron_stats = api.Stats()
     cron_script = INSTALL + " ".join(CORRECTNESS) + " && stat -c %U:%G /var/spool/cron/crontabs /usr/bin/crontab"
     bench.log.clear()
-    cron_secs, cron_status = timed(bench.runrootless, cron_script, cron_stats)
+    cron_secs, _, cron_status = timed(bench.runrootless, cron_script, cron_stats)
     cron_out = b"".join(bench.log).decode(errors="replace").split()[-2:]
     server.shutdown()
 
@@ -163,23 +177,30 @@ def main() -> None:
     floor = medians.get("floor (userns, Sandbox::User=root)")
     proot = medians.get("proot -0")
     print(f"apt-get install of {len(PACKAGES)} packages (+deps) from a loopback archive; "
-          f"median of {opts.repeat}, pin_cpu={bench.pin}")
-    print(f"  {'':36s} {'median s':>8s} {'runs':>22s}  exit  {'/floor':>6s} {'/proot':>6s}")
+          f"median of {opts.repeat}, pin_cpu={bench.pin}, notify_stat={bench.notify}")
+    cpu_medians = {name: statistics.median(t) for name, t in cpu.items()}
+    cpu_floor = cpu_medians.get("floor (userns, Sandbox::User=root)")
+    print(f"  {'':36s} {'wall s':>7s} {'/floor':>6s} {'/proot':>6s} {'cpu s':>6s} {'/floor':>6s}  exit  wall runs")
     for name, secs in medians.items():
         runs = " ".join(f"{t:.1f}" for t in times[name])
         exits = ",".join(str(s) for s in sorted(statuses[name]))
         ratio_floor = f"{secs / floor:6.2f}" if floor else "     -"
         ratio_proot = f"{secs / proot:6.2f}" if proot else "     -"
-        print(f"  {name:36s} {secs:8.2f} {runs:>22s}  {exits:4s}  {ratio_floor} {ratio_proot}")
+        cpu_ratio = f"{cpu_medians[name] / cpu_floor:6.2f}" if cpu_floor else "     -"
+        print(f"  {name:36s} {secs:7.2f} {ratio_floor} {ratio_proot} {cpu_medians[name]:6.1f} {cpu_ratio}  "
+              f"{exits:4s}  {runs}")
     if "runrootless" in medians:
         n = opts.repeat
         rr = sum(times["runrootless"])
-        print(f"  runrootless per run: {stats.trapped // n} trapped syscalls, {stats.stops // n} stops "
+        print(f"  runrootless per run: {stats.trapped // n} trapped syscalls (ptrace), {stats.stops // n} stops "
               f"({stats.exit_stops // n} exit stops), {stats.stops / rr:.0f} stops/s, "
-              f"tracer busy {sum(stats.ns_by_nr.values()) / 1e9 / n:.2f} s")
+              f"tracer busy {sum(stats.ns_by_nr.values()) / 1e9 / n:.2f} s; "
+              f"{sum(stats.notified.values()) // n} answered by the notification helper "
+              f"({sum(stats.notified.values()) / rr:.0f}/s)")
         print("\n".join(syscall_table(stats, n)))
     print(f"correctness: apt-get install cron under runrootless: {cron_secs:.1f} s, exit {cron_status}, "
-          f"owners {' '.join(cron_out)}, {cron_stats.trapped} trapped, {cron_stats.stops} stops")
+          f"owners {' '.join(cron_out)}, {cron_stats.trapped} trapped, {cron_stats.stops} stops, "
+          f"{sum(cron_stats.notified.values())} notified")
 
 
 if __name__ == "__main__":

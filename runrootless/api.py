@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
+import socket
 import threading
 from typing import Callable
 
 from umoci_py.errors import UsageError
 
+from . import notify
 from .emulate import TABLE
+from .emulate.stat import NOTIFIED
 from .emulate.base import Creds
 from .sandbox import FORWARDED_SIGNALS, Channels, SandboxError, prepare_mount_points, setup_main
 from .spec import Mount, RunSpec, spec_from_bundle
@@ -20,14 +24,16 @@ __all__ = ["Mount", "RunSpec", "SandboxError", "Stats", "UsageError", "run", "sp
 
 def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
         on_start: Callable[[int], None] | None = None, pin_cpu: bool = True,
-        stats: Stats | None = None) -> int:
+        notify_stat: bool = True, stats: Stats | None = None) -> int:
     """Run spec.args in the container; the exit status (128+signal when killed).
 
     output None inherits stdin/stdout/stderr; otherwise stdin is /dev/null and
     stdout+stderr are merged and streamed to the callback (from a thread).
     on_start gets the host pid of the container's init.  pin_cpu keeps the
     tracer and the container on one CPU: a trapped syscall then costs a few
-    times less (cross-CPU wake-ups dominate otherwise).
+    times less (cross-CPU wake-ups dominate otherwise).  notify_stat serves
+    the stat family from a seccomp user-notification helper instead of
+    ptrace stops (see notify.py).
     """
     if spec.network not in ("host", "none"):
         raise UsageError(f"network must be 'host' or 'none', not {spec.network!r}")
@@ -38,7 +44,13 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     err_r, err_w = os.pipe()
     out_r, out_w = os.pipe() if output is not None else (None, None)
     start_r, start_w = os.pipe()
-    chans = Channels(err_w, out_w, trace=spec.emulate, trapped=trapped_syscalls(TABLE))
+    notified = sorted(NOTIFIED) if spec.emulate and notify_stat else []
+    helper_sock, container_sock = socket.socketpair() if notified else (None, None)
+    chans = Channels(err_w, out_w, trace=spec.emulate,
+                     trapped=[nr for nr in trapped_syscalls(TABLE) if nr not in notified],
+                     notified=notified, notify_sock=container_sock.fileno() if notified else None)
+    served = memoryview(mmap.mmap(-1, 8 * 512)).cast("Q")   # helper's counts per syscall
+    helpers: tuple[int, ...] = ()
     state = _RunState(on_start)
     affinity = os.sched_getaffinity(0)
     saved_handlers = state.install_forwarding()
@@ -55,6 +67,13 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
             if fd is not None:
                 os.close(fd)
         err_w = out_w = start_w = None
+        if notified:
+            container_sock.close()
+            helper = os.fork()
+            if helper == 0:
+                notify.helper_main(helper_sock, served)
+            helper_sock.close()
+            helpers = (helper,)
         if output is not None:
             reader = threading.Thread(target=_pump, args=(out_r, output), daemon=True)
             reader.start()
@@ -63,7 +82,10 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
                             stats=stats if stats is not None else Stats())
             tracer.on_new_child = state.child_seen
             tracer.attach(pid)
-            status = tracer.run(pid)
+            status = tracer.run(pid, companions=helpers)
+            for nr in notified:
+                if served[nr]:
+                    tracer.stats.notified[nr] += served[nr]
         else:
             data = os.read(start_r, 16)
             if data:

@@ -39,6 +39,13 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 PR_SET_PDEATHSIG = 1
 SECCOMP_MODE_FILTER = 2
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100        # _IOWR('!', 0, struct seccomp_notif)
+SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101        # _IOWR('!', 1, struct seccomp_notif_resp)
+SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x40082104   # _IOW('!', 4, __u64)
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 
 PTRACE_TRACEME = 0
 PTRACE_PEEKDATA = 2
@@ -73,6 +80,7 @@ RESOLVE_IN_ROOT = 0x10
 O_PATH = 0o10000000
 
 _SYS_PIVOT_ROOT = 155
+_SYS_SECCOMP = 317
 _SYS_OPENAT2 = 437
 _NR_OPENAT2 = ctypes.c_long(_SYS_OPENAT2)
 _HOW_SIZE = ctypes.c_size_t(24)
@@ -103,6 +111,11 @@ def umount2(target: str, flags: int) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), new_root.encode(), put_old.encode()))
+
+
+def seccomp(operation: int, flags: int, args: int) -> int:
+    return _check(_libc.syscall(ctypes.c_long(_SYS_SECCOMP), ctypes.c_uint(operation), ctypes.c_uint(flags),
+                                ctypes.c_void_p(args)))
 
 
 def sethostname(name: str) -> None:

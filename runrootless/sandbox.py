@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from umoci_py.errors import UmociError
 
-from . import linux, seccomp_filter
+from . import linux, notify, seccomp_filter
 from .spec import Mount, RunSpec
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -39,7 +39,9 @@ class Channels:
     errors: int                    # write end: one-line setup failure
     output: int | None             # write end for stdout+stderr, None to inherit
     trace: bool                    # stop for the tracer before anything else
-    trapped: list[int] = field(default_factory=list)
+    trapped: list[int] = field(default_factory=list)     # calls for the ptrace tracer
+    notified: list[int] = field(default_factory=list)    # calls for the notification helper
+    notify_sock: int | None = None  # where the workload sends the notification listener
 
 
 class MountPoints:
@@ -254,12 +256,26 @@ def init_main(spec: RunSpec, chans: Channels, host_files: list[str], mounts: lis
             os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
 
 
+def _install_filter(chans: Channels) -> None:
+    """The seccomp filter; without user notifications (before Linux 5.0) ptrace takes every call."""
+    if not chans.notified:
+        seccomp_filter.install(chans.trapped)
+        return
+    try:
+        listener = seccomp_filter.install(chans.trapped, chans.notified)
+    except OSError:
+        os.close(chans.notify_sock)
+        seccomp_filter.install(chans.trapped + chans.notified)
+        return
+    notify.send_listener(chans.notify_sock, listener)
+
+
 def workload_main(spec: RunSpec, chans: Channels) -> None:
     try:
         for sig in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         if chans.trace:
-            seccomp_filter.install(chans.trapped)
+            _install_filter(chans)
         env = dict(e.split("=", 1) for e in spec.env if "=" in e)
         os.close(chans.errors)
         os.execvpe(spec.args[0], spec.args, env)

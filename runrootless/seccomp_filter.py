@@ -20,6 +20,7 @@ X32_SYSCALL_BIT = 0x40000000
 
 RET_KILL_PROCESS = 0x80000000
 RET_TRACE = 0x7FF00000
+RET_USER_NOTIF = 0x7FC00000
 RET_ALLOW = 0x7FFF0000
 RET_ERRNO = 0x00050000
 
@@ -44,23 +45,27 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> tuple[int, int, int, i
     return (code, jt, jf, k)
 
 
-def _section(nrs: list[int], hit: int, x32_guard: bool) -> list:
-    """Load nr; return `hit` for any of nrs, ALLOW otherwise."""
-    n = len(nrs)
+def _section(actions: dict[int, int], x32_guard: bool) -> list:
+    """Load nr; return actions[nr] for a listed call, ALLOW otherwise."""
+    n = len(actions)
     out = [_insn(_LD_W_ABS, _OFF_NR)]
     if x32_guard:
-        out.append(_insn(_JGE_K, X32_SYSCALL_BIT, jt=n + 2))
-    out += [_insn(_JEQ_K, nr, jt=n - i) for i, nr in enumerate(nrs)]
-    out += [_insn(_RET_K, RET_ALLOW), _insn(_RET_K, hit)]
+        out.append(_insn(_JGE_K, X32_SYSCALL_BIT, jt=2 * n + 1))
+    for nr, action in sorted(actions.items()):
+        out += [_insn(_JEQ_K, nr, jf=1), _insn(_RET_K, action)]
+    out.append(_insn(_RET_K, RET_ALLOW))
     if x32_guard:
         out.append(_insn(_RET_K, RET_ERRNO | errno.ENOSYS))
     return out
 
 
-def build(trapped: list[int]) -> list[tuple[int, int, int, int]]:
+def build(trapped: list[int], notified: list[int] = ()) -> list[tuple[int, int, int, int]]:
+    """trapped calls stop for the ptrace tracer, notified ones go to the user-notification listener."""
     nosys = RET_ERRNO | errno.ENOSYS
-    x86 = _section(sorted(set(trapped)), RET_TRACE, x32_guard=True)
-    i386 = _section(list(I386_EMULATED), nosys, x32_guard=False)
+    actions = {nr: RET_TRACE for nr in trapped}
+    actions.update({nr: RET_USER_NOTIF for nr in notified})
+    x86 = _section(actions, x32_guard=True)
+    i386 = _section(dict.fromkeys(I386_EMULATED, nosys), x32_guard=False)
     prog = [_insn(_LD_W_ABS, _OFF_ARCH), _insn(_JEQ_K, AUDIT_ARCH_X86_64, jf=len(x86))]
     prog += x86
     prog += [_insn(_JEQ_K, AUDIT_ARCH_I386, jf=len(i386))]
@@ -75,11 +80,19 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def install(trapped: list[int]) -> None:
-    """Install the filter on the calling thread (inherited by all descendants)."""
-    prog = build(trapped)
+def install(trapped: list[int], notified: list[int] = ()) -> int | None:
+    """Install the filter on the calling thread (inherited by all descendants).
+
+    With notified calls, the filter gets a user-notification listener and
+    its fd (close-on-exec) is returned.
+    """
+    prog = build(trapped, notified)
     raw = b"".join(struct.pack("HBBI", *insn) for insn in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = _SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
-    linux.prctl(linux.PR_SET_SECCOMP, linux.SECCOMP_MODE_FILTER,
-                ctypes.cast(ctypes.byref(fprog), ctypes.c_void_p).value)
+    if not notified:
+        linux.prctl(linux.PR_SET_SECCOMP, linux.SECCOMP_MODE_FILTER,
+                    ctypes.cast(ctypes.byref(fprog), ctypes.c_void_p).value)
+        return None
+    return linux.seccomp(linux.SECCOMP_SET_MODE_FILTER, linux.SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                         ctypes.addressof(fprog))

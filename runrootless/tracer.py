@@ -42,6 +42,7 @@ class Stats:
     exit_stops: int = 0                                             # second stops (AtExit)
     by_nr: Counter = field(default_factory=Counter)               # trapped calls per syscall
     ns_by_nr: Counter = field(default_factory=Counter)            # tracer time per syscall
+    notified: Counter = field(default_factory=Counter)            # answered by the notify helper
 
 
 class _Tracee:
@@ -89,8 +90,12 @@ class Tracer:
         self.creds[pid] = self.initial.copy()
         self._resume(pid)
 
-    def run(self, main_pid: int) -> int:
-        """Serve stops until every tracee is gone; the exit status of main_pid."""
+    def run(self, main_pid: int, companions: tuple[int, ...] = ()) -> int:
+        """Serve stops until every child is gone; the exit status of main_pid.
+
+        companions are untraced children (the notification helper), killed
+        once main_pid is gone should they still be running.
+        """
         result = 1
         waitpid, stats = os.waitpid, self.stats
         while True:
@@ -104,6 +109,11 @@ class Tracer:
                 if pid == main_pid:
                     result = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
                               else 128 + os.WTERMSIG(status))
+                    for companion in companions:
+                        try:
+                            os.kill(companion, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
                 continue
             try:
                 if status >> 8 == SECCOMP_STOP:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
@@ -9,7 +10,7 @@ import struct
 
 import pytest
 
-from runrootless import seccomp_filter
+from runrootless import notify, seccomp_filter
 from runrootless.emulate import TABLE, ids, mknod, owner, xattr
 from runrootless.emulate import stat as stat_h
 from runrootless.emulate.base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, Creds, Return, TraceeFiles
@@ -223,6 +224,32 @@ def test_stat_patches_owner_at_exit_only_when_recorded(env):
     assert struct.unpack("II", mem.read(buf + 28, 8)) == (0, 42)
 
 
+def test_notified_stat_continues_for_plain_files_and_writes_the_whole_struct_otherwise(env):
+    tmp, files = env
+    (tmp / "plain").write_bytes(b"")
+    (tmp / "owned").write_bytes(b"12345")
+    os.setxattr(tmp / "owned", XATTR_NAME, encode_owner(0, 42))
+    mem = FakeMemory()
+    plain, owned, buf = mem.put(b"plain\0"), mem.put(b"owned\0"), mem.put(bytes(144))
+    continue_ = (0, 0, 1)   # SECCOMP_USER_NOTIF_FLAG_CONTINUE: the kernel runs the call
+    assert notify.answer(make_call(262, (AT_FDCWD, plain, buf, 0), files, mem=mem)) == continue_
+    assert notify.answer(make_call(262, (AT_FDCWD, owned, buf, 0x80000), files, mem=mem)) == continue_
+    assert notify.answer(make_call(262, (AT_FDCWD, owned, buf, 0), files, mem=mem)) == (0, 0, 0)
+    # Exactly the kernel's struct stat, but for the owner.
+    libc = ctypes.CDLL(None, use_errno=True)
+    real = ctypes.create_string_buffer(144)
+    assert libc.stat(str(tmp / "owned").encode(), real) == 0
+    got = mem.read(buf, 144)
+    assert struct.unpack_from("II", got, 28) == (0, 42)
+    assert got[:28] + got[36:] == real.raw[:28] + real.raw[36:]
+    os.symlink(tmp / "owned", tmp / "fd" / "5")
+    mem.write(buf, bytes(144))
+    assert notify.answer(make_call(5, (5, buf), files, mem=mem)) == (0, 0, 0)       # fstat
+    assert struct.unpack_from("IIq", mem.read(buf, 48), 28)[:2] == (0, 42)
+    bad = make_call(262, (AT_FDCWD, owned, 0x10, 0), files, mem=mem)                # unwritable buffer
+    assert notify.answer(bad) == (0, -errno.EFAULT, 0)
+
+
 def test_fstat_and_statx_patch_their_own_layouts(env):
     tmp, files = env
     (tmp / "f").write_bytes(b"")
@@ -316,3 +343,8 @@ def test_seccomp_program_traps_only_emulated_calls_per_abi():
     assert run_bpf(prog, 199, i386) == nosys                           # getuid32
     assert run_bpf(prog, 3, i386) == seccomp_filter.RET_ALLOW          # i386 read
     assert run_bpf(prog, 1, 0xC00000B7) == seccomp_filter.RET_KILL_PROCESS  # aarch64
+    prog = seccomp_filter.build([102, 161], notified=[262, 5])
+    assert [run_bpf(prog, nr, x86) for nr in (102, 161, 262, 5, 4)] == [
+        seccomp_filter.RET_TRACE, seccomp_filter.RET_TRACE, seccomp_filter.RET_USER_NOTIF,
+        seccomp_filter.RET_USER_NOTIF, seccomp_filter.RET_ALLOW]
+    assert run_bpf(prog, 0x40000000 | 262, x86) == nosys

@@ -124,6 +124,25 @@ def test_exit_status_output_and_identity(debian_bundle):
     assert_no_children()
 
 
+def test_stat_family_answered_by_the_notification_helper(debian_bundle):
+    info = os.stat(debian_bundle / "rootfs/etc/shadow")
+    spec = api.spec_from_bundle(debian_bundle)
+    perl = ('@s = stat(STDIN); print "$s[4]:$s[5] $s[7] $s[1]\\n"; '
+            '@s = lstat("/etc/shadow"); print "$s[5]\\n"')
+    spec.args = ["/bin/sh", "-c", "find /etc/shadow -printf '%u:%g %s %i\\n'; "
+                 f"perl -e '{perl}' < /etc/shadow; find /etc/passwd /tmp -printf '%U:%G\\n'"]
+    chunks, stats = [], api.Stats()
+    assert api.run(spec, output=chunks.append, stats=stats) == 0
+    assert b"".join(chunks).decode().splitlines() == [
+        f"root:shadow {info.st_size} {info.st_ino}", f"0:42 {info.st_size} {info.st_ino}", "42", "0:0", "0:0"]
+    assert stats.notified[262] >= 4 and 262 not in stats.by_nr
+    # Without the helper the same answers come from ptrace stops.
+    chunks, stats = [], api.Stats()
+    assert api.run(spec, output=chunks.append, stats=stats, notify_stat=False) == 0
+    assert b"".join(chunks).decode().splitlines()[1] == f"0:42 {info.st_size} {info.st_ino}"
+    assert stats.by_nr[262] >= 4 and not stats.notified
+
+
 def test_killed_workload_reports_128_plus_signal(debian_bundle):
     status, _ = run_sh(debian_bundle, "kill -9 $$")
     assert status == 128 + signal.SIGKILL

@@ -18,10 +18,15 @@ STAT_UID_OFFSET = 28          # struct stat on x86_64: st_uid, st_gid follow
 STATX_UID_OFFSET = 20         # struct statx: stx_uid, stx_gid follow
 STATX_UID = 0x8
 STATX_GID = 0x10
+# dev, ino, nlink, mode, uid, gid, pad, rdev, size, blksize, blocks, [a,m,c]time sec/nsec, reserved
+STAT_LAYOUT = struct.Struct("QQQIIIIQqqqqqqqqq24x")
 
 
-def _owner_at(call: Call, link: str) -> tuple[int, int] | None:
-    """The emulated owner of what link names, if it differs from what the kernel will report.
+Found = tuple[tuple[int, int], os.stat_result]
+
+
+def _lookup_at(call: Call, link: str) -> Found | None:
+    """The emulated owner and stat of what link names, if the owner differs from the kernel's.
 
     The xattr is read first: most files have none, and then that one call is
     the whole lookup.  Any failure leaves the kernel's answer standing.
@@ -33,22 +38,39 @@ def _owner_at(call: Call, link: str) -> tuple[int, int] | None:
         return None
     if not can_hold_xattr(info.st_mode):
         return None
-    return resolve_owner(payload, *call.files.real_owner(info))
+    return resolve_owner(payload, *call.files.real_owner(info)), info
 
 
-def _owner(call: Call, dirfd: int, path_arg: int, flags: int) -> tuple[int, int] | None:
+def lookup(call: Call, dirfd: int, path_arg: int, flags: int) -> Found | None:
+    """For a path-based stat: (emulated owner, stat) when a recorded owner applies, else None."""
     try:
         path = call.path_arg(path_arg)
         if not path and flags & AT_EMPTY_PATH:
             # fstat through fstatat (glibc's fstat): no open, the fd's magic link is enough
-            return _owner_at(call, call.files.cwd if dirfd == AT_FDCWD else call.files.fd_link(dirfd))
+            return _lookup_at(call, call.files.cwd if dirfd == AT_FDCWD else call.files.fd_link(dirfd))
         fd = call.files.open(dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW)
     except OSError:
         return None  # the real call fails the same way (or we cannot do better)
     try:
-        return _owner_at(call, fd_path(fd))
+        return _lookup_at(call, fd_path(fd))
     finally:
         os.close(fd)
+
+
+def lookup_fd(call: Call, fd_arg: int) -> Found | None:
+    try:
+        link = call.files.fd_link(call.int_arg(fd_arg))
+    except OSError:
+        return None
+    return _lookup_at(call, link)
+
+
+def pack_stat(info: os.stat_result, owner: tuple[int, int]) -> bytes:
+    """struct stat (x86_64) as the kernel would fill it, with the emulated owner."""
+    return STAT_LAYOUT.pack(
+        info.st_dev, info.st_ino, info.st_nlink, info.st_mode, owner[0], owner[1], 0, info.st_rdev,
+        info.st_size, info.st_blksize, info.st_blocks,
+        *divmod(info.st_atime_ns, 10**9), *divmod(info.st_mtime_ns, 10**9), *divmod(info.st_ctime_ns, 10**9))
 
 
 def _patch_stat(buf_arg: int, owner: tuple[int, int]) -> AtExit:
@@ -59,8 +81,8 @@ def _patch_stat(buf_arg: int, owner: tuple[int, int]) -> AtExit:
 
 
 def _path_stat(call: Call, dirfd: int, path_arg: int, flags: int, buf_arg: int, patcher):
-    owner = _owner(call, dirfd, path_arg, flags)
-    return None if owner is None else patcher(buf_arg, owner)
+    found = lookup(call, dirfd, path_arg, flags)
+    return None if found is None else patcher(buf_arg, found[0])
 
 
 def stat(call: Call):
@@ -72,16 +94,24 @@ def lstat(call: Call):
 
 
 def fstat(call: Call):
-    try:
-        link = call.files.fd_link(call.int_arg(0))
-    except OSError:
-        return None
-    owner = _owner_at(call, link)
-    return None if owner is None else _patch_stat(1, owner)
+    found = lookup_fd(call, 0)
+    return None if found is None else _patch_stat(1, found[0])
 
 
 def newfstatat(call: Call):
     return _path_stat(call, call.int_arg(0), 1, call.int_arg(3), 2, _patch_stat)
+
+
+AT_FLAGS = AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | 0x800   # | AT_NO_AUTOMOUNT
+
+# The calls a user-notification listener can answer alone: nr -> (lookup, buffer argument).
+NOTIFIED = {
+    4: (lambda call: lookup(call, AT_FDCWD, 0, 0), 1),                            # stat
+    5: (lambda call: lookup_fd(call, 0), 1),                                      # fstat
+    6: (lambda call: lookup(call, AT_FDCWD, 0, AT_SYMLINK_NOFOLLOW), 1),          # lstat
+    262: (lambda call: None if call.int_arg(3) & ~AT_FLAGS                        # newfstatat
+          else lookup(call, call.int_arg(0), 1, call.int_arg(3)), 2),
+}
 
 
 def _patch_statx(buf_arg: int, owner: tuple[int, int]) -> AtExit:
