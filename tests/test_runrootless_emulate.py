@@ -209,13 +209,19 @@ def test_chown_missing_file_reports_enoent(env):
 
 # ---- stat -----------------------------------------------------------------
 
-def test_stat_patches_owner_at_exit_only_when_recorded(env):
+@pytest.fixture
+def stat_env(env):
+    """A file with no recorded owner, one owned 0:42, their names and a stat buffer in memory."""
     tmp, files = env
     (tmp / "plain").write_bytes(b"")
-    (tmp / "owned").write_bytes(b"")
+    (tmp / "owned").write_bytes(b"12345")
     os.setxattr(tmp / "owned", XATTR_NAME, encode_owner(0, 42))
     mem = FakeMemory()
-    plain, owned, buf = mem.put(b"plain\0"), mem.put(b"owned\0"), mem.put(bytes(144))
+    return tmp, files, mem, mem.put(b"plain\0"), mem.put(b"owned\0"), mem.put(bytes(144))
+
+
+def test_stat_patches_owner_at_exit_only_when_recorded(stat_env):
+    _, files, mem, plain, owned, buf = stat_env
     assert stat_h.newfstatat(make_call(262, (AT_FDCWD, plain, buf, 0), files, mem=mem)) is None
     call = make_call(262, (AT_FDCWD, owned, buf, 0), files, mem=mem)
     result = stat_h.newfstatat(call)
@@ -224,13 +230,8 @@ def test_stat_patches_owner_at_exit_only_when_recorded(env):
     assert struct.unpack("II", mem.read(buf + 28, 8)) == (0, 42)
 
 
-def test_notified_stat_continues_for_plain_files_and_writes_the_whole_struct_otherwise(env):
-    tmp, files = env
-    (tmp / "plain").write_bytes(b"")
-    (tmp / "owned").write_bytes(b"12345")
-    os.setxattr(tmp / "owned", XATTR_NAME, encode_owner(0, 42))
-    mem = FakeMemory()
-    plain, owned, buf = mem.put(b"plain\0"), mem.put(b"owned\0"), mem.put(bytes(144))
+def test_notified_stat_continues_for_plain_files_and_writes_the_whole_struct_otherwise(stat_env):
+    tmp, files, mem, plain, owned, buf = stat_env
     continue_ = (0, 0, 1)   # SECCOMP_USER_NOTIF_FLAG_CONTINUE: the kernel runs the call
     assert notify.answer(make_call(262, (AT_FDCWD, plain, buf, 0), files, mem=mem)) == continue_
     assert notify.answer(make_call(262, (AT_FDCWD, owned, buf, 0x80000), files, mem=mem)) == continue_
