@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
 
-def as_user(user: str, argv: list, env: dict | None = None) -> float:
-    """Run argv as user; its wall time.  Fails loudly with its output."""
+def as_user(user: str, argv: list, env: dict | None = None) -> tuple[float, str]:
+    """Run argv as user; (wall time, stdout).  Fails loudly with its output."""
     home = subprocess.run(["getent", "passwd", user], capture_output=True, text=True,
                           check=True).stdout.split(":")[5]
     # PYTHONPATH: the tree this bench file is in, not what the venv was installed from
@@ -36,7 +36,7 @@ def as_user(user: str, argv: list, env: dict | None = None) -> float:
     took = time.monotonic() - start
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(map(str, argv))}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return took
+    return took, proc.stdout
 
 
 def give(path: Path, user: str) -> None:
@@ -54,7 +54,7 @@ class Orca:
 
     def build(self, ctx: Path) -> float:
         return as_user(self.user, ["orca-build", "--layout", self.work / "layout", "--cache-dir",
-                                   self.work / "cache", "--progress", "quiet", ctx])
+                                   self.work / "cache", "--progress", "quiet", ctx])[0]
 
 
 class Buildah:
@@ -65,12 +65,12 @@ class Buildah:
         self.work.mkdir()
         give(self.work, user)
         self.storage = ["--root", self.work / "storage", "--runroot", self.work / "run"]
-        as_user(self.user, ["buildah", *self.storage, "pull", "-q", f"oci:{fixture}:bookworm"])
-        as_user(self.user, ["buildah", *self.storage, "tag", "bookworm", "bookworm:latest"])
+        image_id = as_user(self.user, ["buildah", *self.storage, "pull", "-q", f"oci:{fixture}:bookworm"])[1]
+        as_user(self.user, ["buildah", *self.storage, "tag", image_id.strip(), "bookworm:latest"])
 
     def build(self, ctx: Path) -> float:
         return as_user(self.user, ["buildah", *self.storage, "bud", "--isolation", "chroot", "--layers",
-                                   "-q", "-t", "bench", ctx], env={"BUILDAH_ISOLATION": "chroot"})
+                                   "-q", "-t", "bench", ctx], env={"BUILDAH_ISOLATION": "chroot"})[0]
 
 
 def run_case(tool, work: Path, example: str, touch: bool) -> tuple[float, float]:
