@@ -46,14 +46,15 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def run(argv: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one command."""
+def run(argv: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB, user+system CPU seconds) of one command."""
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], capture_output=True, text=True, env=_env())
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *argv], capture_output=True, text=True, env=_env())
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
-    return elapsed, int(proc.stderr.strip().splitlines()[-1]) / 1024
+    rss, user, system = proc.stderr.strip().splitlines()[-1].split()
+    return elapsed, int(rss) / 1024, float(user) + float(system)
 
 
 class _Counting:
@@ -89,18 +90,18 @@ class Bench:
         path.mkdir()
         return path
 
-    def unpack(self, tool: list[str], image: str, name: str) -> tuple[Path, tuple[float, float]]:
+    def unpack(self, tool: list[str], image: str, name: str) -> tuple[Path, tuple[float, float, float]]:
         bundle = self.fresh(name) / "bundle"
         return bundle, run([*tool, "unpack", "--rootless", "--image", f"{FIXTURES / image}:{TAGS[image]}",
                             str(bundle)])
 
-    def repack(self, tool: list[str], bundle: Path, name: str) -> tuple[float, float]:
+    def repack(self, tool: list[str], bundle: Path, name: str) -> tuple[float, float, float]:
         layout = self.fresh(name) / "layout"
         shutil.copytree(FIXTURES / REPACK_IMAGE, layout)
         (bundle / "rootfs/etc/bench-change").write_text("changed\n")
         return run([*tool, "repack", "--image", f"{layout}:bench", str(bundle)])
 
-    def image(self, image: str) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    def image(self, image: str) -> dict[str, dict[str, list[tuple[float, float, float]]]]:
         """{tool: {"unpack"|"repack": [(secs, rss)...]}} over the rounds."""
         results: dict[str, dict[str, list]] = {name: {"unpack": [], "repack": []} for name in tools()}
         for name, tool in tools().items():
@@ -115,7 +116,7 @@ class Bench:
         return results
 
 
-def median(samples: list[tuple[float, float]], index: int) -> float:
+def median(samples: list[tuple[float, float, float]], index: int) -> float:
     return statistics.median(s[index] for s in samples)
 
 
@@ -124,15 +125,18 @@ def _ok(good: bool) -> str:
 
 
 def report(per_image: dict, stats: dict, rounds: int) -> str:
-    lines = [f"Rootless, as an unprivileged user, page cache warm, median of {rounds} alternating runs.", "",
+    lines = [f"Rootless, as an unprivileged user, page cache warm, median of {rounds} alternating runs"
+             " (CPU = user + system time of the process, all threads).", "",
              "| image | entries | tar MB | umoci-py unpack s | umoci unpack s | ratio | umoci-py MB/s"
-             " | umoci-py files/s | umoci MB/s | umoci-py max RSS MB | umoci max RSS MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             " | umoci-py files/s | umoci MB/s | umoci-py CPU s | umoci CPU s | umoci-py max RSS MB"
+             " | umoci max RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for image, res in per_image.items():
         entries, size = stats[image]
         ours, theirs = median(res["umoci-py"]["unpack"], 0), median(res["umoci"]["unpack"], 0)
         lines.append(f"| {image} | {entries} | {size / 1e6:.0f} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f}"
                      f" | {size / 1e6 / ours:.0f} | {entries / ours:.0f} | {size / 1e6 / theirs:.0f}"
+                     f" | {median(res['umoci-py']['unpack'], 2):.2f} | {median(res['umoci']['unpack'], 2):.2f}"
                      f" | {max(s[1] for s in res['umoci-py']['unpack']):.0f}"
                      f" | {max(s[1] for s in res['umoci']['unpack']):.0f} |")
     if REPACK_IMAGE in per_image:

@@ -189,6 +189,23 @@ def test_cache_records_digests_of_extracted_files(tmp_path):
     assert cache.lookup("a/f", os.lstat(root / "a/f")) == hashlib.sha256(b"hello").hexdigest()
 
 
+def test_cache_digests_of_big_files_hard_links_and_replaced_files(tmp_path):
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    big = [bytes([i]) * (3 << 20 | i) for i in range(4)]  # 3 MiB+: hashed off the main thread
+    cache = mtree.DigestCache()
+    extract_layer(io.BytesIO(_tar_bytes(
+        *(entry(f"big{i}", data=data) for i, data in enumerate(big)),
+        entry("link", tarfile.LNKTYPE, link="big1"),
+        entry("big2", data=b"replaced"),
+        entry("big3", tarfile.SYMTYPE, link="big0"))), root, ROOTLESS, cache=cache)
+    expect = {"big0": big[0], "big1": big[1], "link": big[1], "big2": b"replaced"}
+    for name, data in expect.items():
+        assert (root / name).read_bytes() == data
+        assert cache.lookup(name, os.lstat(root / name)) == hashlib.sha256(data).hexdigest(), name
+    assert set(cache.files) == set(expect)
+
+
 def _tar_bytes(*entries):
     from layer_tars import make_tar
     return make_tar(*entries)

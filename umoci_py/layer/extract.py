@@ -15,8 +15,10 @@ import hashlib
 import logging
 import os
 import posixpath
+import queue
 import stat
 import tarfile
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -136,6 +138,55 @@ def header_xattrs(ti: tarfile.TarInfo) -> dict[str, bytes]:
     }
 
 
+def _drop(_view) -> None:
+    pass
+
+
+class _Digest:
+    """A file's sha256, filled in by the hashing thread."""
+
+    __slots__ = ("hexdigest",)
+
+
+class _Hasher:
+    """sha256 of big files on a second thread: hashlib releases the GIL, so
+    it overlaps the syscalls creating the next files.  Small files are
+    hashed at once (the hand-over would cost more).  The data are views of
+    the immutable chunks the tar stream read; the bounded queue bounds the
+    memory they pin."""
+
+    INLINE = 256 << 10
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue(2)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def digest(self, views: list, size: int) -> str | _Digest:
+        if size < self.INLINE:
+            h = hashlib.sha256()
+            for view in views:
+                h.update(view)
+            return h.hexdigest()
+        pending = _Digest()
+        self._queue.put((pending, views))
+        return pending
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            pending, views = item
+            h = hashlib.sha256()
+            for view in views:
+                h.update(view)
+            pending.hexdigest = h.hexdigest()
+
+    def close(self) -> None:
+        """Wait until every digest is in (idempotent)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 class _Extractor:
     def __init__(self, rootfs: str, opts: MapOptions, keep_dirlinks: bool, cache: DigestCache | None):
         self.root = rootfs
@@ -146,8 +197,11 @@ class _Extractor:
         self.umask = current_umask()
         self.access = unpriv.Access(rootfs)
         self.upper: set[str] = {""}
-        self.hashes: dict[str, str] = {}
-        self.dirs: dict[str, str] = {}  # unsafe dir -> resolved, while no symlink changes
+        # Digests only feed the cache: without one, nothing is hashed.
+        self.hasher = _Hasher() if cache is not None else None
+        self.hashes: dict[str, str | _Digest] = {}
+        # unsafe dir -> resolved real directory, until a directory or symlink is removed
+        self.dirs: dict[str, str] = {}
         self.warned: set[str] = set()
         self.started: set[str] = set()  # regular files whose data we began to read
 
@@ -158,8 +212,12 @@ class _Extractor:
         try:
             for ti in tar:
                 self.entry(tar, ti)
+            if self.hasher is not None:
+                self.hasher.close()
             self.finish_cache()
         finally:
+            if self.hasher is not None:
+                self.hasher.close()
             self.access.restore()
 
     def entry(self, tar: TarStream, ti: tarfile.TarInfo) -> None:
@@ -245,6 +303,7 @@ class _Extractor:
             if st is not None and stat.S_ISDIR(st.st_mode):
                 self.mark_upper(rel)
                 self.directory(ti, rel, existing=True)
+                self.dirs[name] = rel
                 return
             if st is not None and self.keep_dirlinks and stat.S_ISLNK(st.st_mode):
                 target = secure_resolve(self.root, rel)
@@ -252,6 +311,7 @@ class _Extractor:
                 if tst is not None and stat.S_ISDIR(tst.st_mode):
                     self.mark_upper(target)
                     self.directory(ti, target, existing=True)
+                    self.dirs[name] = target
                     return
         self.touch_dir(parent)
         self.mark_upper(rel)
@@ -262,6 +322,9 @@ class _Extractor:
         except FileExistsError:
             self.remove(rel, os.lstat(path))
             self.make(tar, ti, rel, path)
+        if ti.isdir():
+            # Its entries need not resolve it component by component.
+            self.dirs[name] = rel
 
     def make(self, tar: TarStream, ti: tarfile.TarInfo, rel: str, path: str) -> None:
         """Create the entry at rel, failing with FileExistsError if taken."""
@@ -307,13 +370,15 @@ class _Extractor:
         fd = os.open(self.host(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      mode if exact else 0o600)
         try:
-            h = hashlib.sha256()
             self.started.add(ti.name)
+            views: list = []
+            keep = views.append if self.hasher is not None else _drop
             for view in tar.data(ti):
-                h.update(view)
+                keep(view)
                 while view:
                     view = view[os.write(fd, view):]
-            self.hashes[rel] = h.hexdigest()
+            if self.hasher is not None:
+                self.hashes[rel] = self.hasher.digest(views, ti.size)
             self.metadata_fd(ti, rel, fd, chmod=not exact)
         finally:
             os.close(fd)
@@ -453,7 +518,7 @@ class _Extractor:
             except FileNotFoundError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                self.cache.put(rel, st, digest)
+                self.cache.put(rel, st, digest if isinstance(digest, str) else digest.hexdigest)
 
 
 def extract_layer(

@@ -64,6 +64,8 @@ class TarStream:
             data = self._stream.read(CHUNK)
             if not data:
                 return memoryview(b"")
+            if not isinstance(data, bytes):
+                data = bytes(data)  # views of it outlive this read
             self._chunk, self._pos = memoryview(data), 0
         end = min(len(self._chunk), self._pos + n)
         view = self._chunk[self._pos:end]
@@ -88,7 +90,8 @@ class TarStream:
             n -= len(view)
 
     def data(self, ti: tarfile.TarInfo) -> Iterator[memoryview]:
-        """The current member's data, in pieces valid until the next read."""
+        """The current member's data, as views of immutable chunks (they
+        stay valid after later reads)."""
         while self._left:
             view = self._take(min(self._left, CHUNK))
             if not view:
