@@ -23,6 +23,24 @@ from orca.copy import remove_tree
 ROOTLESS = MapOptions(rootless=True, uid_map=[], gid_map=[])
 
 
+def with_parents(deltas: list) -> list:
+    """The deltas plus every directory above a changed path.  A directory
+    changed within the clock tick of the previous diff keeps its mtime and
+    would be seen as unchanged or not depending on timing; always carrying
+    the parents (as containerd's differ does) makes the layer reproducible."""
+    seen = {d.path for d in deltas}
+    out = list(deltas)
+    for d in deltas:
+        path = d.path
+        while path not in (".", ""):
+            path = os.path.dirname(path) or "."
+            if path in seen:
+                break
+            seen.add(path)
+            out.append(mtree.Delta(path, "modified"))
+    return out
+
+
 class Snapshot:
     def __init__(self, workdir: Path, store: Layout):
         self.workdir = Path(workdir)
@@ -60,7 +78,7 @@ class Snapshot:
         """The changes since the last materialize/commit as a gzip layer blob in
         the store: (descriptor, diff_id), or None when nothing changed."""
         current = self._walk()
-        deltas = mtree.compare(self.baseline, current)
+        deltas = with_parents(mtree.compare(self.baseline, current))
         if not deltas:
             return None
         with tempfile.TemporaryFile(dir=self.workdir) as tar:
