@@ -108,3 +108,20 @@ def test_bad_tars_are_layer_errors():
     sparse.pax_headers = {"GNU.sparse.size": "10"}
     with pytest.raises(LayerError, match="'s': sparse files are not supported"):
         list(TarStream(io.BytesIO(write(tarfile.PAX_FORMAT, [(sparse, b"")]))))
+
+
+def test_ustar_prefix_base256_numbers_and_old_style_directories():
+    entries = []
+    for name, kind, uid in [("a" * 90 + "/" + "b" * 90, tarfile.REGTYPE, 0), ("huge-uid", tarfile.REGTYPE, 8 ** 8 + 5),
+                            ("v7dir/", tarfile.AREGTYPE, 0)]:
+        ti = tarfile.TarInfo(name)
+        ti.type, ti.uid, ti.mtime = kind, uid, 1_600_000_000
+        entries.append((ti, b""))
+    ustar = write(tarfile.USTAR_FORMAT, entries[:1])
+    assert ustar[345:346] == b"a"  # the name really went into the prefix field
+    gnu = write(tarfile.GNU_FORMAT, entries[1:])
+    assert gnu[108] & 0x80  # base-256 uid
+    for data in (ustar, gnu):
+        assert ours(io.BytesIO(data)) == theirs(data)
+    assert [(ti.name, ti.isdir(), ti.uid) for ti in TarStream(io.BytesIO(gnu))] == [
+        ("huge-uid", False, 8 ** 8 + 5), ("v7dir", True, 0)]
