@@ -95,10 +95,10 @@ class Bench:
         self.work, self.base, self.pin, self.notify = work, base, pin, notify
         self.log: list[bytes] = []
 
-    def runrootless(self, script: str, stats: api.Stats) -> int:
+    def runrootless(self, script: str, stats: api.Stats, pin: bool | None = None) -> int:
         spec = api.spec_from_bundle(fresh(self.base, self.work))
         spec.args = ["/bin/sh", "-c", script]
-        return api.run(spec, output=self.log.append, pin_cpu=self.pin, notify_stat=self.notify, stats=stats)
+        return api.run(spec, output=self.log.append, pin_cpu=self.pin if pin is None else pin, notify_stat=self.notify, stats=stats)
 
     def floor(self, script: str) -> int:
         spec = api.spec_from_bundle(fresh(self.base, self.work))
@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache/runrootless-bench")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each contender (median reported)")
     parser.add_argument("--no-pin", action="store_true", help="let tracer and tracees use every CPU")
+    parser.add_argument("--both-pins", action="store_true",
+                        help="also run runrootless with the other pin_cpu setting, side by side")
     parser.add_argument("--no-notify", action="store_true",
                         help="stat family through ptrace stops instead of the user-notification helper")
     parser.add_argument("--only", choices=("runrootless", "floor", "proot"), action="append",
@@ -155,8 +157,11 @@ def main() -> None:
     contenders = {"runrootless": lambda: bench.runrootless(script, stats),
                   "floor (userns, Sandbox::User=root)": lambda: bench.floor(script),
                   "proot -0": lambda: bench.proot(script)}
+    if opts.both_pins:
+        other = api.Stats()
+        contenders[f"runrootless, pin_cpu={not bench.pin}"] = lambda: bench.runrootless(script, other, not bench.pin)
     if opts.only:
-        contenders = {k: v for k, v in contenders.items() if k.split()[0] in opts.only}
+        contenders = {k: v for k, v in contenders.items() if k.split()[0].rstrip(",") in opts.only}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     cpu: dict[str, list[float]] = {name: [] for name in contenders}
     statuses: dict[str, set[int]] = {name: set() for name in contenders}

@@ -17,7 +17,7 @@ from .emulate.stat import NOTIFIED
 from .emulate.base import Creds
 from .sandbox import FORWARDED_SIGNALS, Channels, SandboxError, prepare_mount_points, setup_main
 from .spec import Mount, RunSpec, spec_from_bundle
-from .tracer import Stats, Tracer, trapped_syscalls
+from .tracer import Stats, Tracer
 
 __all__ = ["Mount", "RunSpec", "SandboxError", "Stats", "UsageError", "run", "spec_from_bundle"]
 
@@ -47,7 +47,7 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     notified = sorted(NOTIFIED) if spec.emulate and notify_stat else []
     helper_sock, container_sock = socket.socketpair() if notified else (None, None)
     chans = Channels(err_w, out_w, trace=spec.emulate,
-                     trapped=[nr for nr in trapped_syscalls(TABLE) if nr not in notified],
+                     trapped=[nr for nr in sorted(TABLE) if nr not in notified],
                      notified=notified, notify_sock=container_sock.fileno() if notified else None)
     served = memoryview(mmap.mmap(-1, 8 * 512)).cast("Q")   # helper's counts per syscall
     helpers: tuple[int, ...] = ()

@@ -51,6 +51,7 @@ def serve(listener: int, host_uid: int, host_gid: int, served: memoryview) -> No
     except OSError:
         pass  # before Linux 6.6: ordinary wake-ups
     vm = linux.VmBuffer()
+    views: dict[int, tuple[TraceeMemory, TraceeFiles]] = {}
     request = bytearray(NOTIF.size)
     zero = bytes(NOTIF.size)
     while True:
@@ -64,13 +65,13 @@ def serve(listener: int, host_uid: int, host_gid: int, served: memoryview) -> No
                 continue    # the caller died before we got its notification
             return
         notif_id, pid, _, nr, _, _, *args = NOTIF.unpack(request)
-        files = TraceeFiles.for_pid(pid, host_uid, host_gid)
+        view = views.get(pid)
+        if view is None:   # pids are reused, but the view is only /proc/PID paths
+            view = views[pid] = (TraceeMemory(pid, vm), TraceeFiles.for_pid(pid, host_uid, host_gid))
         try:
-            val, error, flags = answer(Call(nr, tuple(args), None, TraceeMemory(pid, vm), files))
+            val, error, flags = answer(Call(nr, tuple(args), None, *view))
         except Exception:  # noqa: BLE001 - a bug here must not fail the caller's stat
             val, error, flags = 0, 0, linux.SECCOMP_USER_NOTIF_FLAG_CONTINUE
-        finally:
-            files.forget_root()
         served[nr] += 1
         try:
             fcntl.ioctl(listener, linux.SECCOMP_IOCTL_NOTIF_SEND, RESP.pack(notif_id, val, error, flags))

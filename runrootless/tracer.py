@@ -55,15 +55,6 @@ class _Tracee:
         self.files = TraceeFiles.for_pid(pid, host_uid, host_gid)
 
 
-# Calls that may change a tracee's root: the cached root fds are dropped after them.
-ROOT_CHANGERS = frozenset({155, 161, 308})   # pivot_root, chroot, setns
-
-
-def trapped_syscalls(table: dict[int, Callable]) -> list[int]:
-    """What the seccomp filter must send to the tracer."""
-    return sorted(set(table) | ROOT_CHANGERS)
-
-
 @dataclass
 class Tracer:
     table: dict[int, Callable]
@@ -128,9 +119,7 @@ class Tracer:
         self.pending.pop(pid, None)
         self.held.discard(pid)
         self.expected.discard(pid)
-        tracee = self.tracees.pop(pid, None)
-        if tracee is not None:
-            tracee.files.forget_root()
+        self.tracees.pop(pid, None)
 
     def _tracee(self, pid: int) -> _Tracee:
         tracee = self.tracees.get(pid)
@@ -177,9 +166,6 @@ class Tracer:
                 if former in self.creds:
                     self.creds[pid] = self.creds.pop(former)
                 self._forget(former)
-                stale = self.tracees.pop(pid, None)
-                if stale is not None:
-                    stale.files.forget_root()
             self._exec(pid)
         self._resume(pid)
 
@@ -216,10 +202,6 @@ class Tracer:
 
     def _emulate(self, pid: int, regs: linux.Regs) -> None:
         nr = regs.orig_rax
-        if nr in ROOT_CHANGERS:
-            self.pending[pid] = (self._forget_roots, None)
-            self._resume(pid, request=linux.PTRACE_SYSCALL)
-            return
         handler = self.table.get(nr)
         if handler is None:
             self._resume(pid)
@@ -244,11 +226,6 @@ class Tracer:
         else:
             self.pending[pid] = (result.fn, call)
             self._resume(pid, request=linux.PTRACE_SYSCALL)
-
-    def _forget_roots(self, _call, _result) -> None:
-        """After a root change any tracee (threads share roots) may have a new one."""
-        for tracee in self.tracees.values():
-            tracee.files.forget_root()
 
     def _syscall_exit(self, pid: int) -> None:
         entry = self.pending.pop(pid, None)

@@ -15,5 +15,5 @@ NAMES = {
     118: "getresuid", 119: "setresgid", 120: "getresgid", 122: "setfsuid", 123: "setfsgid",
     188: "setxattr", 189: "lsetxattr", 190: "fsetxattr", 191: "getxattr", 192: "lgetxattr",
     193: "fgetxattr", 194: "listxattr", 195: "llistxattr", 196: "flistxattr", 197: "removexattr",
-    198: "lremovexattr", 199: "fremovexattr", 155: "pivot_root", 161: "chroot", 308: "setns",
+    198: "lremovexattr", 199: "fremovexattr",
 }

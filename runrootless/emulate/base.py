@@ -103,8 +103,8 @@ class TraceeFiles:
 
     root/cwd/fd_dir are /proc/PID/{root,cwd,fd} for a real tracee; tests pass
     plain directories.  Paths resolve inside root (RESOLVE_IN_ROOT), never
-    against the tracer's own root.  The root is opened once and kept until
-    forget_root() (the tracer calls it when a tracee may have changed root).
+    against the tracer's own root; root is opened anew for every path, so a
+    tracee's chroot or new mount namespace is always seen.
     """
 
     root: str
@@ -113,17 +113,11 @@ class TraceeFiles:
     status: str | None = None
     host_uid: int = field(default_factory=os.getuid)
     host_gid: int = field(default_factory=os.getgid)
-    root_fd: int | None = None
 
     @classmethod
     def for_pid(cls, pid: int, host_uid: int, host_gid: int) -> "TraceeFiles":
         return cls(f"/proc/{pid}/root", f"/proc/{pid}/cwd", f"/proc/{pid}/fd", f"/proc/{pid}/status",
                    host_uid, host_gid)
-
-    def forget_root(self) -> None:
-        if self.root_fd is not None:
-            os.close(self.root_fd)
-            self.root_fd = None
 
     def fd_link(self, fd: int) -> str:
         """A path naming the tracee's open file (a magic link: it reaches the file itself)."""
@@ -145,11 +139,13 @@ class TraceeFiles:
             if not base.startswith("/"):
                 raise OSError(errno.ENOTDIR, "dirfd is not a directory")
             path = os.fsencode(base.rstrip("/")) + b"/" + path
-        if self.root_fd is None:
-            self.root_fd = os.open(self.root, linux.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        return linux.openat2(self.root_fd, path.lstrip(b"/") or b".",
-                             linux.O_PATH if follow else linux.O_PATH | os.O_NOFOLLOW,
-                             linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
+        root_fd = os.open(self.root, linux.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return linux.openat2(root_fd, path.lstrip(b"/") or b".",
+                                 linux.O_PATH if follow else linux.O_PATH | os.O_NOFOLLOW,
+                                 linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
+        finally:
+            os.close(root_fd)
 
     def umask(self) -> int:
         if self.status is None:
