@@ -138,10 +138,6 @@ def header_xattrs(ti: tarfile.TarInfo) -> dict[str, bytes]:
     }
 
 
-def _drop(_view) -> None:
-    pass
-
-
 class _Digest:
     """A file's sha256, filled in by the hashing thread."""
 
@@ -150,35 +146,33 @@ class _Digest:
 
 class _Hasher:
     """sha256 of big files on a second thread: hashlib releases the GIL, so
-    it overlaps the syscalls creating the next files.  Small files are
-    hashed at once (the hand-over would cost more).  The data are views of
-    the immutable chunks the tar stream read; the bounded queue bounds the
-    memory they pin."""
+    it overlaps the syscalls creating the next files (small files are
+    hashed at once, the hand-over would cost more).  Data go over chunk by
+    chunk as views of the tar stream's immutable chunks; the bounded queue
+    bounds the memory they pin."""
 
     INLINE = 256 << 10
 
     def __init__(self) -> None:
-        self._queue: queue.Queue = queue.Queue(2)
+        self._queue: queue.Queue = queue.Queue(8)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def digest(self, views: list, size: int) -> str | _Digest:
-        if size < self.INLINE:
-            h = hashlib.sha256()
-            for view in views:
-                h.update(view)
-            return h.hexdigest()
+    def update(self, h, view: memoryview) -> None:
+        self._queue.put((h, view))
+
+    def finish(self, h) -> _Digest:
         pending = _Digest()
-        self._queue.put((pending, views))
+        self._queue.put((h, pending))
         return pending
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            pending, views = item
-            h = hashlib.sha256()
-            for view in views:
-                h.update(view)
-            pending.hexdigest = h.hexdigest()
+            h, arg = item
+            if isinstance(arg, _Digest):
+                arg.hexdigest = h.hexdigest()
+            else:
+                h.update(arg)
 
     def close(self) -> None:
         """Wait until every digest is in (idempotent)."""
@@ -371,14 +365,17 @@ class _Extractor:
                      mode if exact else 0o600)
         try:
             self.started.add(ti.name)
-            views: list = []
-            keep = views.append if self.hasher is not None else _drop
+            h = hashlib.sha256() if self.hasher is not None else None
+            offload = h is not None and ti.size >= _Hasher.INLINE
             for view in tar.data(ti):
-                keep(view)
+                if offload:
+                    self.hasher.update(h, view)
+                elif h is not None:
+                    h.update(view)
                 while view:
                     view = view[os.write(fd, view):]
-            if self.hasher is not None:
-                self.hashes[rel] = self.hasher.digest(views, ti.size)
+            if h is not None:
+                self.hashes[rel] = self.hasher.finish(h) if offload else h.hexdigest()
             self.metadata_fd(ti, rel, fd, chmod=not exact)
         finally:
             os.close(fd)
