@@ -64,6 +64,17 @@ def test_truncated_gzip_is_a_layer_error():
         compress.reader(io.BytesIO(blob), mediatypes.LAYER_GZIP).read()
 
 
+def test_corrupt_gzip_and_zstd_are_layer_errors():
+    bad_crc = bytearray(gzip.compress(DATA))
+    bad_crc[-6] ^= 0xFF  # the trailer's CRC32: every byte inflates fine
+    with pytest.raises(LayerError, match="gzip layer stream is corrupt"):
+        compress.reader(io.BytesIO(bytes(bad_crc)), mediatypes.LAYER_GZIP).read()
+    bad_frame = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(DATA))
+    bad_frame[len(bad_frame) // 2] ^= 0xFF
+    with pytest.raises(LayerError, match="zstd layer stream is corrupt"):
+        compress.reader(io.BytesIO(bytes(bad_frame)), mediatypes.LAYER_ZSTD).read()
+
+
 def test_media_types():
     assert compress.media_type_for("gzip") == "application/vnd.oci.image.layer.v1.tar+gzip"
     assert compress.media_type_for("zstd") == "application/vnd.oci.image.layer.v1.tar+zstd"

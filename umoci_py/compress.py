@@ -65,6 +65,12 @@ class _GzipReader(io.RawIOBase):
         return n
 
     def _fill(self) -> None:
+        try:
+            self._inflate()
+        except _zlib.error as e:
+            raise LayerError(f"gzip layer stream is corrupt: {e}") from None
+
+    def _inflate(self) -> None:
         if self._dec.eof:
             rest = self._dec.unused_data
             if not rest:
@@ -83,6 +89,22 @@ class _GzipReader(io.RawIOBase):
         if not data:
             raise LayerError("gzip layer stream is truncated")
         self._buf = self._dec.decompress(data, CHUNK)
+
+
+class _ZstdReader(io.RawIOBase):
+    def __init__(self, fileobj: BinaryIO):
+        self._inner = zstandard.ZstdDecompressor().stream_reader(
+            fileobj, read_size=CHUNK, read_across_frames=True, closefd=False
+        )
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        try:
+            return self._inner.readinto(b)
+        except zstandard.ZstdError as e:
+            raise LayerError(f"zstd layer stream is corrupt: {e}") from None
 
 
 class _GzipWriter:
@@ -139,9 +161,7 @@ def reader(fileobj: BinaryIO, media_type: str) -> BinaryIO:
     if algorithm == "gzip":
         return io.BufferedReader(_GzipReader(fileobj), CHUNK)
     if algorithm == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(
-            fileobj, read_size=CHUNK, read_across_frames=True, closefd=False
-        )
+        return io.BufferedReader(_ZstdReader(fileobj), CHUNK)
     return fileobj
 
 

@@ -151,10 +151,10 @@ def _extract_layers(layout: Layout, manifest: dict, config: dict, rootfs: Path,
                 _LayerStream(blob, media_type) as stream:
             try:
                 extract_layer(stream, rootfs, opts, keep_dirlinks=keep_dirlinks, cache=cache)
+                got = stream.finish()
             except LayerError as err:
                 # A corrupt blob usually shows up as a bad tar before its digest is checked.
                 raise LayerError(f"{layout.path}: layer {layer['digest']}: {err}") from None
-            got = stream.finish()
         if got != diff_id:
             raise LayerError(f"{layout.path}: layer {layer['digest']}: uncompressed digest"
                              f" {got} does not match diff_id {diff_id}")
