@@ -22,13 +22,16 @@ ALGORITHMS = ("gzip", "zstd", "none")
 CHUNK = 1 << 20
 
 # zlib-compatible (module, deflate level), best first.  Measured on the 165 MB
-# tar of an mmdebstrap bookworm rootfs (bench/umoci_bench.py, gzip section):
-#   zlib L6     decompress 1.03 s  compress 8.18 s  ratio 0.356
-#   zlib-ng L6  decompress 0.58 s  compress 3.55 s  ratio 0.363
-#   isal L3     decompress 0.49 s  compress 0.81 s  ratio 0.387
-#   isal L1     decompress 0.43 s  compress 0.46 s  ratio 0.400
-# isal at level 1 is 18x faster than zlib's default for 12% more bytes; isal
-# only has levels 0-3, the fallbacks keep umoci's level 6.
+# tar of an mmdebstrap bookworm rootfs (bench/gzip_choice.py, also printed by
+# bench/umoci_bench.py; medians of 3 on the 2-core test host):
+#   zlib L6     decompress 0.87 s  compress 7.98 s  ratio 0.356
+#   zlib-ng L6  decompress 0.41 s  compress 3.46 s  ratio 0.363
+#   zlib-ng L1  decompress 0.50 s  compress 1.17 s  ratio 0.465
+#   isal L3     decompress 0.39 s  compress 0.78 s  ratio 0.387
+#   isal L1     decompress 0.39 s  compress 0.50 s  ratio 0.400
+# isal at level 1 compresses 16x faster than zlib's default for 12% more
+# bytes and inflates as fast as anything; isal only has levels 0-3, the
+# fallbacks keep umoci's level 6.
 _ZLIB_CHOICES = (("isal.isal_zlib", 1), ("zlib_ng.zlib_ng", 6), ("zlib", 6))
 
 
