@@ -56,6 +56,8 @@ class _LayerStream:
                     break
                 sha.update(data)
                 self._put(data)
+            if self._stop.is_set():
+                return  # the reader gave up: no need to verify the rest
             while blob.read(_CHUNK):  # the verified reader checks the digest at EOF
                 pass
             self._diff_id = "sha256:" + sha.hexdigest()
