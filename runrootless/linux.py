@@ -172,7 +172,7 @@ class VmBuffer:
         if got < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
-        return self.buf.raw[:got] if got != self.size else self.buf.raw
+        return ctypes.string_at(self.local.base, got)
 
     def write(self, pid: int, addr: int, data: bytes) -> None:
         if len(data) > self.size:

@@ -67,8 +67,10 @@ def read_cstr(mem: Memory, addr: int, limit: int = PATH_MAX) -> bytes:
     if addr == 0:
         raise OSError(errno.EFAULT, "NULL pointer")
     out = b""
+    size = 256    # most paths are short: copy a little first, then whole pages
     while len(out) < limit:
-        chunk = mem.read(addr, 4096 - addr % 4096)
+        chunk = mem.read(addr, min(size, 4096 - addr % 4096))
+        size = 4096
         if not chunk:
             raise OSError(errno.EFAULT, "bad address")
         end = chunk.find(b"\0")

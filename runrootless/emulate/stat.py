@@ -1,8 +1,11 @@
 """stat family: report the owner recorded in user.rootlesscontainers.
 
-The owner is looked up at the entry stop; files without the xattr (most of
-a rootfs) cost that one stop only.  Otherwise the kernel fills the buffer
-and the exit stop patches st_uid/st_gid.
+The owner is looked up before the call runs; files without the xattr (most
+of a rootfs) need nothing more.  stat/fstat/lstat/newfstatat normally go to
+the notification helper (notify.py), which then writes the whole struct
+itself (pack_stat).  Under ptrace (statx always, the others on kernels
+without user notification) the kernel fills the buffer and the exit stop
+patches the owner.
 """
 
 from __future__ import annotations
