@@ -86,6 +86,7 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
             tracer.on_new_child = state.child_seen
             tracer.attach(pid)
             status = tracer.run(pid, companions=helpers)
+            helpers = ()    # reaped with the tracees
             for nr in notified:
                 if served[nr]:
                     tracer.stats.notified[nr] += served[nr]
@@ -108,6 +109,12 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     finally:
         state.restore(saved_handlers)
         os.sched_setaffinity(0, affinity)
+        for sock in (helper_sock, container_sock):
+            if sock is not None:
+                sock.close()
+        for helper in helpers:   # only when the tracer failed: it reaps the helper otherwise
+            os.kill(helper, signal.SIGKILL)
+            os.waitpid(helper, 0)
         for fd in (err_r, err_w, out_w, start_r, start_w):
             if fd is not None:
                 os.close(fd)
