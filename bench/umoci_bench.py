@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument("--no-gzip", action="store_true", help="skip the gzip backend table")
     args = parser.parse_args()
     images = [i for i in args.images.split(",") if i]
+    unknown = [i for i in images if i not in TAGS]
+    if unknown:
+        sys.exit(f"--images: unknown {', '.join(unknown)} (choose from {', '.join(TAGS)})")
     missing = [i for i in images if not (FIXTURES / i / "index.json").exists()]
     if missing:
         sys.exit(f"{FIXTURES}: missing fixture(s) {', '.join(missing)}: run tools/make-fixtures --big as root")
