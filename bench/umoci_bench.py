@@ -140,17 +140,19 @@ def report(per_image: dict, stats: dict, rounds: int) -> str:
                      f" | {max(s[1] for s in res['umoci-py']['unpack']):.0f}"
                      f" | {max(s[1] for s in res['umoci']['unpack']):.0f} |")
     if REPACK_IMAGE in per_image:
-        lines += ["", "| issue 2 target (debian fixture) | umoci-py | umoci | measured | target | met |",
-                  "|---|---:|---:|---:|---:|---|"]
+        lines += ["", "| issue 2 target (debian fixture) | umoci-py | umoci | measured | per-round range | target"
+                  " | met |", "|---|---:|---:|---:|---:|---:|---|"]
         res = per_image[REPACK_IMAGE]
         for op, target in (("unpack", UNPACK_TARGET), ("repack", REPACK_TARGET)):
             ours, theirs = median(res["umoci-py"][op], 0), median(res["umoci"][op], 0)
             label = "unpack time" if op == "unpack" else "repack time, one file changed"
-            lines.append(f"| {label} | {ours:.2f} s | {theirs:.2f} s | {ours / theirs:.2f}x | <= {target}x"
-                         f" | {_ok(ours / theirs <= target)} |")
+            # Both tools ran back to back in each round, so per-round ratios show the noise.
+            ratios = [a[0] / b[0] for a, b in zip(res["umoci-py"][op], res["umoci"][op])]
+            lines.append(f"| {label} | {ours:.2f} s | {theirs:.2f} s | {ours / theirs:.2f}x"
+                         f" | {min(ratios):.2f}-{max(ratios):.2f}x | <= {target}x | {_ok(ours / theirs <= target)} |")
         rss = max(s[1] for s in res["umoci-py"]["unpack"])
         lines.append(f"| unpack peak RSS | {rss:.0f} MB | {max(s[1] for s in res['umoci']['unpack']):.0f} MB"
-                     f" | {rss:.0f} MB | <= {RSS_LIMIT_MB} MB | {_ok(rss <= RSS_LIMIT_MB)} |")
+                     f" | {rss:.0f} MB | | <= {RSS_LIMIT_MB} MB | {_ok(rss <= RSS_LIMIT_MB)} |")
     return "\n".join(lines)
 
 
