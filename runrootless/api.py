@@ -31,8 +31,9 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     stdout+stderr are merged and streamed to the callback (from a thread).
     on_start gets the host pid of the container's init.  pin_cpu keeps the
     tracer, the helper and the container on one CPU: a stop then costs a few
-    times less (cross-CPU wake-ups dominate otherwise; on the apt bench
-    pinned runs were 1.21x the floor, unpinned 1.55x).  notify_stat serves
+    times less (cross-CPU wake-ups dominate otherwise; on the apt bench,
+    medians of 5, pinned runs were 1.04-1.21x the floor, unpinned
+    1.28-1.55x).  notify_stat serves
     the stat family from a seccomp user-notification helper instead of
     ptrace stops (see notify.py).
     """
