@@ -253,12 +253,12 @@ def test_concurrent_set_tag_loses_no_tag(tmp_path):
     assert refs.gc(layout) == []
 
 
-def _held_writer(path: str, tag: str, written, go) -> None:
+def _held_writer(path: str, tag: str, written_fd: int, go_fd: int) -> None:
     layout = Layout.open(path)
     with layout.writer():
         desc = make_image(layout, payload=tag.encode())
-        written.set()
-        go.wait()
+        os.write(written_fd, b"w")
+        os.read(go_fd, 1)  # one byte per writer from the parent releases it
         refs.set_tag(layout, tag, desc)
 
 
@@ -273,29 +273,36 @@ def _waiting_flock(pid: int) -> bool:
 
 
 def test_gc_beside_writers_deletes_none_of_their_blobs(tmp_path):
+    # Plain pipes, not multiprocessing.Event (whose notify_all waits for every
+    # sleeper and hung under load): the parent writes one byte per writer.
     layout = Layout.init(tmp_path / "img")
     garbage, _ = layout.put_blob(b"garbage")
-    go = multiprocessing.Event()
+    go_r, go_w = os.pipe()
     out = multiprocessing.Queue()
     writers = []
     gc_proc = multiprocessing.Process(target=_gc_worker, args=(str(layout.path), out), daemon=True)
     try:
         for tag in ("w1", "w2", "w3"):
-            written = multiprocessing.Event()
-            proc = multiprocessing.Process(target=_held_writer, args=(str(layout.path), tag, written, go),
-                                           daemon=True)
+            written_r, written_w = os.pipe()
+            proc = multiprocessing.Process(target=_held_writer,
+                                           args=(str(layout.path), tag, written_w, go_r), daemon=True)
             proc.start()
+            os.close(written_w)
             writers.append(proc)
-            assert written.wait(60), "writer did not start"
+            assert os.read(written_r, 1) == b"w", "writer did not start"
+            os.close(written_r)
         gc_proc.start()
         # Release the writers only once gc is provably queued on the lock.
         while not _waiting_flock(gc_proc.pid):
             assert gc_proc.is_alive(), "gc finished while writers held the layout"
             time.sleep(0.01)
     finally:
-        go.set()
+        os.write(go_w, b"g" * len(writers))
         for proc in writers:
             proc.join()
+        os.close(go_w)
+        os.close(go_r)
+    assert [p.exitcode for p in writers] == [0, 0, 0]
     removed = out.get(timeout=60)
     gc_proc.join()
     assert removed == [garbage]
