@@ -1,10 +1,11 @@
 # Shared locations for the host scripts (sourced, not run).
 ORCA_USER=${ORCA_USER:-orcatest}
+ORCA_USER2=${ORCA_USER2:-orcatest2}
 ORCA_HOME=${ORCA_HOME:-/opt/orca}
 ORCA_SRC=$ORCA_HOME/src
 ORCA_VENV=$ORCA_HOME/venv
 ORCA_FIXTURES=${ORCA_FIXTURES:-/var/cache/orca-fixtures}
-export ORCA_USER ORCA_HOME ORCA_SRC ORCA_VENV ORCA_FIXTURES
+export ORCA_USER ORCA_USER2 ORCA_HOME ORCA_SRC ORCA_VENV ORCA_FIXTURES
 
 # The Debian mirror this host's apt uses (never written into the repository).
 host_mirror() {
