@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -87,3 +88,65 @@ def test_umoci_runtime_config_and_umoci_json_validate(busybox_layout, tmp_path):
     assert _error(meta, "umoci-json", "umoci.json") == "umoci.json: umoci_version: '2' was expected"
     del spec["process"]["cwd"]
     assert _error(spec, "runtime-config", "config.json") == "config.json: process: 'cwd' is a required property"
+
+
+def _variants(doc):
+    """doc itself, then copies with one field replaced, removed or added, at every depth."""
+    yield doc
+    odd = [None, True, False, 0, 1, 2.0, 2.5, -1, 2 ** 65, "", "x", "sha256:" + "0" * 64, [], [1], {}, {"a": "b"}]
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            for sub in list(_variants(value))[1:] + odd:
+                yield {**doc, key: sub}
+            yield {k: v for k, v in doc.items() if k != key}
+        for extra in ("manifests", "layers", "config", "whatever"):
+            yield {**doc, extra: []}
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc[:2]):
+            for sub in list(_variants(value))[1:] + odd:
+                yield doc[:i] + [sub] + doc[i + 1:]
+        yield []
+    else:
+        yield from odd
+
+
+def _documents(layout):
+    index = json.loads((layout / "index.json").read_text())
+    blob = lambda d: json.loads((layout / "blobs" / "sha256" / d["digest"].split(":")[1]).read_text())
+    manifest = blob(index["manifests"][0])
+    config = blob(manifest["config"])
+    config["history"] = config.get("history") or [{"created": "2024-01-02T03:04:05Z", "empty_layer": True}]
+    return {"index": index, "manifest": manifest, "config": config, "descriptor": manifest["layers"][0],
+            "oci-layout": json.loads((layout / "oci-layout").read_text())}
+
+
+def test_fast_check_agrees_with_jsonschema(debian_layout_ro, busybox_layout, tmp_path):
+    # The compiled predicate decides alone for valid documents, so it must
+    # refuse exactly what jsonschema refuses.
+    import jsonschema
+
+    docs = _documents(debian_layout_ro)
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{busybox_layout}:latest", str(bundle)],
+                   check=True, capture_output=True)
+    docs["runtime-config"] = json.loads((bundle / "config.json").read_text())
+    docs["umoci-json"] = json.loads((bundle / "umoci.json").read_text())
+    assert set(docs) == set(schemas.KINDS)
+    counts = {True: 0, False: 0}
+    for kind, doc in docs.items():
+        check = schemas._check(kind)
+        assert check is not None, kind
+        for variant in _variants(doc):
+            expected = jsonschema.exceptions.best_match(schemas._validator(kind).iter_errors(variant)) is None
+            assert check(variant) == expected, (kind, variant)
+            counts[expected] += 1
+    assert counts[True] > 100 and counts[False] > 100
+
+
+def test_valid_documents_do_not_load_jsonschema(debian_layout_ro):
+    code = ("import sys; from umoci_py.cas import Layout; from umoci_py import refs;"
+            f"l = Layout.open({str(debian_layout_ro)!r}); p = refs.resolve(l, 'bookworm');"
+            "m = l.read_json(p[-1], 'manifest'); l.read_json(m['config'], 'config');"
+            "print('jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out == "False\n"
