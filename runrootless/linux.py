@@ -12,8 +12,6 @@ import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-_libc.ptrace.restype = ctypes.c_long
-_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -46,32 +44,6 @@ SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101        # _IOWR('!', 1, struct seccomp_noti
 SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x40082104   # _IOW('!', 4, __u64)
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
-
-PTRACE_TRACEME = 0
-PTRACE_PEEKDATA = 2
-PTRACE_CONT = 7
-PTRACE_GETREGS = 12
-PTRACE_SETREGS = 13
-PTRACE_SYSCALL = 24
-PTRACE_SETOPTIONS = 0x4200
-PTRACE_GETEVENTMSG = 0x4201
-PTRACE_GETSIGINFO = 0x4202
-
-PTRACE_O_TRACESYSGOOD = 1
-PTRACE_O_TRACEFORK = 2
-PTRACE_O_TRACEVFORK = 4
-PTRACE_O_TRACECLONE = 8
-PTRACE_O_TRACEEXEC = 0x10
-PTRACE_O_TRACEEXIT = 0x40
-PTRACE_O_TRACESECCOMP = 0x80
-PTRACE_O_EXITKILL = 0x100000
-
-PTRACE_EVENT_FORK = 1
-PTRACE_EVENT_VFORK = 2
-PTRACE_EVENT_CLONE = 3
-PTRACE_EVENT_EXEC = 4
-PTRACE_EVENT_EXIT = 6
-PTRACE_EVENT_SECCOMP = 7
 
 WALL = 0x40000000
 
@@ -187,49 +159,3 @@ class VmBuffer:
             raise OSError(err, os.strerror(err))
         if done != len(data):
             raise OSError(14, "short write to tracee memory")
-
-
-def ptrace(request: int, pid: int, addr: int = 0, data: int | ctypes.c_void_p | None = 0) -> int:
-    ctypes.set_errno(0)
-    result = _libc.ptrace(request, pid, ctypes.c_void_p(addr), data)
-    if result == -1 and ctypes.get_errno():
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return result
-
-
-# struct user_regs_struct on x86_64: 27 unsigned longs.
-REG_NAMES = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
-             "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
-             "gs_base", "ds", "es", "fs", "gs")
-
-
-class Regs(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_ulonglong) for name in REG_NAMES]
-
-
-def get_regs(pid: int, regs: Regs | None = None) -> Regs:
-    """The registers of a stopped tracee, into regs if given (saves an allocation per stop)."""
-    regs = Regs() if regs is None else regs
-    ptrace(PTRACE_GETREGS, pid, 0, ctypes.addressof(regs))
-    return regs
-
-
-def set_regs(pid: int, regs: Regs) -> None:
-    ptrace(PTRACE_SETREGS, pid, 0, ctypes.addressof(regs))
-
-
-def event_msg(pid: int) -> int:
-    value = ctypes.c_ulong()
-    ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.cast(ctypes.byref(value), ctypes.c_void_p))
-    return value.value
-
-
-def is_group_stop(pid: int) -> bool:
-    """True when a stop is a group-stop rather than a signal to deliver."""
-    info = ctypes.create_string_buffer(128)
-    try:
-        ptrace(PTRACE_GETSIGINFO, pid, 0, ctypes.cast(info, ctypes.c_void_p))
-    except OSError as err:
-        return err.errno == 22
-    return False

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from umoci_py.errors import UmociError
 
-from . import linux, notify, seccomp_filter
+from . import linux, notify, ptrace_ops, seccomp_filter
 from .spec import Mount, RunSpec
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -130,7 +130,7 @@ def setup_main(spec: RunSpec, chans: Channels, host_files: list[str], mounts: li
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         if chans.trace:
-            linux.ptrace(linux.PTRACE_TRACEME, 0)
+            ptrace_ops.traceme()
             os.kill(os.getpid(), signal.SIGSTOP)
         uid, gid = os.getuid(), os.getgid()
         try:

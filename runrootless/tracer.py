@@ -1,8 +1,7 @@
 """The ptrace loop: seccomp stops dispatched to the emulation table.
 
-Raw ptrace through ctypes (linux.py) rather than python-ptrace: we need
-exactly GETREGS/SETREGS, GETEVENTMSG and CONT/SYSCALL on seccomp stops, and
-python-ptrace's debugger objects add per-stop bookkeeping on the hot path.
+ptrace requests go through python-ptrace's binding layer (ptrace_ops.py);
+its debugger objects would add per-stop bookkeeping on the hot path.
 
 Every tracee is restarted with PTRACE_CONT, so untrapped syscalls never
 stop; a handler that needs the result asks for the exit stop (PTRACE_SYSCALL).
@@ -25,15 +24,16 @@ from typing import Callable
 from umoci_py.rootless import XATTR_NAME, resolve_owner
 
 from . import linux
+from . import ptrace_ops as pt
 from .emulate import ids
 from .emulate.base import AtExit, Call, Creds, Return, TraceeFiles, TraceeMemory
 
-OPTIONS = (linux.PTRACE_O_TRACESYSGOOD | linux.PTRACE_O_TRACESECCOMP | linux.PTRACE_O_TRACEFORK
-           | linux.PTRACE_O_TRACEVFORK | linux.PTRACE_O_TRACECLONE | linux.PTRACE_O_TRACEEXEC
-           | linux.PTRACE_O_EXITKILL)
+OPTIONS = (pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACESECCOMP | pt.PTRACE_O_TRACEFORK
+           | pt.PTRACE_O_TRACEVFORK | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEEXEC
+           | pt.PTRACE_O_EXITKILL)
 SKIP = 2**64 - 1
 SYSCALL_STOP = signal.SIGTRAP | 0x80
-SECCOMP_STOP = signal.SIGTRAP | linux.PTRACE_EVENT_SECCOMP << 8   # status >> 8 of a seccomp stop
+SECCOMP_STOP = signal.SIGTRAP | pt.PTRACE_EVENT_SECCOMP << 8   # status >> 8 of a seccomp stop
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Tracer:
     on_new_child: Callable[[int], None] | None = None
     tracees: dict[int, _Tracee] = field(default_factory=dict)
     vm: linux.VmBuffer = field(default_factory=linux.VmBuffer)
-    regs: linux.Regs = field(default_factory=linux.Regs)
+    regs: pt.Regs = field(default_factory=pt.Regs)
     host_ids: tuple[int, int] = field(default_factory=lambda: (os.getuid(), os.getgid()))
 
     def attach(self, pid: int) -> None:
@@ -80,7 +80,7 @@ class Tracer:
         _, status = os.waitpid(pid, linux.WALL)
         if not os.WIFSTOPPED(status):
             raise OSError(errno.ESRCH, "traced child died before starting")
-        linux.ptrace(linux.PTRACE_SETOPTIONS, pid, 0, OPTIONS)
+        pt.setoptions(pid, OPTIONS)
         self.creds[pid] = self.initial.copy()
         self._resume(pid)
 
@@ -130,8 +130,8 @@ class Tracer:
             tracee = self.tracees[pid] = _Tracee(pid, self.vm, *self.host_ids)
         return tracee
 
-    def _resume(self, pid: int, sig: int = 0, request: int = linux.PTRACE_CONT) -> None:
-        linux.ptrace(request, pid, 0, sig)
+    def _resume(self, pid: int, sig: int = 0, request: Callable[[int, int], None] = pt.cont) -> None:
+        request(pid, sig)
 
     def _stopped(self, pid: int, status: int) -> None:
         sig = os.WSTOPSIG(status)
@@ -145,14 +145,14 @@ class Tracer:
         elif sig == signal.SIGSTOP and pid in self.expected:
             self.expected.discard(pid)
             self._resume(pid)
-        elif sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU) and linux.is_group_stop(pid):
+        elif sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU) and pt.is_group_stop(pid):
             self._resume(pid)  # job control is not supported: keep running
         else:
             self._resume(pid, sig)
 
     def _event(self, pid: int, event: int) -> None:
-        if event in (linux.PTRACE_EVENT_FORK, linux.PTRACE_EVENT_VFORK, linux.PTRACE_EVENT_CLONE):
-            child = linux.event_msg(pid)
+        if event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
+            child = pt.event_msg(pid)
             parent = self.creds.get(pid)
             self.creds[child] = (parent if parent is not None else self.initial).copy()
             if self.on_new_child is not None:
@@ -162,8 +162,8 @@ class Tracer:
                 self._resume(child)
             else:
                 self.expected.add(child)
-        elif event == linux.PTRACE_EVENT_EXEC:
-            former = linux.event_msg(pid)
+        elif event == pt.PTRACE_EVENT_EXEC:
+            former = pt.event_msg(pid)
             if former != pid:
                 # A non-leader thread exec'd: it now has the leader's pid.
                 if former in self.creds:
@@ -193,7 +193,7 @@ class Tracer:
 
     def _seccomp(self, pid: int) -> None:
         start = time.perf_counter_ns()
-        regs = linux.get_regs(pid, self.regs)
+        regs = pt.get_regs(pid, self.regs)
         nr = regs.orig_rax
         stats = self.stats
         stats.trapped += 1
@@ -203,7 +203,7 @@ class Tracer:
         finally:
             stats.ns_by_nr[nr] += time.perf_counter_ns() - start
 
-    def _emulate(self, pid: int, regs: linux.Regs) -> None:
+    def _emulate(self, pid: int, regs: pt.Regs) -> None:
         nr = regs.orig_rax
         handler = self.table.get(nr)
         if handler is None:
@@ -224,11 +224,11 @@ class Tracer:
         elif isinstance(result, Return):
             regs.orig_rax = SKIP
             regs.rax = result.value & SKIP
-            linux.set_regs(pid, regs)
+            pt.set_regs(pid, regs)
             self._resume(pid)
         else:
             self.pending[pid] = (result.fn, call)
-            self._resume(pid, request=linux.PTRACE_SYSCALL)
+            self._resume(pid, request=pt.syscall)
 
     def _syscall_exit(self, pid: int) -> None:
         entry = self.pending.pop(pid, None)
@@ -236,7 +236,7 @@ class Tracer:
             start = time.perf_counter_ns()
             self.stats.exit_stops += 1
             fn, call = entry
-            regs = linux.get_regs(pid, self.regs)
+            regs = pt.get_regs(pid, self.regs)
             value = regs.rax - 2**64 if regs.rax >= 2**63 else regs.rax
             try:
                 new = fn(call, value)
@@ -244,6 +244,6 @@ class Tracer:
                 new = -(err.errno or errno.EIO)
             if new is not None:
                 regs.rax = new & SKIP
-                linux.set_regs(pid, regs)
+                pt.set_regs(pid, regs)
             self.stats.ns_by_nr[regs.orig_rax] += time.perf_counter_ns() - start
         self._resume(pid)
