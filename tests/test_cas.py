@@ -93,6 +93,22 @@ def test_blob_writer_streams_and_aborts_cleanly(tmp_path):
     assert _leftovers(layout) == []
 
 
+
+def test_blob_writer_with_expect_stores_only_the_promised_blob(tmp_path):
+    layout = Layout.init(tmp_path / "img")
+    data = b"promised content"
+    good = ("sha256:" + _hex(data), len(data))
+    with layout.blob_writer(expect=good) as w:
+        w.write(data)
+    assert (w.digest, w.size) == good and layout.read_blob(*good) == data
+    for expect, problem in (((good[0], len(data) + 1), "size mismatch"),
+                            (("sha256:" + _hex(b"other"), len(data)), "digest mismatch")):
+        with pytest.raises(BlobError, match=f"{layout.path}: blob {expect[0]}: {problem}"):
+            with layout.blob_writer(expect=expect) as w2:
+                w2.write(data[:-1] + b"!" if problem == "digest mismatch" else data)
+    assert layout.list_blobs() == {good[0]}  # not even under the wrong content's own digest
+    assert _leftovers(layout) == []
+
 def test_verified_reads(tmp_path):
     layout = Layout.init(tmp_path / "img")
     digest, size = layout.put_blob(b"content")

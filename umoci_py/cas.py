@@ -131,8 +131,9 @@ class VerifiedReader(io.RawIOBase):
 class BlobWriter:
     """Streams one blob into a locked temp dir; on clean exit it is in blobs/sha256."""
 
-    def __init__(self, layout: "Layout") -> None:
+    def __init__(self, layout: "Layout", expect: tuple[str, int] | None = None) -> None:
         self._layout = layout
+        self._expect = expect
         self._hasher = digestmod.Hasher()
         self.digest: str | None = None
         self.size: int | None = None
@@ -171,6 +172,8 @@ class BlobWriter:
                     raise LayoutError(f"{self._layout.path}: cannot write blob: {err.strerror}") from None
 
     def _commit(self) -> None:
+        if self._expect is not None:
+            self._check(*self._expect)
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -181,6 +184,16 @@ class BlobWriter:
         _fsync_dir(target_dir)
         self.digest = self._hasher.digest
         self.size = self._hasher.size
+
+    def _check(self, digest: str, size: int) -> None:
+        # Before the rename: content that is not what the descriptor promised
+        # never appears in blobs/, not even under its own digest.
+        if self._hasher.size != size:
+            raise BlobError(f"{self._layout.path}: blob {digest}: size mismatch: "
+                            f"expected {size} bytes, got {self._hasher.size}")
+        if self._hasher.digest != digest:
+            raise BlobError(f"{self._layout.path}: blob {digest}: digest mismatch: "
+                            f"content has digest {self._hasher.digest}")
 
 
 class Layout:
@@ -246,8 +259,10 @@ class Layout:
     def blob_path(self, digest: str) -> Path:
         return self.blob_dir / digestmod.hex_of(digest)
 
-    def blob_writer(self) -> BlobWriter:
-        return BlobWriter(self)
+    def blob_writer(self, expect: tuple[str, int] | None = None) -> BlobWriter:
+        """Stream a new blob in; with expect=(digest, size) anything else is a
+        BlobError and nothing is stored."""
+        return BlobWriter(self, expect)
 
     def put_blob(self, data: bytes) -> tuple[str, int]:
         with self.blob_writer() as w:
