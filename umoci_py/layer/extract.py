@@ -484,6 +484,9 @@ class _Extractor:
     def whiteout(self, raw: str, dirname: str, base: str) -> None:
         if base == WHITEOUT:
             raise LayerError(f"layer entry {raw!r}: whiteout without a name")
+        if base[len(WHITEOUT):] in (".", ".."):
+            # It would name the directory itself or its parent.
+            raise LayerError(f"layer entry {raw!r}: invalid whiteout name")
         parent = secure_resolve(self.root, dirname)
         if not os.path.isdir(self.host(parent)) or os.path.islink(self.host(parent)):
             return
@@ -512,7 +515,7 @@ class _Extractor:
         for rel, digest in self.hashes.items():
             try:
                 st = os.lstat(self.host(rel))
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # a later entry replaced it or a parent
                 continue
             if stat.S_ISREG(st.st_mode):
                 self.cache.put(rel, st, digest if isinstance(digest, str) else digest.hexdigest)
