@@ -13,18 +13,12 @@ from pathlib import Path
 
 import click
 
-from umoci_py import refs
-from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
 
-from orca.cache import CacheStore, default_cache_dir
-from orca.execute import BuildRequest, run_build
-from orca.progress import MODES, Progress
-from orca.registry.cache_export import RegistryCacheStore, parse_cache_ref
-from orca.registry.client import Client, RegistryOptions
-from orca.registry.pull import pull_to_layout
-from orca.registry.push import push, push_tag
-from orca.registry.reference import parse as parse_ref
+from orca.progress import MODES
+
+# The engine, the cache and the registry code are imported inside the commands
+# that use them: start-up time is most of a no-change rebuild.
 
 
 def default_layout() -> Path:
@@ -48,8 +42,27 @@ def registry_options(fn):
                         help="speak plain HTTP to this registry")(fn)
 
 
-def registry_client(tls_ca, insecure) -> Client:
+def registry_client(tls_ca, insecure):
+    from orca.registry.client import Client, RegistryOptions
+
     return _run(lambda: Client(RegistryOptions(tls_ca=tuple(tls_ca), insecure=frozenset(insecure))))
+
+
+class LazyClient:
+    """A registry client made on first use: most builds never talk to a
+    registry, and loading the system's CA certificates takes ~40 ms."""
+
+    def __init__(self, tls_ca, insecure):
+        self._args = (tls_ca, insecure)
+        self._client = None
+
+    def __getattr__(self, name):
+        if self._client is None:
+            from orca.registry.client import Client, RegistryOptions
+
+            tls_ca, insecure = self._args
+            self._client = Client(RegistryOptions(tls_ca=tuple(tls_ca), insecure=frozenset(insecure)))
+        return getattr(self._client, name)
 
 
 cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
@@ -74,7 +87,7 @@ def cli():
 @click.option("--platform", default=None, help="os/arch[/variant] (only the host's)")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="stages run at once (default: CPUs)")
 @click.option("--progress", "progress_mode", type=click.Choice(MODES), default="auto",
-              help="plain: numbered step log; quiet: only the digest; auto: plain (no live view yet)")
+              help="plain: numbered step log; quiet: only the digest; auto: a live view on a terminal, else plain")
 @cache_dir_option
 @click.option("--push", "push_refs", multiple=True, metavar="REF", help="push the result to a registry")
 @click.option("--cache-to", default=None, metavar="registry:REF", help="export the build cache to a registry")
@@ -84,24 +97,42 @@ def cli():
 def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platform, jobs,
           progress_mode, cache_dir, push_refs, cache_to, cache_from, tls_ca, insecure, context):
     """Build the Dockerfile in CONTEXT."""
-    progress = Progress("quiet" if progress_mode == "quiet" else "plain", sys.stderr)
-    client = registry_client(tls_ca, insecure)
+    from orca.cache import default_cache_dir
+    from orca.execute import BuildRequest, run_build
+    from orca.progress import open_progress
+
+    client = LazyClient(tls_ca, insecure)
     cache_dir = cache_dir or default_cache_dir()
     store = None
     if cache_to or cache_from:
+        from orca.registry.cache_export import RegistryCacheStore, parse_cache_ref
+
         store = _run(lambda: RegistryCacheStore(cache_dir, client, [parse_cache_ref(r) for r in cache_from],
                                                 parse_cache_ref(cache_to) if cache_to else None))
-    targets = _run(lambda: [parse_ref(r) for r in push_refs])
+    if push_refs:
+        from orca.registry.reference import parse as parse_ref
+
+        targets = _run(lambda: [parse_ref(r) for r in push_refs])
     req = BuildRequest(context=context, dockerfile=dockerfile, tags=list(tags),
                        layout=layout or default_layout(), build_args=parse_build_args(build_args),
                        target=target, no_cache=no_cache, secrets=parse_secrets(secrets),
-                       platform=platform, jobs=jobs or os.cpu_count() or 1,
-                       cache_dir=cache_dir, progress=progress, registry=client, cache=store)
-    result = _run(lambda: run_build(req))
+                       platform=platform, jobs=jobs or os.cpu_count() or 1, cache_dir=cache_dir,
+                       progress=open_progress(progress_mode, sys.stderr), registry=client, cache=store)
+
+    def build_closing_progress():
+        # closed before an error is printed, so the live view's last redraw cannot cover it
+        with req.progress:
+            return run_build(req)
+
+    result = _run(build_closing_progress)
     if store is not None:
         _run(store.export)
-    for ref in targets:
-        _run(lambda: push(client, Layout.open(req.layout), result.descriptor, ref))
+    if push_refs:
+        from umoci_py.cas import Layout
+        from orca.registry.push import push
+
+        for ref in targets:
+            _run(lambda: push(client, Layout.open(req.layout), result.descriptor, ref))
     click.echo(result.descriptor["digest"])
 
 
@@ -149,6 +180,9 @@ def _run(fn):
 @click.argument("ref")
 def pull_cmd(layout, tag, platform, tls_ca, insecure, ref):
     """Pull REF ([host[:port]/]repo[:tag|@digest]) from its registry into a layout."""
+    from umoci_py import refs
+    from orca.registry.pull import pull_to_layout
+
     client = registry_client(tls_ca, insecure)
     plat = _run(lambda: refs.parse_platform(platform) if platform else refs.host_platform())
     pulled = _run(lambda: pull_to_layout(client, ref, layout or default_layout(), tag, plat))
@@ -163,6 +197,8 @@ def pull_cmd(layout, tag, platform, tls_ca, insecure, ref):
 @click.argument("ref")
 def push_cmd(layout, tls_ca, insecure, tag, ref):
     """Push tag TAG of the layout to the registry reference REF."""
+    from orca.registry.push import push_tag
+
     client = registry_client(tls_ca, insecure)
     pushed = _run(lambda: push_tag(client, layout or default_layout(), tag, ref))
     click.echo(pushed.digest)
@@ -177,6 +213,8 @@ def cache():
 @cache_dir_option
 def cache_ls(cache_dir):
     """List cached steps (key, age, instruction)."""
+    from orca.cache import CacheStore, default_cache_dir
+
     store = _run(lambda: CacheStore(cache_dir or default_cache_dir()))
     for rec in store.list():
         size = sum(d["size"] for d in rec["image"]["layers"][-1:])
@@ -187,6 +225,8 @@ def cache_ls(cache_dir):
 @cache_dir_option
 def prune(cache_dir):
     """Remove every cache record, cached blob and cache mount."""
+    from orca.cache import CacheStore, default_cache_dir
+
     store = _run(lambda: CacheStore(cache_dir or default_cache_dir()))
     records, blobs = _run(store.prune)
     click.echo(f"removed {records} cache records and {blobs} blobs")

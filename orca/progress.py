@@ -1,21 +1,27 @@
-"""Build progress output, BuildKit "plain" style, and the timings of each step.
+"""Build progress output and the timings of each step.
 
-Every step gets a number; its lines are prefixed with it so that the output of
-concurrently running stages can be told apart.  The timings are kept for the
-caller (tests and the bench read them instead of parsing text).
+"plain" is BuildKit's plain style: every step gets a number and its lines are
+prefixed with it, so the output of concurrently running stages can be told
+apart.  On a terminal, "auto" is a live view instead: finished steps scroll up
+as one line each, and below them the running steps with their elapsed time and
+the last lines of their output are redrawn in place.  The timings are kept for
+the caller (tests and the bench read them instead of parsing text).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Callable, TextIO
 
 MODES = ("auto", "plain", "quiet")
 TAIL_LINES = 20
+LIVE_TAIL_LINES = 6     # output lines shown under a running step in the live view
+LIVE_REFRESH = 0.1      # seconds between redraws of the elapsed times
 
 
 @dataclass
@@ -36,9 +42,16 @@ class Progress:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     redact: tuple[bytes, ...] = ()
     steps: list[StepTiming] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self):
         self._lock = threading.Lock()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
     def _emit(self, line: str) -> None:
         if self.mode == "quiet":
@@ -49,7 +62,7 @@ class Progress:
 
     def start(self, stage: str, text: str) -> StepTiming:
         with self._lock:
-            step = StepTiming(len(self.steps) + 1, stage, text, time.monotonic())
+            step = StepTiming(len(self.steps) + 1, stage, text, self.clock())
             self.steps.append(step)
         self._emit(f"#{step.number} [{stage}] {text}")
         return step
@@ -79,18 +92,142 @@ class Progress:
 
     def cached(self, step: StepTiming) -> None:
         step.cached = True
-        step.end = time.monotonic()
+        step.end = self.clock()
         self._emit(f"#{step.number} CACHED")
 
     def done(self, step: StepTiming) -> None:
         self.flush(step)
-        step.end = time.monotonic()
+        step.end = self.clock()
         self._emit(f"#{step.number} DONE {step.end - step.start:.1f}s")
 
     def failed(self, step: StepTiming, message: str) -> None:
         self.flush(step)
-        step.end = time.monotonic()
+        step.end = self.clock()
         self._emit(f"#{step.number} ERROR: {message.splitlines()[0] if message else ''}")
 
     def info(self, text: str) -> None:
         self._emit(text)
+
+
+class LiveProgress(Progress):
+    """The terminal view: permanent lines above, a redrawn region below.
+
+    The region is erased by moving the cursor up over the lines drawn last
+    time; lines are cut to the terminal width so none of them wraps and
+    throws that count off."""
+
+    def __init__(self, stream: TextIO, width: int | None = None, **kw):
+        super().__init__("live", stream, **kw)
+        self.width = width or _terminal_width(stream)
+        self._begin = self.clock()
+        self._pending: list[str] = []   # permanent lines not yet written
+        self._drawn = 0                 # lines of the region now on screen
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def __enter__(self) -> "LiveProgress":
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        self.close()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(LIVE_REFRESH):
+            self.redraw()
+
+    def _emit(self, line: str) -> None:
+        # Only info() gets here: step lines are overridden below.
+        with self._lock:
+            self._pending.append(line)
+        self.redraw()
+
+    def start(self, stage: str, text: str) -> StepTiming:
+        with self._lock:
+            step = StepTiming(len(self.steps) + 1, stage, text, self.clock())
+            self.steps.append(step)
+        self.redraw()
+        return step
+
+    def _line(self, step: StepTiming, raw: bytes) -> None:
+        raw = raw.rstrip(b"\r").rsplit(b"\r", 1)[-1]
+        for secret in self.redact:
+            if secret:
+                raw = raw.replace(secret, b"****")
+        with self._lock:
+            step.tail.append(raw.decode("utf-8", "replace"))
+
+    def cached(self, step: StepTiming) -> None:
+        self._finish(step, "CACHED", cached=True)
+
+    def done(self, step: StepTiming) -> None:
+        self.flush(step)
+        self._finish(step, "DONE")
+
+    def failed(self, step: StepTiming, message: str) -> None:
+        self.flush(step)
+        first = message.splitlines()[0] if message else ""
+        self._finish(step, f"ERROR: {first}", output=True)
+
+    def _finish(self, step: StepTiming, state: str, cached: bool = False, output: bool = False) -> None:
+        with self._lock:
+            step.cached = cached
+            step.end = self.clock()
+            self._pending.append(f"{self._title(step)}  {state} {step.end - step.start:.1f}s")
+            if output:  # a failure keeps the output that explains it
+                self._pending += [f"#{step.number} {text}" for text in step.tail]
+        self.redraw()
+
+    @staticmethod
+    def _title(step: StepTiming) -> str:
+        return f"#{step.number} [{step.stage}] {step.text}"
+
+    def _region(self, now: float) -> list[str]:
+        running = [s for s in self.steps if s.end is None]
+        done = len(self.steps) - len(running)
+        lines = [f"[+] Building {now - self._begin:.1f}s ({done}/{len(self.steps)} steps)"]
+        for step in running:
+            lines.append(f"{self._title(step)}  {now - step.start:.1f}s")
+            tail = list(step.tail)[-LIVE_TAIL_LINES:]
+            if step.partial:
+                tail = (tail + [step.partial.rsplit(b"\r", 1)[-1].decode("utf-8", "replace")])[-LIVE_TAIL_LINES:]
+            lines += [f"#{step.number}   {text}" for text in tail]
+        return lines
+
+    def redraw(self, final: bool = False) -> None:
+        with self._lock:
+            now = self.clock()
+            region = [] if final else self._region(now)
+            if final:
+                self._pending.append(f"[+] Built in {now - self._begin:.1f}s ({len(self.steps)} steps)")
+            cut = self.width - 1
+            text = (f"\r\x1b[{self._drawn}A" if self._drawn else "\r") + "\x1b[J"
+            text += "".join(line[:cut] + "\n" for line in self._pending + region)
+            self._pending.clear()
+            self._drawn = len(region)
+            self.stream.write(text)
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Replace the region by the final summary line."""
+        self.redraw(final=True)
+
+
+def _terminal_width(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
+def open_progress(mode: str, stream: TextIO) -> Progress:
+    """The progress for a --progress mode: auto is the live view on a
+    terminal (not a dumb one) and plain anywhere else."""
+    if mode == "auto":
+        live = stream.isatty() and os.environ.get("TERM", "dumb") != "dumb"
+        return LiveProgress(stream) if live else Progress("plain", stream)
+    return Progress(mode, stream)
