@@ -76,12 +76,15 @@ class Progress:
         for line in lines:
             self._line(step, line)
 
-    def _line(self, step: StepTiming, raw: bytes) -> None:
+    def _text(self, raw: bytes) -> str:
         raw = raw.rstrip(b"\r").rsplit(b"\r", 1)[-1]
         for secret in self.redact:
             if secret:
                 raw = raw.replace(secret, b"****")
-        text = raw.decode("utf-8", "replace")
+        return raw.decode("utf-8", "replace")
+
+    def _line(self, step: StepTiming, raw: bytes) -> None:
+        text = self._text(raw)
         step.tail.append(text)
         self._emit(f"#{step.number} {text}")
 
@@ -154,12 +157,9 @@ class LiveProgress(Progress):
         return step
 
     def _line(self, step: StepTiming, raw: bytes) -> None:
-        raw = raw.rstrip(b"\r").rsplit(b"\r", 1)[-1]
-        for secret in self.redact:
-            if secret:
-                raw = raw.replace(secret, b"****")
+        text = self._text(raw)
         with self._lock:
-            step.tail.append(raw.decode("utf-8", "replace"))
+            step.tail.append(text)
 
     def cached(self, step: StepTiming) -> None:
         self._finish(step, "CACHED", cached=True)
@@ -194,7 +194,7 @@ class LiveProgress(Progress):
             lines.append(f"{self._title(step)}  {now - step.start:.1f}s")
             tail = list(step.tail)[-LIVE_TAIL_LINES:]
             if step.partial:
-                tail = (tail + [step.partial.rsplit(b"\r", 1)[-1].decode("utf-8", "replace")])[-LIVE_TAIL_LINES:]
+                tail = (tail + [self._text(step.partial)])[-LIVE_TAIL_LINES:]
             lines += [f"#{step.number}   {text}" for text in tail]
         return lines
 
