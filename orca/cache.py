@@ -33,6 +33,13 @@ def canonical(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def ordered(obj) -> bytes:
+    """Compact JSON keeping dict order: a record's image config comes back
+    with the key order it was built with, so a cache hit exports the same
+    config bytes (and manifest digest) as the build that made the record."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def digest_of(obj) -> str:
     return "sha256:" + hashlib.sha256(canonical(obj)).hexdigest()
 
@@ -86,16 +93,23 @@ class CacheStore:
             return None  # pruned underneath us
         return record
 
-    def put(self, key: str, description: str, image: dict, chain: str | None = None) -> None:
+    def put(self, key: str, description: str, image: dict, chain: str | None = None) -> dict:
         """Record the image after a step; chain is the key later steps build
         on when it is not this one (a COPY --from found by content)."""
         record = {"key": key, "created": int(time.time()), "description": description, "image": image}
         if chain is not None and chain != key:
             record["chain"] = chain
+        data = ordered(record)
         fd, tmp = tempfile.mkstemp(dir=self.records, prefix=".tmp-")
         with os.fdopen(fd, "wb") as f:
-            f.write(canonical(record))
+            f.write(data)
         os.replace(tmp, self._record_path(key))
+        return json.loads(data)
+
+    def fetch(self, layers: list[dict]) -> None:
+        """Make sure these layers of records are in the layout before they are
+        read.  A local store has every layer its records name (get() checks);
+        a registry-backed one fetches a hit's layers only here."""
 
     def list(self) -> list[dict]:
         out = []

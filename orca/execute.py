@@ -190,6 +190,7 @@ class Builder:
             with res.lock:
                 if res.snapshot is None:
                     res.snapshot = Snapshot(self.workroot / f"stage-{idx}", self.store)
+                self.fetch(res.image.layers)
                 res.snapshot.materialize(res.image.layers)
             return res.snapshot.rootfs, res.key
         try:
@@ -197,8 +198,15 @@ class Builder:
         except UmociError as err:
             raise BuildError(f"{where}: {err}") from None
         snap = Snapshot(Path(tempfile.mkdtemp(dir=self.workroot)), self.store)
+        self.fetch(image.layers)
         snap.materialize(image.layers)
         return snap.rootfs, image.key
+
+    def fetch(self, layers: list[dict]) -> None:
+        """Layers of registry bases and registry cache hits are downloaded only
+        when read (unpacked or exported), so a cached stage costs nothing."""
+        self.resolver.fetch(layers)
+        self.o.cache.fetch(layers)
 
     # -- output -------------------------------------------------------------
     def _export(self, image: Image) -> dict:
@@ -207,6 +215,7 @@ class Builder:
         except UmociError:
             self.o.layout.parent.mkdir(parents=True, exist_ok=True)
             out = Layout.init(self.o.layout)
+        self.fetch(image.layers)
         with out.writer():
             for desc in image.layers:
                 if not out.has_blob(desc["digest"]):
@@ -269,6 +278,7 @@ class StageRun:
     def rootfs(self) -> Path:
         if self.snap is None:
             self.snap = Snapshot(self.b.workroot / f"stage-{self.st.index}", self.b.store)
+        self.b.fetch(self.image.layers)
         return self.snap.materialize(self.image.layers)
 
     # dispatch

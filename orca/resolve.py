@@ -81,8 +81,15 @@ class Resolver:
                 raise
         return self._from_registry(ref)
 
+    def fetch(self, layers: list[dict]) -> None:
+        """Download the layers of registry images that are needed now (see _from_registry)."""
+        if self.registry is not None:
+            self.registry.ensure(self.store, layers)
+
     def _from_registry(self, ref: str) -> Image:
-        pulled = pull(self.registry, parse(ref), self.store, self.platform)
+        # manifest and config only: a stage whose steps are all cache hits
+        # never reads its base's layers, so they are fetched on first need
+        pulled = pull(self.registry, parse(ref), self.store, self.platform, layers=False)
         return Image(pulled.config, list(pulled.manifest["layers"]), "image:" + pulled.descriptor["digest"])
 
     def _from_layout(self, path: Path, tags: list[str], ref: str) -> Image:

@@ -4,9 +4,10 @@ At REF the registry holds one OCI image manifest (artifactType
 application/vnd.orca.cache.v1): its config blob lists the cache records
 (step key -> image config and layer descriptors) and its layers are every
 layer those records use, so the registry keeps them and they can be fetched
-from that repository.  A build reading the cache fetches a record's missing
-layers only when that step's key is looked up and hits, so it downloads only
-what its CACHED steps produce.
+from that repository.  A hit costs no download: the record's layers are
+fetched only when something reads them (a later step that runs, a COPY
+--from that must unpack its stage, the final export), so a fully cached
+build downloads only the layers of the image it outputs.
 
 Writers merge with what is at REF and put the manifest last (one atomic
 PUT), after its config and layers are in the repository: a reader never sees
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from umoci_py import mediatypes as mt
 
-from orca.cache import CacheStore, canonical
+from orca.cache import CacheStore, canonical, ordered
 from orca.registry import reference
 from orca.registry.client import Client
 from orca.registry.errors import NotFoundError, RegistryError
@@ -82,21 +83,21 @@ class RegistryCacheStore(CacheStore):
         record = super().get(key)
         if record is None and key in self._remote:
             remote, ref = self._remote[key]
-            self.client.repository(ref).fetch_blobs(remote["image"]["layers"], self.layout)
-            chain = [remote["chain"]] if "chain" in remote else []
-            super().put(key, remote["description"], remote["image"], *chain)
-            record = super().get(key)
+            self.client.remember(self.client.repository(ref), remote["image"]["layers"])
+            record = super().put(key, remote["description"], remote["image"], remote.get("chain"))
         if record is not None:
             with self._lock:
                 self._used[key] = record
         return record
 
-    def put(self, key: str, description: str, image: dict, *rest) -> None:
-        super().put(key, description, image, *rest)
-        record = super().get(key)
-        if record is not None:
-            with self._lock:
-                self._used[key] = record
+    def put(self, key: str, description: str, image: dict, chain: str | None = None) -> dict:
+        record = super().put(key, description, image, chain)
+        with self._lock:
+            self._used[key] = record
+        return record
+
+    def fetch(self, layers: list[dict]) -> None:
+        self.client.ensure(self.layout, layers)
 
     def export(self) -> str | None:
         """Write the records this build used to --cache-to; the manifest digest."""
@@ -109,7 +110,11 @@ def export_records(client: Client, store: CacheStore, ref: reference.Reference, 
     repo = client.repository(ref)
     ours = {k: {f: v for f, v in r.items() if f != "created"} for k, r in ours.items()}
     for layer in _layers(ours.values()):
-        push_blob(repo, store.layout, layer)
+        # a layer this build only saw as a cache hit is mounted from the cache
+        # it came from (same registry) or else fetched, never needed otherwise
+        source = client.source_of(layer["digest"])
+        mount = (source.ref.repository,) if source and source.ref.registry == ref.registry else ()
+        push_blob(repo, store.layout, layer, mount, fetch=lambda d: client.ensure(store.layout, [d]))
     digest = ""
     for _ in range(MERGE_ATTEMPTS):
         merged = load_records(client, ref)
@@ -117,7 +122,7 @@ def export_records(client: Client, store: CacheStore, ref: reference.Reference, 
             break  # our records are there (ours or a later merge that kept them)
         merged.update(ours)
         records = [merged[k] for k in sorted(merged)]
-        config = canonical({"records": records})
+        config = ordered({"records": records})
         cdigest, csize = store.layout.put_blob(config)
         push_blob(repo, store.layout, {"digest": cdigest, "size": csize})
         manifest = {"schemaVersion": 2, "mediaType": mt.MANIFEST, "artifactType": ARTIFACT_TYPE,

@@ -1,8 +1,10 @@
 """A small OCI distribution API v2 client over the standard library's http.client.
 
 One Client is the context of a whole build or command: its options, keep-alive
-connections per thread, the tokens it obtained and a log of the blobs it
-fetched (tests and the progress output read it).  Every request loop is
+connections per thread, the tokens it obtained, where blobs not yet
+downloaded can be fetched from (a build fetches a base image's or a cache
+hit's layers only when a step needs them) and a log of the blobs it fetched
+(tests and the progress output read it).  Every request loop is
 bounded in attempts and in time; retries back off exponentially on 5xx, 429
 and dropped connections.  Error messages name the reference and the registry,
 never a credential.
@@ -23,6 +25,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from umoci_py import mediatypes as mt
 from umoci_py.cas import Layout
+from umoci_py.errors import BlobError
 
 from orca.registry import auth
 from orca.registry.errors import AuthError, DigestError, NotFoundError, RegistryError
@@ -31,7 +34,7 @@ from orca.registry.reference import Reference
 MANIFEST_ACCEPT = ", ".join([mt.INDEX, mt.MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST])
 MAX_MANIFEST = 4 << 20  # containerd's limit: a manifest is small; refuse to buffer more
 REDIRECTS = 5
-CHUNK = 1 << 20
+CHUNK = 4 << 20  # one read from the socket, one write, one hash update
 
 
 @dataclass
@@ -56,6 +59,8 @@ class Client:
         self._lock = threading.Lock()
         self._auth: dict[tuple, str] = {}      # (host, scope) or (host,) -> Authorization value
         self.fetched: list[str] = []           # digests of blobs downloaded, in order
+        self._sources: dict[str, Repository] = {}  # digest -> where to fetch it when needed
+        self._blob_locks: dict[str, threading.Lock] = {}
         self.ssl = ssl.create_default_context()
         for ca in self.opts.tls_ca:
             try:
@@ -197,6 +202,35 @@ class Client:
         with self._lock:
             self.fetched.append(digest)
 
+    def blob_lock(self, digest: str) -> threading.Lock:
+        """One download of a blob at a time, however many stages want it."""
+        with self._lock:
+            return self._blob_locks.setdefault(digest, threading.Lock())
+
+    # -- blobs fetched when first needed -------------------------------------
+    def remember(self, repo: "Repository", descs: list[dict]) -> None:
+        """`repo` has these blobs: fetch them from there if they are ever needed."""
+        with self._lock:
+            for d in descs:
+                self._sources.setdefault(d["digest"], repo)
+
+    def source_of(self, digest: str) -> "Repository | None":
+        with self._lock:
+            return self._sources.get(digest)
+
+    def ensure(self, layout: Layout, descs: list[dict]) -> list[str]:
+        """Fetch those of `descs` that `layout` lacks and a remembered repository
+        has (blobs of unknown origin are left to the caller); the digests fetched."""
+        by_repo: dict[int, tuple[Repository, list[dict]]] = {}
+        for d in descs:
+            repo = self.source_of(d["digest"])
+            if repo is not None and not layout.has_blob(d["digest"]):
+                by_repo.setdefault(id(repo), (repo, []))[1].append(d)
+        fetched = []
+        for repo, todo in by_repo.values():
+            fetched += repo.fetch_blobs(todo, layout)
+        return fetched
+
 
 def _reason(err: BaseException) -> str:
     if isinstance(err, ssl.SSLCertVerificationError):
@@ -310,37 +344,42 @@ class Repository:
         what = f"blob {digest} of {self.ref}"
         deadline = time.monotonic() + self.client.opts.max_time
         attempt = 0
-        while True:
-            resp = self.call("GET", f"/blobs/{digest}", what)
-            if resp.status != 200:
-                raise fail(resp, what, self.ref)
-            try:
-                self._stream(resp, digest, size, layout, what)
-            except (OSError, http.client.HTTPException) as err:
-                resp.close()
-                attempt = self.client._backoff(attempt, deadline, f"{what}: {self.ref.registry}: "
-                                               f"download interrupted: {_reason(err)}")
-                continue
-            self.client.note_fetched(digest)
-            return
+        with self.client.blob_lock(digest):
+            if layout.has_blob(digest):
+                return  # another stage fetched it meanwhile
+            while True:
+                resp = self.call("GET", f"/blobs/{digest}", what)
+                if resp.status != 200:
+                    raise fail(resp, what, self.ref)
+                try:
+                    self._stream(resp, digest, size, layout, what)
+                except (OSError, http.client.HTTPException) as err:
+                    resp.close()
+                    attempt = self.client._backoff(attempt, deadline, f"{what}: {self.ref.registry}: "
+                                                   f"download interrupted: {_reason(err)}")
+                    continue
+                self.client.note_fetched(digest)
+                return
 
     @staticmethod
     def _stream(resp, digest: str, size: int, layout: Layout, what: str) -> None:
-        # The layout's writer hashes what it stores; hashing again here would
-        # double the CPU cost of a pull.  So the check comes after the rename:
-        # wrong content lands only under its own (true) digest, unreferenced,
-        # where gc finds it; the digest asked for never holds it.
+        # The layout's writer hashes what it stores, once, and checks digest
+        # and size before the blob appears in blobs/; the socket is read
+        # straight into one reused buffer.
+        view = memoryview(bytearray(CHUNK))
         got = 0
-        with layout.blob_writer() as out:
-            while chunk := resp.read(CHUNK):
-                got += len(chunk)
-                if got > size:
+        try:
+            with layout.blob_writer(expect=(digest, size)) as out:
+                while got < size:
+                    n = resp.readinto(view[:min(CHUNK, size - got)])
+                    if not n:
+                        raise http.client.IncompleteRead(b"", size - got)
+                    out.write(view[:n])
+                    got += n
+                if resp.read(1):
                     raise DigestError(f"{what}: registry sent more than the {size} bytes expected")
-                out.write(chunk)
-            if got != size:
-                raise http.client.IncompleteRead(b"", size - got)
-        if out.digest != digest:
-            raise DigestError(f"{what}: content has digest {out.digest}: refused (digest mismatch)")
+        except BlobError as err:
+            raise DigestError(f"{what}: refused: {err}") from None
 
     def fetch_blobs(self, descs: list[dict], layout: Layout) -> list[str]:
         """Fetch the blobs `layout` lacks, concurrently; returns the digests fetched."""

@@ -30,8 +30,14 @@ class Pulled:
 
 
 def pull(client: Client, ref: Reference, layout: Layout, platform: refs.Platform,
-         tag: str | None = None) -> Pulled:
-    """Pull `ref` for `platform` into `layout`; tag the manifest there if `tag` is given."""
+         tag: str | None = None, layers: bool = True) -> Pulled:
+    """Pull `ref` for `platform` into `layout`; tag the manifest there if `tag` is given.
+
+    layers=False (a build's base image): only the manifest and config now;
+    the client remembers where the layers are, for `Client.ensure` when a
+    step first needs them, so a fully cached build never downloads them
+    (never combined with a tag: a tag names a complete image).
+    """
     repo = client.repository(ref)
     with layout.writer():
         body, media_type, digest = repo.get_manifest()
@@ -42,7 +48,8 @@ def pull(client: Client, ref: Reference, layout: Layout, platform: refs.Platform
                 raise RegistryError(f"{ref}: the {platform} entry is not an image manifest ({media_type})")
         manifest = json.loads(body)
         schemas.validate(manifest, "manifest", f"manifest {ref}")
-        fetched = repo.fetch_blobs([manifest["config"], *manifest["layers"]], layout)
+        client.remember(repo, manifest["layers"])
+        fetched = repo.fetch_blobs([manifest["config"], *(manifest["layers"] if layers else [])], layout)
         config = layout.read_json(manifest["config"], "config")
         if not layout.has_blob(digest):
             layout.put_blob(body)

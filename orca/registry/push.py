@@ -9,6 +9,7 @@ tagged manifest last, so a tag never points at missing content.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urljoin
@@ -69,8 +70,12 @@ def _walk(layout: Layout, desc: dict) -> tuple[list[dict], list[dict]]:
     return manifests, blobs
 
 
-def push_blob(repo: Repository, layout: Layout, blob: dict, mount_from: tuple[str, ...] = ()) -> str:
-    """Make `blob` present in `repo`; returns "skipped", "mounted" or "uploaded"."""
+def push_blob(repo: Repository, layout: Layout, blob: dict, mount_from: tuple[str, ...] = (),
+              fetch: Callable[[dict], object] | None = None) -> str:
+    """Make `blob` present in `repo`; returns "skipped", "mounted" or "uploaded".
+
+    `fetch(blob)` brings a blob `layout` lacks into it, if it must be uploaded.
+    """
     digest, size = blob["digest"], blob["size"]
     what = f"push blob {digest} to {repo.ref}"
     if repo.has_blob(digest):
@@ -95,6 +100,8 @@ def push_blob(repo: Repository, layout: Layout, blob: dict, mount_from: tuple[st
             raise fail(resp, what, repo.ref)
         resp.read()
         location = _location(repo, resp, what)
+    if fetch is not None and not layout.has_blob(digest):
+        fetch(blob)
     chunk = repo.client.opts.chunk_size
     if size > chunk:
         with layout.open_blob(digest, size) as src:
