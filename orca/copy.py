@@ -148,8 +148,16 @@ def _walk(root: Path, src: Source, excluded: Excluded):
                 yield os.path.relpath(full, top), full
 
 
+def _copied(root: Path, src: Source, excluded: Excluded, exclude: Excluded):
+    """_walk less what COPY --exclude drops: the files a COPY copies are
+    exactly the files its cache key hashes."""
+    for rel, full in _walk(root, src, excluded):
+        if not exclude(rel or os.path.basename(src.rel)):
+            yield rel, full
+
+
 def content_digest(root: Path, sources: list[Source], excluded: Excluded = _never,
-                   owners: bool = False) -> str:
+                   owners: bool = False, exclude: Excluded = _never) -> str:
     """tarsum-like digest of the sources: names, type, mode, size, link target
     and content, never mtime.  Context owners count as 0:0 (as BuildKit's
     local source does), so a checkout by another user hits the same cache;
@@ -157,7 +165,7 @@ def content_digest(root: Path, sources: list[Source], excluded: Excluded = _neve
     h = hashlib.sha256()
     for src in sources:
         h.update(f"source {src.rel}\0".encode())
-        for rel, full in _walk(root, src, excluded):
+        for rel, full in _copied(root, src, excluded, exclude):
             st = os.lstat(full)
             link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else ""
             size = st.st_size if stat.S_ISREG(st.st_mode) else 0
@@ -208,9 +216,7 @@ def copy_sources(root: Path, sources: list[Source], rootfs: Path, dest: str, des
             target = dest
         if opts.parents is not None and opts.parents[src.rel] != ".":
             _ensure_parent(rootfs, target)
-        for rel, full in _walk(root, src, excluded):
-            if opts.exclude(rel or os.path.basename(src.rel)):
-                continue
+        for rel, full in _copied(root, src, excluded, opts.exclude):
             _put(full, os.path.normpath(os.path.join(target, rel)) if rel else target, rootfs, opts)
 
 

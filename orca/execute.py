@@ -507,13 +507,14 @@ class StageRun:
             return root, selected
         instr = {"kind": ins.kind, "sources": srcs, "dest": dest, "workdir": workdir, "chown": chown,
                  "chmod": chmod_s, "urls": urls, "exclude": excludes, "parents": parents}
-        content = identity or cp.content_digest(*sources(), excluded)
+        content = identity or cp.content_digest(*sources(), excluded, exclude=exclude)
         key = step_key(self.key, instr, {}, self.b.platform_str, content)
         # COPY --from: BuildKit merges equal results, so the content of the
         # selected files (not which build of the stage made them) is the key
         # that chains on; the stage key is only the quick first look-up.
         slow = (lambda: step_key(self.key, instr, {}, self.b.platform_str,
-                                 cp.content_digest(*sources(), cp._never, owners=True))) if from_ else None
+                                 cp.content_digest(*sources(), cp._never, owners=True,
+                                                   exclude=exclude))) if from_ else None
         flags = "".join(f" --{k}={v}" for k, v in (("chown", chown), ("chmod", chmod_s)) if v)
         if parents:
             flags = " --parents" + flags
