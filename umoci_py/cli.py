@@ -19,7 +19,7 @@ from umoci_py.cas import Layout
 from umoci_py.errors import UmociError, UsageError
 from umoci_py.mutate import HistoryOptions, check_created
 from umoci_py.repack import repack_bundle
-from umoci_py.unpack import unpack_bundle, unpack_rootfs
+from umoci_py.unpack import InflateLimit, unpack_bundle, unpack_rootfs
 
 VERSION = "0.1.0"
 IMAGE_SPEC_VERSION = "1.1.0"
@@ -58,6 +58,16 @@ def _remap_options(f):
     f = click.option("--rootless", is_flag=True, help="unprivileged: keep owners in xattrs")(f)
     f = click.option("--gid-map", multiple=True, metavar="CONTAINER:HOST[:SIZE]")(f)
     return click.option("--uid-map", multiple=True, metavar="CONTAINER:HOST[:SIZE]")(f)
+
+
+def _inflate_options(f):
+    default = InflateLimit()
+    f = click.option("--inflate-floor", type=click.IntRange(0), default=default.floor, show_default=True,
+                     envvar="UMOCI_PY_INFLATE_FLOOR", metavar="BYTES",
+                     help="a layer may always inflate to this many bytes")(f)
+    return click.option("--inflate-ratio", type=click.IntRange(1), default=default.ratio, show_default=True,
+                        envvar="UMOCI_PY_INFLATE_RATIO", metavar="N",
+                        help="beyond the floor, refuse a layer inflating to more than N x its blob size")(f)
 
 
 def _history_options(f):
@@ -143,11 +153,13 @@ def new_cmd(image):
 @click.option("--keep-dirlinks", is_flag=True, help="follow symlinks to directories like rsync -K")
 @_remap_options
 @_platform_option
+@_inflate_options
 @click.argument("bundle", type=click.Path(path_type=Path))
-def unpack_cmd(image, keep_dirlinks, platform, bundle, **kw):
+def unpack_cmd(image, keep_dirlinks, platform, bundle, inflate_ratio, inflate_floor, **kw):
     """Unpack an image into a runtime bundle."""
     layout, tag = _open_image(image)
-    unpack_bundle(layout, tag, bundle, _maps(kw), keep_dirlinks, _platform(platform))
+    unpack_bundle(layout, tag, bundle, _maps(kw), keep_dirlinks, _platform(platform),
+                  InflateLimit(inflate_ratio, inflate_floor))
 
 
 @cli.command("repack")
@@ -309,11 +321,13 @@ def raw_runtime_config_cmd(image, rootfs, platform, config, **kw):
 @click.option("--keep-dirlinks", is_flag=True)
 @_remap_options
 @_platform_option
+@_inflate_options
 @click.argument("rootfs", type=click.Path(path_type=Path))
-def raw_unpack_cmd(image, keep_dirlinks, platform, rootfs, **kw):
+def raw_unpack_cmd(image, keep_dirlinks, platform, rootfs, inflate_ratio, inflate_floor, **kw):
     """Unpack only the root filesystem of an image."""
     layout, tag = _open_image(image)
-    unpack_rootfs(layout, tag, rootfs, _maps(kw), keep_dirlinks, _platform(platform))
+    unpack_rootfs(layout, tag, rootfs, _maps(kw), keep_dirlinks, _platform(platform),
+                  InflateLimit(inflate_ratio, inflate_floor))
 
 
 @raw_group.command("mtree-validate")

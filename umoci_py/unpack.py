@@ -13,6 +13,7 @@ import queue
 import shutil
 import stat
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +26,20 @@ from umoci_py.layer.extract import MapOptions, extract_layer
 _CHUNK = 1 << 20
 
 
+@dataclass(frozen=True)
+class InflateLimit:
+    """A layer may inflate to at most max(floor, ratio x its compressed size)
+    bytes; beyond that it is refused as a decompression bomb before it fills
+    the disk.  Text and binaries compress 2-10x; a layer of zeros reaches
+    ~1000x with gzip and far more with zstd, hence the floor."""
+
+    ratio: int = 100
+    floor: int = 1 << 30
+
+    def bound(self, compressed_size: int) -> int:
+        return max(self.floor, self.ratio * compressed_size)
+
+
 class _LayerStream:
     """A layer's uncompressed bytes, produced by a background thread.
 
@@ -35,7 +50,7 @@ class _LayerStream:
 
     _DEPTH = 8
 
-    def __init__(self, blob: BinaryIO, media_type: str):
+    def __init__(self, blob: BinaryIO, media_type: str, limit: int):
         self._queue: queue.Queue = queue.Queue(self._DEPTH)
         self._stop = threading.Event()
         self._chunk = b""
@@ -43,18 +58,23 @@ class _LayerStream:
         self._eof = False
         self._diff_id: str | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._produce, args=(blob, media_type), daemon=True)
+        self._thread = threading.Thread(target=self._produce, args=(blob, media_type, limit), daemon=True)
         self._thread.start()
 
-    def _produce(self, blob: BinaryIO, media_type: str) -> None:
+    def _produce(self, blob: BinaryIO, media_type: str, limit: int) -> None:
         try:
             stream = compress.reader(blob, media_type)
             sha = hashlib.sha256()
+            inflated = 0
             while not self._stop.is_set():
                 data = stream.read(_CHUNK)
                 if not data:
                     break
                 sha.update(data)
+                inflated += len(data)
+                if inflated > limit:
+                    raise LayerError(f"inflates to more than {limit} bytes: refused as a decompression"
+                                     f" bomb (raise --inflate-ratio or --inflate-floor to allow it)")
                 self._put(data)
             if self._stop.is_set():
                 return  # the reader gave up: no need to verify the rest
@@ -130,6 +150,9 @@ def _load_image(layout: Layout, tag: str, platform) -> tuple[list[dict], dict, d
     if target.get("mediaType") != mediatypes.MANIFEST:
         raise LayerError(f"{layout.path}: {tag} resolves to {target.get('mediaType')!r}, not an image manifest")
     manifest = layout.read_json(target, "manifest")
+    if manifest["config"].get("mediaType") not in mediatypes.CONFIG_TYPES:
+        raise LayerError(f"{layout.path}: manifest {target['digest']}: config media type"
+                         f" {manifest['config'].get('mediaType')!r} is not an image config")
     config = layout.read_json(manifest["config"], "config")
     rootfs = config.get("rootfs") or {}
     if rootfs.get("type") != "layers":
@@ -143,14 +166,14 @@ def _load_image(layout: Layout, tag: str, platform) -> tuple[list[dict], dict, d
 
 
 def _extract_layers(layout: Layout, manifest: dict, config: dict, rootfs: Path,
-                    opts: MapOptions, keep_dirlinks: bool, cache) -> None:
+                    opts: MapOptions, keep_dirlinks: bool, cache, inflate: InflateLimit) -> None:
     for layer, diff_id in zip(manifest.get("layers") or [], config["rootfs"]["diff_ids"]):
         media_type = layer.get("mediaType", "")
         if not mediatypes.is_layer(media_type):
             raise LayerError(f"{layout.path}: blob {layer['digest']} has media type"
                              f" {media_type!r}, not a layer")
         with layout.open_blob(layer["digest"], layer["size"]) as blob, \
-                _LayerStream(blob, media_type) as stream:
+                _LayerStream(blob, media_type, inflate.bound(layer["size"])) as stream:
             try:
                 extract_layer(stream, rootfs, opts, keep_dirlinks=keep_dirlinks, cache=cache)
                 got = stream.finish()
@@ -163,14 +186,14 @@ def _extract_layers(layout: Layout, manifest: dict, config: dict, rootfs: Path,
 
 
 def _unpack_into(layout: Layout, tag: str, rootfs: Path, opts: MapOptions,
-                 keep_dirlinks: bool, platform, cache) -> tuple[list[dict], dict, dict]:
+                 keep_dirlinks: bool, platform, cache, inflate: InflateLimit) -> tuple[list[dict], dict, dict]:
     path, manifest, config = _load_image(layout, tag, platform)
     if os.path.lexists(rootfs) and (not rootfs.is_dir() or any(rootfs.iterdir())):
         raise BundleError(f"{rootfs}: already exists and is not an empty directory")
     rootfs.mkdir(mode=0o755, exist_ok=True)
     try:
         os.utime(rootfs, (0, 0))
-        _extract_layers(layout, manifest, config, rootfs, opts, keep_dirlinks, cache)
+        _extract_layers(layout, manifest, config, rootfs, opts, keep_dirlinks, cache, inflate)
     except BaseException:
         remove_tree(rootfs)
         raise
@@ -178,9 +201,9 @@ def _unpack_into(layout: Layout, tag: str, rootfs: Path, opts: MapOptions,
 
 
 def unpack_rootfs(layout: Layout, tag: str, rootfs: Path, opts: MapOptions,
-                  keep_dirlinks: bool = False, platform=None) -> list[dict]:
+                  keep_dirlinks: bool = False, platform=None, inflate: InflateLimit = InflateLimit()) -> list[dict]:
     """`raw unpack`: only the rootfs; returns the descriptor path unpacked."""
-    path, _, _ = _unpack_into(layout, tag, Path(rootfs), opts, keep_dirlinks, platform, None)
+    path, _, _ = _unpack_into(layout, tag, Path(rootfs), opts, keep_dirlinks, platform, None, inflate)
     return path
 
 
@@ -202,7 +225,7 @@ def write_bundle_state(bundle: Path, rootfs: Path, manifest_digest: str,
 
 
 def unpack_bundle(layout: Layout, tag: str, bundle: Path, opts: MapOptions,
-                  keep_dirlinks: bool = False, platform=None) -> list[dict]:
+                  keep_dirlinks: bool = False, platform=None, inflate: InflateLimit = InflateLimit()) -> list[dict]:
     """`unpack`: rootfs, config.json, the mtree and umoci.json in `bundle`."""
     bundle = Path(bundle)
     created_dir = not os.path.lexists(bundle)
@@ -214,7 +237,7 @@ def unpack_bundle(layout: Layout, tag: str, bundle: Path, opts: MapOptions,
         cache = mtree.DigestCache()
         rootfs = bundle / bundle_files.ROOTFS
         path, manifest, config = _unpack_into(layout, tag, rootfs, opts, keep_dirlinks,
-                                              platform, cache)
+                                              platform, cache, inflate)
         digest = path[-1]["digest"]
         written += [bundle / bundle_files.mtree_name(digest), digest_cache_path(bundle, digest),
                     bundle / bundle_files.CONFIG_JSON, bundle / bundle_files.UMOCI_JSON]
