@@ -294,6 +294,8 @@ def read_umoci_json(bundle: Path) -> tuple[list[dict], MapOptions]:
         raise BundleError(f"{path}: missing: {bundle} is not an unpacked bundle") from None
     except (ValueError, OSError) as err:
         raise BundleError(f"{path}: cannot read: {err}") from None
+    except RecursionError:
+        raise BundleError(f"{path}: cannot read: JSON nested too deeply") from None
     schemas.validate(doc, "umoci-json", str(path))
     if doc.get("umoci_version") != "2" or doc.get("whiteout_mode", 0) != 0:
         raise BundleError(f"{path}: unsupported umoci_version {doc.get('umoci_version')!r} "

@@ -379,6 +379,8 @@ def _parse_json(data: bytes, source: str) -> dict:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SchemaError(f"{source}: invalid JSON: {err}") from None
+    except RecursionError:
+        raise SchemaError(f"{source}: invalid JSON: nested too deeply") from None
 
 
 def _load_json(path: Path) -> dict:
