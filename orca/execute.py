@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from umoci_py import refs
+from umoci_py import mediatypes, refs
 from umoci_py.bundle import resolve_user
 from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
@@ -227,7 +227,7 @@ class Builder:
             manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                                    "digest": cdigest, "size": csize},
-                        "layers": image.layers}
+                        "layers": [mediatypes.oci_descriptor(d) for d in image.layers]}
             mdigest, msize = out.put_json(manifest, "manifest")
             desc = {"mediaType": manifest["mediaType"], "digest": mdigest, "size": msize}
             for tag in self.o.tags:

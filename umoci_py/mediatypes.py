@@ -42,6 +42,22 @@ _LAYER_COMPRESSION = {
 }
 
 
+_OCI_NAME = {
+    DOCKER_MANIFEST: MANIFEST,
+    DOCKER_MANIFEST_LIST: INDEX,
+    DOCKER_CONFIG: CONFIG,
+    DOCKER_LAYER_GZIP: LAYER_GZIP,
+    DOCKER_FOREIGN_LAYER_GZIP: LAYER_NONDIST_GZIP,
+}
+
+
+def oci_descriptor(descriptor: dict) -> dict:
+    """The descriptor with a Docker media type replaced by its OCI name (the
+    bytes are the same): a manifest we write must not mix the two families."""
+    name = _OCI_NAME.get(descriptor.get("mediaType"))
+    return {**descriptor, "mediaType": name} if name else descriptor
+
+
 def is_layer(media_type: str) -> bool:
     return media_type in _LAYER_COMPRESSION
 

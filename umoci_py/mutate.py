@@ -117,12 +117,17 @@ class Mutator:
         if not descriptor_path:
             raise LayoutError(f"{layout.path}: empty descriptor path")
         target = descriptor_path[-1]
-        if target.get("mediaType") != mediatypes.MANIFEST:
+        if target.get("mediaType") not in mediatypes.MANIFEST_TYPES:
             raise LayoutError(f"{layout.path}: {target.get('digest')} is {target.get('mediaType')!r},"
                               f" not an image manifest")
         self.layout = layout
         self.descriptor_path = [dict(d) for d in descriptor_path]
         self.manifest = layout.read_json(target, "manifest")
+        if self.manifest.get("mediaType") == mediatypes.DOCKER_MANIFEST:
+            # the result is written as an OCI manifest; its blobs stay as they are
+            self.manifest.update(mediaType=mediatypes.MANIFEST,
+                                 config=mediatypes.oci_descriptor(self.manifest["config"]),
+                                 layers=[mediatypes.oci_descriptor(d) for d in self.manifest["layers"]])
         self.config = layout.read_json(self.manifest["config"], "config")
 
     def add_layer(self, tar_stream: BinaryIO, history: dict | None,
@@ -163,14 +168,15 @@ class Mutator:
                                    "size": config_size}
         digest, size = self.layout.put_json(self.manifest, "manifest")
         old = self.descriptor_path[-1]
-        new_path = [{**old, "digest": digest, "size": size}]
+        new_path = [{**old, "mediaType": self.manifest.get("mediaType", old.get("mediaType")),
+                     "digest": digest, "size": size}]
         for parent in reversed(self.descriptor_path[:-1]):
             index = self.layout.read_json(parent, "index")
             replaced = False
             for i, child in enumerate(index.get("manifests", [])):
                 if child["digest"] == old["digest"] and not replaced:
-                    index["manifests"][i] = {**child, "digest": new_path[0]["digest"],
-                                             "size": new_path[0]["size"]}
+                    index["manifests"][i] = {**child, "mediaType": new_path[0]["mediaType"],
+                                             "digest": new_path[0]["digest"], "size": new_path[0]["size"]}
                     replaced = True
             if not replaced:
                 raise LayoutError(f"{self.layout.path}: index {parent['digest']} no longer"

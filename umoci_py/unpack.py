@@ -147,7 +147,7 @@ def remove_tree(path: Path) -> None:
 def _load_image(layout: Layout, tag: str, platform) -> tuple[list[dict], dict, dict]:
     path = refs.resolve(layout, tag, platform)
     target = path[-1]
-    if target.get("mediaType") != mediatypes.MANIFEST:
+    if target.get("mediaType") not in mediatypes.MANIFEST_TYPES:
         raise LayerError(f"{layout.path}: {tag} resolves to {target.get('mediaType')!r}, not an image manifest")
     manifest = layout.read_json(target, "manifest")
     if manifest["config"].get("mediaType") not in mediatypes.CONFIG_TYPES:
