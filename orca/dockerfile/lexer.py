@@ -34,13 +34,20 @@ class Lexer:
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
         """Expand ``word`` to one string."""
-        result, _ = _Scan(self, word, env).run()
+        result, _ = self._run(word, env)
         return result
 
     def process_words(self, word: str, env: Mapping[str, str]) -> list[str]:
         """Expand ``word`` and split it on unquoted whitespace (after expansion)."""
-        _, words = _Scan(self, word, env).run()
+        _, words = self._run(word, env)
         return words
+
+    def _run(self, word: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+        try:
+            return _Scan(self, word, env).run()
+        except RecursionError:
+            # Nested ${a:-${b:-...}} recurse once per level.
+            raise SubstitutionError("substitutions nested too deeply") from None
 
 
 def process_word(word: str, env: Mapping[str, str], escape: str = "\\") -> str:
