@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -186,6 +187,17 @@ class Registry:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def log_size(self) -> int:
+        return (self.dir / "registry.log").stat().st_size
+
+    def blob_downloads(self, since: int = 0) -> list[str]:
+        """Digests of the blobs served (GET, 200) since log offset `since`, from
+        the registry's access log, in order: what clients really downloaded."""
+        with open(self.dir / "registry.log", "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
+        return re.findall(r'"GET /v2/[^ ]+/blobs/(sha256:[0-9a-f]{64}) HTTP/[0-9.]+" 200 ', text)
 
     def blob_data(self, digest: str) -> Path:
         hexd = digest.split(":", 1)[1]

@@ -1,9 +1,10 @@
 """The registry build cache behind a bearer-token registry, and token auth itself.
 
-Two builders are two separate homes (auth file, cache directory and output
-layout, all empty at the start) in this one test process: the suite runs as
-a single unprivileged uid, so the second "user" shares the uid but nothing
-on disk with the first.
+The two-builder test runs the second build as a real second unprivileged
+user ($ORCA_USER2, reached with `sudo -n -u`, no subuid either) with its own
+HOME and so its own credentials, empty default layout and cache; what it
+downloads is read from the registry's access log.  The other tests use
+separate directories (auth file, cache, layout) in this process.
 """
 
 from __future__ import annotations
@@ -11,14 +12,23 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
+import orca
+
 from registry_server import Registry, TokenServer, skopeo
 from umoci_py import refs
 from umoci_py.cas import Layout
+from umoci_py.mutate import Mutator
 
 from orca.execute import BuildRequest, run_build
 from orca.progress import Progress
@@ -29,13 +39,23 @@ from orca.registry.errors import AuthError
 from orca.registry.pull import pull
 
 FIXTURES = Path("/var/cache/orca-fixtures")
+SOURCE = Path(orca.__file__).resolve().parent.parent  # the second user runs the code under test
 USERS = {"builder-a": "pw-a-7781", "builder-b": "pw-b-9902"}
+SDE = "1700000000"
+# A builder stage (on a base of its own) whose layers the final image does not
+# contain, RUN steps in both stages, and COPY --from between them.
 DOCKERFILE = """\
-FROM {host}/lib/busybox:1
+FROM {host}/lib/tools:1 AS builder
+RUN mkdir /out && echo artifact > /out/artifact && echo scratch > /big-intermediate
 COPY one.txt /one.txt
-WORKDIR /work/dir
+
+FROM {host}/lib/busybox:1
 COPY three.txt /three.txt
+WORKDIR /work/dir
+RUN echo final > final.txt
+COPY --from=builder /out/artifact /artifact
 """
+STEPS = 6
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +66,40 @@ def reg(tmp_path_factory):
     try:
         skopeo("copy", "-q", "--dest-tls-verify=false", "--dest-creds", "builder-a:pw-a-7781",
                f"oci:{FIXTURES / 'busybox'}:latest", f"docker://{r.host}/lib/busybox:1")
+        skopeo("copy", "-q", "--dest-tls-verify=false", "--dest-creds", "builder-a:pw-a-7781",
+               f"oci:{_tools_image(d / 'tools')}:tools", f"docker://{r.host}/lib/tools:1")
         yield r
     finally:
         r.stop()
         token.stop()
 
 
+def _tools_image(path: Path) -> Path:
+    """busybox plus a layer of its own: the builder stage's base."""
+    shutil.copytree(FIXTURES / "busybox", path)
+    layout = Layout.open(path)
+    mutator = Mutator(layout, refs.resolve(layout, "latest"))
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        info = tarfile.TarInfo("tools.txt")
+        info.size = 6
+        t.addfile(info, io.BytesIO(b"tools\n"))
+    tar.seek(0)
+    mutator.add_layer(tar, None)
+    refs.set_tag(layout, "tools", mutator.commit())
+    return path
+
+
+def _auth_doc(user: str, host: str, password: str | None = None) -> str:
+    secret = f"{user}:{password or USERS[user]}"
+    return json.dumps({"auths": {host: {"auth": base64.b64encode(secret.encode()).decode()}}})
+
+
 def _home(tmp_path: Path, user: str, host: str, password: str | None = None) -> dict:
     home = tmp_path / user
     home.mkdir()
     auth = home / "auth.json"
-    secret = f"{user}:{password or USERS[user]}"
-    auth.write_text(json.dumps({"auths": {host: {"auth": base64.b64encode(secret.encode()).decode()}}}))
+    auth.write_text(_auth_doc(user, host, password))
     client = Client(RegistryOptions(insecure=frozenset({host}), auth_files=[auth], retries=2, backoff=0.05))
     return {"home": home, "client": client}
 
@@ -69,45 +111,97 @@ def _build(h: dict, ctx: Path, cache_from: list[str], cache_to: str | None):
     out = io.StringIO()
     req = BuildRequest(context=ctx, layout=h["home"] / "out", cache_dir=h["home"] / "cache",
                        progress=Progress("plain", out), tags=["app"], jobs=1,
-                       build_args={"SOURCE_DATE_EPOCH": "1700000000"}, registry=client, cache=store)
+                       build_args={"SOURCE_DATE_EPOCH": SDE}, registry=client, cache=store)
     result = run_build(req)
     store.export()
     return result, out.getvalue(), store
 
 
 @pytest.fixture
-def ctx(tmp_path, reg):
-    c = tmp_path / "ctx"
-    c.mkdir()
-    (c / "Dockerfile").write_text(DOCKERFILE.format(host=reg.host))
-    (c / "one.txt").write_text("one\n")
-    (c / "three.txt").write_text("three\n")
-    return c
+def ctx(reg):
+    """The build context in a 0755 directory the second user can read too."""
+    c = Path(tempfile.mkdtemp(prefix="orca-ctx-"))
+    try:
+        (c / "Dockerfile").write_text(DOCKERFILE.format(host=reg.host))
+        (c / "one.txt").write_text("one\n")
+        (c / "three.txt").write_text("three\n")
+        for f in c.iterdir():
+            f.chmod(0o644)
+        c.chmod(0o755)
+        yield c
+    finally:
+        shutil.rmtree(c)
 
 
-def test_second_builder_is_all_cached_and_downloads_only_final_layers(tmp_path, reg, ctx):
+def _as_user2(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    user2 = os.environ["ORCA_USER2"]  # set by tools/test; a missing second user is a failure
+    return subprocess.run(["sudo", "-n", "-u", user2, *cmd], capture_output=True, text=True, **kw)
+
+
+@pytest.fixture
+def user2_home():
+    """A fresh HOME owned by the second user, readable by this one."""
+    made = _as_user2("mktemp", "-d", "/tmp/orca-user2.XXXXXX")
+    assert made.returncode == 0, made.stderr
+    home = Path(made.stdout.strip())
+    try:
+        assert _as_user2("chmod", "0755", str(home)).returncode == 0
+        yield home
+    finally:
+        _as_user2("rm", "-rf", str(home))
+
+
+def test_second_user_is_all_cached_and_downloads_only_final_layers(tmp_path, reg, ctx, user2_home):
     cache = f"registry:{reg.host}/cache/app:buildcache"
     a = _home(tmp_path, "builder-a", reg.host)
-    _, log_a, _ = _build(a, ctx, [cache], cache)
+    first, log_a, _ = _build(a, ctx, [], cache)
     assert "CACHED" not in log_a
-    b = _home(tmp_path, "builder-b", reg.host)
-    second, log_b, _ = _build(b, ctx, [cache], cache)
-    assert log_b.count("CACHED") == 3  # COPY, WORKDIR, COPY
-    # the same image as the first builder's own fully cached rebuild (a cache hit
-    # stores config keys in record order, so compare hit with hit)
-    again, log_again, _ = _build(a, ctx, [], None)
-    assert log_again.count("CACHED") == 3
-    assert second.descriptor["digest"] == again.descriptor["digest"]
+    builder_layers = {d["digest"] for d in first.stages["builder"].image.layers}
 
-    out = Layout.open(b["home"] / "out")
-    manifest = out.read_json(second.descriptor, "manifest")
-    base = json.loads(b["client"].repository(reference.parse(f"{reg.host}/lib/busybox:1")).get_manifest()[0])
-    base_blobs = {base["config"]["digest"]} | {d["digest"] for d in base["layers"]}
-    step_layers = [d["digest"] for d in manifest["layers"] if d["digest"] not in base_blobs]
-    assert len(step_layers) == 3
-    fetched = b["client"].fetched
-    assert len(fetched) == len(set(fetched))  # nothing twice
-    assert set(fetched) == base_blobs | set(step_layers)  # the base for FROM, then only the final layers
+    # the second user: its own credentials in ~/.docker/config.json, default
+    # (empty) layout and cache under its own HOME, only --cache-from
+    login = _as_user2("sh", "-c", 'umask 077 && mkdir "$1/.docker" && cat > "$1/.docker/config.json"', "sh",
+                      str(user2_home), input=_auth_doc("builder-b", reg.host))
+    assert login.returncode == 0, login.stderr
+    since = reg.log_size()
+    b = _as_user2("env", "-i", f"HOME={user2_home}", f"PATH={Path(sys.executable).parent}:/usr/bin:/bin",
+                  "PYTHONDONTWRITEBYTECODE=1", f"PYTHONPATH={SOURCE}", sys.executable, "-c", "from orca.cli import main; main()",
+                  "build", "--progress", "plain", "--insecure-registry", reg.host, "--cache-from", cache,
+                  "--build-arg", f"SOURCE_DATE_EPOCH={SDE}", "-t", "app", str(ctx), cwd=ctx)
+    assert b.returncode == 0, b.stderr
+    assert b.stderr.count("CACHED") == STEPS, b.stderr
+    assert "pw-b-9902" not in b.stderr + b.stdout
+
+    # the same image as the first user's (a hit keeps the config's key order)
+    assert b.stdout.strip() == first.descriptor["digest"]
+    out = Layout.open(user2_home / ".local/share/orca/layout")
+    assert refs.resolve(out, "app")[-1]["digest"] == first.descriptor["digest"]
+    manifest = out.read_json(refs.resolve(out, "app")[-1], "manifest")
+    final_layers = {d["digest"] for d in manifest["layers"]}
+    assert builder_layers - final_layers  # the builder stage has layers of its own
+
+    downloads = reg.blob_downloads(since)
+    assert len(downloads) == len(set(downloads))  # nothing twice
+    cache_config = json.loads(a["client"].repository(parse_cache_ref(cache)).get_manifest()[0])["config"]
+    configs = {json.loads(a["client"].repository(reference.parse(f"{reg.host}/lib/{name}:1")).get_manifest()[0])
+               ["config"]["digest"] for name in ("busybox", "tools")}
+    # the final layers, the bases' configs (for their environment) and the
+    # records; no layer of the builder stage, not even its base's
+    assert set(downloads) == final_layers | configs | {cache_config["digest"]}
+    assert not set(downloads) & (builder_layers - final_layers)
+
+
+def test_uncached_cached_and_registry_cache_builds_give_one_digest(tmp_path, reg, ctx):
+    cache = f"registry:{reg.host}/cache/same:c"
+    a = _home(tmp_path, "builder-a", reg.host)
+    uncached, log, _ = _build(a, ctx, [], cache)
+    assert "CACHED" not in log
+    cached, log, _ = _build(a, ctx, [], None)
+    assert log.count("CACHED") == STEPS
+    b = _home(tmp_path, "builder-b", reg.host)
+    remote, log, _ = _build(b, ctx, [cache], None)
+    assert log.count("CACHED") == STEPS
+    assert uncached.descriptor["digest"] == cached.descriptor["digest"] == remote.descriptor["digest"]
 
 
 def test_cache_records_hold_no_credentials(tmp_path, reg, ctx):
