@@ -1,0 +1,162 @@
+"""kill -9 at seeded random moments of umoci-py repack, config, tag, gc,
+insert and unpack, and of an orca-build: every layout stays valid (each tag
+resolves, every blob it reaches verifies, oci-image-tool accepts each tag),
+the next run succeeds, and a killed unpack never leaves a bundle that looks
+complete (complete = umoci.json present: unpack writes it last)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+
+from test_peers_umoci import _validate
+from umoci_py import refs
+from umoci_py.bundle import UMOCI_JSON
+from umoci_py.cas import Layout
+from umoci_py_helpers import assert_one_line_error, umoci_py
+
+KILLS_PER_OP = 7
+UMOCI_PY = [sys.executable, "-m", "umoci_py.cli"]
+ORCA = [sys.executable, "-c", "from orca.cli import main; main()"]
+
+
+def check_layout(path) -> list[str]:
+    """Every tag resolves and every blob below it verifies; returns the tags."""
+    layout = Layout.open(path)
+    tags = refs.list_tags(layout)
+    for tag in tags:
+        manifest = layout.read_json(refs.resolve(layout, tag)[-1], "manifest")
+        layout.read_json(manifest["config"], "config")
+        for layer in manifest["layers"]:
+            with layout.open_blob(layer["digest"], layer["size"]) as f:
+                while f.read(1 << 20):
+                    pass
+    return tags
+
+
+def timed(cmd) -> float:
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return time.monotonic() - start
+
+
+def kill_at(cmd, delay: float) -> bool:
+    """Run cmd, SIGKILL it after delay seconds; True if the kill landed."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(delay)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    return proc.wait() == -9
+
+
+def hammer(rng, make_cmd, after_kill, kills_wanted: int = KILLS_PER_OP) -> int:
+    """Kill make_cmd(i) at random points of its measured run time; returns the kills."""
+    duration = timed(make_cmd(0))
+    kills = 0
+    for i in range(1, kills_wanted + 1):
+        kills += kill_at(make_cmd(i), rng.uniform(0.02, duration * 0.9))
+        after_kill(i)
+    # Killing before the run is over cannot miss often, however loaded the host.
+    assert kills >= kills_wanted // 2
+    return kills
+
+
+def test_kill_9_during_layout_writes(busybox_layout, tmp_path):
+    rng = random.Random(6)
+    layout = busybox_layout
+    image = f"{layout}:latest"
+    umoci_py("unpack", "--rootless", "--image", image, tmp_path / "b")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub/file").write_bytes(bytes(range(256)) * 4000)
+
+    def repack(i):
+        (tmp_path / f"b/rootfs/etc/crash-{i}").write_bytes(b"%d" % i * 100000)
+        return [*UMOCI_PY, "repack", "--image", f"{layout}:r{i}", tmp_path / "b"]
+
+    ops = {
+        "repack": repack,
+        "config": lambda i: [*UMOCI_PY, "config", "--image", image, "--tag", f"c{i}", "--config.env", f"X={i}"],
+        "tag": lambda i: [*UMOCI_PY, "tag", "--image", image, f"t{i}"],
+        "insert": lambda i: [*UMOCI_PY, "insert", "--rootless", "--image", image, "--tag", f"i{i}", src,
+                             f"/opt/{i}"],
+        "gc": lambda i: [*UMOCI_PY, "gc", "--layout", layout],
+    }
+    total = 0
+    for name, make_cmd in ops.items():
+        if name == "gc":  # give gc something to delete each time
+            def before_gc(i):
+                for tag in check_layout(layout):
+                    if tag != "latest" and not tag.endswith("100") and rng.random() < 0.3:
+                        umoci_py("remove", "--image", f"{layout}:{tag}")
+            before_gc(0)
+            total += hammer(rng, make_cmd, lambda i: (check_layout(layout), before_gc(i)))
+        else:
+            total += hammer(rng, make_cmd, lambda i: check_layout(layout))
+        assert subprocess.run(make_cmd(100), capture_output=True).returncode == 0  # the next run succeeds
+        check_layout(layout)
+    umoci_py("gc", "--layout", layout)
+    tags = check_layout(layout)
+    assert {"latest", "r100", "c100", "t100", "i100"} <= set(tags)
+    _validate(layout, tmp_path)
+    print(f"kill -9 survived by layout writes: {total}")
+
+
+def test_killed_unpack_never_looks_complete(busybox_layout, tmp_path):
+    rng = random.Random(66)
+    image = f"{busybox_layout}:latest"
+
+    def unpack(i):
+        return [*UMOCI_PY, "unpack", "--rootless", "--image", image, tmp_path / f"b{i}"]
+
+    def after_kill(i):
+        bundle = tmp_path / f"b{i}"
+        if (bundle / UMOCI_JSON).exists():  # finished before the kill: a whole bundle
+            assert (bundle / "config.json").is_file() and list(bundle.glob("sha256_*.mtree"))
+            umoci_py("repack", "--image", f"{busybox_layout}:again{i}", bundle)
+        elif bundle.exists():
+            proc = umoci_py("repack", "--image", f"{busybox_layout}:again{i}", bundle, check=False)
+            assert_one_line_error(proc, UMOCI_JSON)
+            proc = umoci_py("unpack", "--rootless", "--image", image, bundle, check=False)
+            assert proc.returncode == 1  # refuses to unpack over the leftovers
+
+    kills = hammer(rng, unpack, after_kill)
+    umoci_py("unpack", "--rootless", "--image", image, tmp_path / "final")
+    print(f"kill -9 survived by unpack: {kills}")
+
+
+BUILD = """\
+FROM oci:{base}:latest
+COPY data /data
+RUN cat /data/a /data/a > /data/b && echo built > /built
+COPY more /more
+"""
+
+
+def test_kill_9_during_orca_build(busybox_layout, tmp_path):
+    rng = random.Random(666)
+    ctx = tmp_path / "ctx"
+    (ctx / "data").mkdir(parents=True)
+    (ctx / "more").write_text("more\n")
+    (ctx / "Dockerfile").write_text(BUILD.format(base=busybox_layout))
+
+    def build(i):
+        (ctx / "data/a").write_bytes(b"%d\n" % i * 50000)  # a new context: nothing cached
+        return [*ORCA, "--layout", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--progress", "quiet",
+                "-t", f"b{i}", ctx]
+
+    def after_kill(i):
+        if (tmp_path / "out").exists():
+            check_layout(tmp_path / "out")
+
+    kills = hammer(rng, build, after_kill, kills_wanted=8)
+    for i in (100, 100):  # a fresh build, then the same one from the cache
+        proc = subprocess.run(build(i), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    assert "b100" in check_layout(tmp_path / "out")
+    _validate(tmp_path / "out", tmp_path)
+    print(f"kill -9 survived by orca-build: {kills}")
