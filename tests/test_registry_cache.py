@@ -204,6 +204,27 @@ def test_uncached_cached_and_registry_cache_builds_give_one_digest(tmp_path, reg
     assert uncached.descriptor["digest"] == cached.descriptor["digest"] == remote.descriptor["digest"]
 
 
+def test_partial_hit_unpacks_hit_layers_and_exports_them_to_another_ref(tmp_path, reg, ctx):
+    first_ref = f"registry:{reg.host}/cache/partial:one"
+    _build(_home(tmp_path, "builder-a", reg.host), ctx, [], first_ref)
+    (ctx / "three.txt").write_text("three, changed\n")
+    # the builder stage hits; the final stage runs from its first COPY on, and
+    # its COPY --from must unpack the builder stage from layers never fetched yet
+    second_ref = f"registry:{reg.host}/cache/partial-elsewhere:two"
+    b = _home(tmp_path, "builder-b", reg.host)
+    second, log, _ = _build(b, ctx, [first_ref], second_ref)
+    assert log.count("CACHED") == 2
+    out = Layout.open(b["home"] / "out")
+    manifest = out.read_json(refs.resolve(out, "app")[-1], "manifest")
+    assert all(out.has_blob(d["digest"]) for d in manifest["layers"])
+    # what the second builder only saw as hits went to the other ref as well
+    (tmp_path / "c").mkdir()
+    c = _home(tmp_path / "c", "builder-b", reg.host)
+    third, log, _ = _build(c, ctx, [second_ref], None)
+    assert log.count("CACHED") == STEPS
+    assert third.descriptor["digest"] == second.descriptor["digest"]
+
+
 def test_cache_records_hold_no_credentials(tmp_path, reg, ctx):
     cache = f"registry:{reg.host}/cache/secretless:c"
     a = _home(tmp_path, "builder-a", reg.host)
