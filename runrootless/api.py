@@ -12,7 +12,7 @@ from typing import Callable
 from umoci_py.errors import UsageError
 
 from . import notify
-from .emulate import TABLE
+from .emulate import SETID, TABLE, USER_ONLY, user_filter
 from .emulate.stat import NOTIFIED
 from .emulate.base import Creds
 from .sandbox import FORWARDED_SIGNALS, Channels, SandboxError, prepare_mount_points, setup_main
@@ -49,8 +49,9 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     notified = sorted(NOTIFIED) if spec.emulate and notify_stat else []
     helper_sock, container_sock = socket.socketpair() if notified else (None, None)
     chans = Channels(err_w, out_w, trace=spec.emulate,
-                     trapped=[nr for nr in sorted(TABLE) if nr not in notified],
-                     notified=notified, notify_sock=container_sock.fileno() if notified else None)
+                     trapped=[nr for nr in sorted(TABLE) if nr not in notified and nr not in USER_ONLY],
+                     notified=notified, notify_sock=container_sock.fileno() if notified else None,
+                     user_filter=user_filter() if spec.emulate and (spec.uid or spec.gid) else None)
     served = memoryview(mmap.mmap(-1, 8 * 512)).cast("Q")   # helper's counts per syscall
     helpers: tuple[int, ...] = ()
     state = _RunState(on_start)
@@ -83,7 +84,10 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
             reader.start()
         if spec.emulate:
             tracer = Tracer(TABLE, Creds.of(spec.uid, spec.gid, spec.additional_gids),
-                            stats=stats if stats is not None else Stats())
+                            stats=stats if stats is not None else Stats(),
+                            user_filter=user_filter(), setid=SETID)
+            if chans.user_filter is not None:
+                tracer.filtered.add(pid)
             tracer.on_new_child = state.child_seen
             tracer.attach(pid)
             status = tracer.run(pid, companions=helpers)

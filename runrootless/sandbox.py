@@ -42,6 +42,7 @@ class Channels:
     trapped: list[int] = field(default_factory=list)     # calls for the ptrace tracer
     notified: list[int] = field(default_factory=list)    # calls for the notification helper
     notify_sock: int | None = None  # where the workload sends the notification listener
+    user_filter: bytes | None = None  # second filter, for a workload started as a non-root user
 
 
 class MountPoints:
@@ -270,13 +271,30 @@ def _install_filter(chans: Channels) -> None:
     notify.send_listener(chans.notify_sock, listener)
 
 
+def home_of(uid: int) -> str:
+    """HOME for a process whose environment sets none: the user's passwd entry, else / (as runc)."""
+    try:
+        with open("/etc/passwd", "rb") as fh:
+            for line in fh:
+                fields = line.rstrip(b"\n").split(b":")
+                if len(fields) >= 6 and fields[2] == str(uid).encode():
+                    return os.fsdecode(fields[5]) or "/"
+    except OSError:
+        pass
+    return "/"
+
+
 def workload_main(spec: RunSpec, chans: Channels) -> None:
     try:
         for sig in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         if chans.trace:
             _install_filter(chans)
+            if chans.user_filter is not None:
+                seccomp_filter.install_program(chans.user_filter)
         env = dict(e.split("=", 1) for e in spec.env if "=" in e)
+        if "HOME" not in env:
+            env["HOME"] = home_of(spec.uid)
         os.close(chans.errors)
         os.execvpe(spec.args[0], spec.args, env)
     except OSError as err:

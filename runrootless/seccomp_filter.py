@@ -58,13 +58,14 @@ def _section(actions: dict[int, int], x32_guard: bool) -> list:
     return out
 
 
-def build(trapped: list[int], notified: list[int] = ()) -> list[tuple[int, int, int, int]]:
+def build(trapped: list[int], notified: list[int] = (),
+          i386_refused: tuple[int, ...] = I386_EMULATED) -> list[tuple[int, int, int, int]]:
     """trapped calls stop for the ptrace tracer, notified ones go to the user-notification listener."""
     nosys = RET_ERRNO | errno.ENOSYS
     actions = {nr: RET_TRACE for nr in trapped}
     actions.update({nr: RET_USER_NOTIF for nr in notified})
     x86 = _section(actions, x32_guard=True)
-    i386 = _section(dict.fromkeys(I386_EMULATED, nosys), x32_guard=False)
+    i386 = _section(dict.fromkeys(i386_refused, nosys), x32_guard=False)
     prog = [_insn(_LD_W_ABS, _OFF_ARCH), _insn(_JEQ_K, AUDIT_ARCH_X86_64, jf=len(x86))]
     prog += x86
     prog += [_insn(_JEQ_K, AUDIT_ARCH_I386, jf=len(i386))]
@@ -79,17 +80,24 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+def assemble(prog: list[tuple[int, int, int, int]]) -> bytes:
+    """struct sock_filter[] bytes."""
+    return b"".join(struct.pack("HBBI", *insn) for insn in prog)
+
+
 def install(trapped: list[int], notified: list[int] = ()) -> int | None:
     """Install the filter on the calling thread (inherited by all descendants).
 
     With notified calls, the filter gets a user-notification listener and
     its fd (close-on-exec) is returned.
     """
-    prog = build(trapped, notified)
-    raw = b"".join(struct.pack("HBBI", *insn) for insn in prog)
+    return install_program(assemble(build(trapped, notified)), listener=bool(notified))
+
+
+def install_program(raw: bytes, listener: bool = False) -> int | None:
     buf = ctypes.create_string_buffer(raw, len(raw))
-    fprog = _SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
-    if not notified:
+    fprog = _SockFprog(len(raw) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if not listener:
         linux.prctl(linux.PR_SET_SECCOMP, linux.SECCOMP_MODE_FILTER,
                     ctypes.cast(ctypes.byref(fprog), ctypes.c_void_p).value)
         return None

@@ -16,6 +16,7 @@ import errno
 import os
 import signal
 import stat as st
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ OPTIONS = (pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACESECCOMP | pt.PTRACE_O_TRA
            | pt.PTRACE_O_TRACEVFORK | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEEXEC
            | pt.PTRACE_O_EXITKILL)
 SKIP = 2**64 - 1
+SECCOMP_NR = 317
 SYSCALL_STOP = signal.SIGTRAP | 0x80
 SECCOMP_STOP = signal.SIGTRAP | pt.PTRACE_EVENT_SECCOMP << 8   # status >> 8 of a seccomp stop
 
@@ -74,6 +76,10 @@ class Tracer:
     vm: linux.VmBuffer = field(default_factory=linux.VmBuffer)
     regs: pt.Regs = field(default_factory=pt.Regs)
     host_ids: tuple[int, int] = field(default_factory=lambda: (os.getuid(), os.getgid()))
+    # The second filter (emulate.user) and the tracees that have it (inherited on fork).
+    user_filter: bytes | None = None
+    setid: frozenset[int] = frozenset()
+    filtered: set[int] = field(default_factory=set)
 
     def attach(self, pid: int) -> None:
         """pid is stopped by its own SIGSTOP after PTRACE_TRACEME."""
@@ -123,6 +129,7 @@ class Tracer:
         self.held.discard(pid)
         self.expected.discard(pid)
         self.tracees.pop(pid, None)
+        self.filtered.discard(pid)
 
     def _tracee(self, pid: int) -> _Tracee:
         tracee = self.tracees.get(pid)
@@ -155,6 +162,8 @@ class Tracer:
             child = pt.event_msg(pid)
             parent = self.creds.get(pid)
             self.creds[child] = (parent if parent is not None else self.initial).copy()
+            if pid in self.filtered:
+                self.filtered.add(child)
             if self.on_new_child is not None:
                 self.on_new_child(child)
             if child in self.held:
@@ -168,6 +177,8 @@ class Tracer:
                 # A non-leader thread exec'd: it now has the leader's pid.
                 if former in self.creds:
                     self.creds[pid] = self.creds.pop(former)
+                if former in self.filtered:
+                    self.filtered.add(pid)
                 self._forget(former)
             self._exec(pid)
         self._resume(pid)
@@ -221,6 +232,8 @@ class Tracer:
             result = Return(-(err.errno or errno.EIO))
         if result is None:
             self._resume(pid)
+        elif isinstance(result, Return) and nr in self.setid and self._wants_filter(pid, creds):
+            self._inject_filter(pid, regs, result.value)
         elif isinstance(result, Return):
             regs.orig_rax = SKIP
             regs.rax = result.value & SKIP
@@ -230,9 +243,48 @@ class Tracer:
             self.pending[pid] = (result.fn, call)
             self._resume(pid, request=pt.syscall)
 
+    def _wants_filter(self, pid: int, creds: Creds) -> bool:
+        """Has the process dropped root for good (no root among real/effective/saved uid)?
+
+        A temporary seteuid (apt's sandbox probe) keeps root as saved uid and
+        gets no filter: installed filters cannot be removed, and apt/dpkg as
+        root must not pay for creating files.
+        """
+        return (self.user_filter is not None and pid not in self.filtered
+                and creds.ruid != 0 and creds.euid != 0 and creds.suid != 0)
+
+    def _inject_filter(self, pid: int, regs: pt.Regs, value: int) -> None:
+        """Turn the trapped set*id call into seccomp(SET_MODE_FILTER, 0, prog).
+
+        The program and its sock_fprog go below the red zone of the thread's
+        stack; the exit stop puts every register back with the emulated result.
+        """
+        saved = pt.Regs.from_buffer_copy(regs)
+        saved.rax = value & SKIP
+        prog = self.user_filter
+        addr = (regs.rsp - 128 - 16 - len(prog)) & ~0xF
+        try:
+            self.vm.write(pid, addr, struct.pack("HxxxxxxQ", len(prog) // 8, addr + 16) + prog)
+        except OSError:
+            regs.orig_rax = SKIP   # no room on its stack: the ids change, creations stay unrecorded
+            regs.rax = saved.rax
+            pt.set_regs(pid, regs)
+            self._resume(pid)
+            return
+        regs.orig_rax, regs.rdi, regs.rsi, regs.rdx = SECCOMP_NR, 1, 0, addr   # SECCOMP_SET_MODE_FILTER
+        pt.set_regs(pid, regs)
+        self.pending[pid] = (None, saved)
+        self._resume(pid, request=pt.syscall)
+
     def _syscall_exit(self, pid: int) -> None:
         entry = self.pending.pop(pid, None)
-        if entry is not None:
+        if entry is not None and entry[0] is None:   # after _inject_filter
+            regs = pt.get_regs(pid, self.regs)
+            if regs.rax == 0:
+                self.filtered.add(pid)
+            pt.set_regs(pid, entry[1])
+            self.stats.exit_stops += 1
+        elif entry is not None:
             start = time.perf_counter_ns()
             self.stats.exit_stops += 1
             fn, call = entry

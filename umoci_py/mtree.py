@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import unpriv
+from .rootless import read_side, side_owner
 from .errors import BundleError
 
 KEYWORDS = ("size", "type", "uid", "gid", "mode", "link", "nlink", "tar_time", "sha256digest", "xattr")
@@ -305,10 +306,8 @@ def _keywords(access, rel, path, st, keywords, rootless, cache) -> dict[str, str
             out["size"] = str(st.st_size)
         elif kw == "type":
             out["type"] = kind
-        elif kw == "uid":
-            out["uid"] = str(st.st_uid)
-        elif kw == "gid":
-            out["gid"] = str(st.st_gid)
+        elif kw in ("uid", "gid"):
+            out[kw] = str(_owner(path, st, rootless)[kw == "gid"])
         elif kw == "mode":
             out["mode"] = _mode(access.original_mode(rel, st))
         elif kw == "link":
@@ -327,6 +326,20 @@ def _keywords(access, rel, path, st, keywords, rootless, cache) -> dict[str, str
         else:
             raise BundleError(f"mtree keyword {kw!r} is not supported")
     return out
+
+
+def _owner(path: str, st: os.stat_result, rootless: bool) -> tuple[int, int]:
+    """The real owner, or for a rootless symlink/FIFO the one its parent's side record
+    gives it (it cannot carry user.rootlesscontainers), so an owner-only change shows."""
+    if rootless and (stat.S_ISLNK(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        parent, base = os.path.split(path)
+        try:
+            found = side_owner(read_side(parent), base, st.st_ino)
+        except ValueError as err:
+            raise BundleError(f"{parent}: {err}") from None
+        if found is not None:
+            return found
+    return st.st_uid, st.st_gid
 
 
 def read_xattrs(access: unpriv.Access, rel: str, rootless: bool = True, path: str | None = None) -> dict[str, bytes]:

@@ -8,6 +8,9 @@ and a 0:0 owner is not stored at all.
 
 from __future__ import annotations
 
+import errno
+import os
+
 XATTR_NAME = "user.rootlesscontainers"
 NOOP = 0xFFFFFFFF
 
@@ -84,3 +87,79 @@ def resolve_owner(payload: bytes | None, base_uid: int = 0, base_gid: int = 0) -
         return base_uid, base_gid
     uid, gid = decode_owner(payload)
     return (base_uid if uid == NOOP else uid), (base_gid if gid == NOOP else gid)
+
+
+# Symlinks, FIFOs and sockets cannot carry user.* xattrs (the kernel refuses),
+# so a non-root owner of one is recorded on its parent directory instead:
+# OWNERS_XATTR maps entry names to (uid, gid, inode).  The inode number makes
+# a stale entry (the name since replaced by something else) harmless: readers
+# use an entry only when it matches the lstat of the name.  Our own format,
+# hidden like the other emulator xattrs; umoci ignores it (such owners are
+# then 0:0 under umoci).
+OWNERS_XATTR = "user.orca.owners"
+
+
+def decode_side(payload: bytes | None) -> dict[bytes, tuple[int, int, int]]:
+    """{name: (uid, gid, ino)} of a directory's OWNERS_XATTR value."""
+    out = {}
+    if not payload:
+        return out
+    parts = payload.split(b"\0")
+    for name, record in zip(parts[0::2], parts[1::2]):
+        try:
+            uid, gid, ino = (int(v) for v in record.split(b":"))
+        except ValueError:
+            raise ValueError(f"bad {OWNERS_XATTR} record for {name!r}") from None
+        out[name] = (uid, gid, ino)
+    return out
+
+
+def encode_side(records: dict[bytes, tuple[int, int, int]]) -> bytes | None:
+    """The OWNERS_XATTR value, None when nothing is left to record."""
+    if not records:
+        return None
+    return b"".join(name + b"\0" + b"%d:%d:%d" % rec + b"\0" for name, rec in sorted(records.items()))
+
+
+def side_owner(records: dict[bytes, tuple[int, int, int]], name: bytes | str, ino: int) -> tuple[int, int] | None:
+    """The recorded owner of entry `name` with inode `ino`, if any."""
+    rec = records.get(name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape"))
+    if rec is None or rec[2] != ino:
+        return None
+    return rec[0], rec[1]
+
+
+def read_side(dir_path) -> dict[bytes, tuple[int, int, int]]:
+    """The records of a directory (by path or fd); empty without any."""
+    try:
+        return decode_side(os.getxattr(dir_path, OWNERS_XATTR))
+    except OSError:
+        return {}
+
+
+def write_side(dir_path, name: bytes | str, ino: int, owner: tuple[int, int] | None) -> None:
+    """Record (or forget, owner None or 0:0) the owner of entry `name` of a directory."""
+    key = name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
+    records = read_side(dir_path)
+    # Entries whose inode no longer matches are dropped as we go.
+    records = {n: r for n, r in records.items() if n != key and _still_there(dir_path, n, r[2])}
+    if owner is not None and owner != (0, 0):
+        records[key] = (owner[0], owner[1], ino)
+    payload = encode_side(records)
+    if payload is None:
+        try:
+            os.removexattr(dir_path, OWNERS_XATTR)
+        except OSError as err:
+            if err.errno != errno.ENODATA:
+                raise
+    else:
+        os.setxattr(dir_path, OWNERS_XATTR, payload)
+
+
+def _still_there(dir_path, name: bytes, ino: int) -> bool:
+    try:
+        if isinstance(dir_path, int):
+            return os.stat(name, dir_fd=dir_path, follow_symlinks=False).st_ino == ino
+        return os.lstat(os.path.join(os.fsencode(dir_path), name)).st_ino == ino
+    except OSError:
+        return False

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from . import ids, mknod, owner, stat, xattr
+from .. import seccomp_filter
+from . import ids, mknod, owner, stat, user, xattr
 
-TABLE = {**ids.HANDLERS, **owner.HANDLERS, **stat.HANDLERS, **mknod.HANDLERS, **xattr.HANDLERS}
+TABLE = {**ids.HANDLERS, **owner.HANDLERS, **stat.HANDLERS, **mknod.HANDLERS, **xattr.HANDLERS,
+         **user.HANDLERS}
+# Trapped only by the user filter, in processes with fake non-root credentials.
+USER_ONLY = frozenset(user.HANDLERS)
+# set*id calls after which a process may need the user filter.
+SETID = frozenset({105, 106, 113, 114, 117, 119, 122, 123})
 
 # x86_64 names of the trapped syscalls (for statistics).
 NAMES = {
@@ -16,4 +22,13 @@ NAMES = {
     188: "setxattr", 189: "lsetxattr", 190: "fsetxattr", 191: "getxattr", 192: "lgetxattr",
     193: "fgetxattr", 194: "listxattr", 195: "llistxattr", 196: "flistxattr", 197: "removexattr",
     198: "lremovexattr", 199: "fremovexattr",
+    2: "open", 257: "openat", 437: "openat2", 85: "creat", 83: "mkdir", 258: "mkdirat", 88: "symlink",
+    266: "symlinkat", 86: "link", 265: "linkat", 82: "rename", 264: "renameat", 316: "renameat2",
+    87: "unlink", 84: "rmdir", 263: "unlinkat", 21: "access", 269: "faccessat", 439: "faccessat2",
+    90: "chmod", 91: "fchmod", 268: "fchmodat", 452: "fchmodat2",
 }
+
+
+def user_filter() -> bytes:
+    """The second seccomp program, for processes with fake non-root credentials."""
+    return seccomp_filter.assemble(seccomp_filter.build(sorted(USER_ONLY), (), user.I386))

@@ -14,12 +14,12 @@ import stat as st
 from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Protocol
 
-from umoci_py.rootless import XATTR_NAME, resolve_owner
+from umoci_py.rootless import OWNERS_XATTR, XATTR_NAME, resolve_owner
 
 from .. import linux
 
 DEVICE_XATTR = "user.orca.device"
-HIDDEN_XATTRS = frozenset({XATTR_NAME, DEVICE_XATTR})
+HIDDEN_XATTRS = frozenset({XATTR_NAME, DEVICE_XATTR, OWNERS_XATTR})
 NOCHANGE = 0xFFFFFFFF
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -190,12 +190,26 @@ def emulated_owner(files: TraceeFiles, fd: int, info: os.stat_result) -> tuple[i
     return resolve_owner(stored_owner(fd), *base)
 
 
-def set_xattr_forced(fd: int, info: os.stat_result, name: str, value: bytes | None) -> None:
-    """Set (or remove, value None) an xattr even if the owner lacks write permission.
+def with_owner_write(fd: int, info: os.stat_result, apply: Callable[[], None]) -> None:
+    """Run apply (an xattr change on fd's file) even if the owner lacks write permission.
 
     user.* xattrs need write permission; the tracer owns the file, so it may
     add u+w for the duration and restore the mode.
     """
+    try:
+        apply()
+    except PermissionError:
+        path = fd_path(fd)
+        mode = st.S_IMODE(info.st_mode)
+        os.chmod(path, mode | st.S_IWUSR)
+        try:
+            apply()
+        finally:
+            os.chmod(path, mode)
+
+
+def set_xattr_forced(fd: int, info: os.stat_result, name: str, value: bytes | None) -> None:
+    """Set (or remove, value None) an xattr even if the owner lacks write permission."""
     path = fd_path(fd)
 
     def apply():
@@ -208,15 +222,7 @@ def set_xattr_forced(fd: int, info: os.stat_result, name: str, value: bytes | No
         else:
             os.setxattr(path, name, value)
 
-    try:
-        apply()
-    except PermissionError:
-        mode = st.S_IMODE(info.st_mode)
-        os.chmod(path, mode | st.S_IWUSR)
-        try:
-            apply()
-        finally:
-            os.chmod(path, mode)
+    with_owner_write(fd, info, apply)
 
 
 def errno_of(err: OSError) -> Return:

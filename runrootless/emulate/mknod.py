@@ -2,7 +2,8 @@
 
 The value is b"c MAJOR MINOR" or b"b MAJOR MINOR"; umoci-py's repack turns
 the placeholder back into a device node.  FIFOs, sockets and regular files
-go to the kernel, which creates them for real.
+go to the kernel, which creates them for real (owned as user.py says when
+the caller is not root).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import stat as st
 
 from umoci_py.rootless import XATTR_NAME, encode_owner
 
+from . import user
 from .base import AT_FDCWD, DEVICE_XATTR, Call, Return, errno_of, fd_path
 
 
@@ -29,7 +31,7 @@ def device_marker(mode: int, dev: int) -> bytes | None:
 def _mknod(call: Call, dirfd: int, path_arg: int, mode: int, dev: int) -> Return | None:
     marker = device_marker(mode, dev)
     if marker is None:
-        return None
+        return user.create_fifo(call, dirfd, path_arg)
     if call.creds.euid != 0:
         return Return(-errno.EPERM)
     try:

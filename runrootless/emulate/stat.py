@@ -11,9 +11,10 @@ patches the owner.
 from __future__ import annotations
 
 import os
+import stat as st
 import struct
 
-from umoci_py.rootless import XATTR_NAME, resolve_owner
+from umoci_py.rootless import XATTR_NAME, read_side, resolve_owner, side_owner
 
 from .base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, can_hold_xattr, fd_path
 
@@ -55,9 +56,28 @@ def lookup(call: Call, dirfd: int, path_arg: int, flags: int) -> Found | None:
     except OSError:
         return None  # the real call fails the same way (or we cannot do better)
     try:
-        return _lookup_at(call, fd_path(fd))
+        return _lookup_at(call, fd_path(fd)) or _side_lookup(call, dirfd, path, fd)
     finally:
         os.close(fd)
+
+
+def _side_lookup(call: Call, dirfd: int, path: bytes, fd: int) -> Found | None:
+    """A symlink's or FIFO's owner from its parent's side record (OWNERS_XATTR)."""
+    try:
+        info = os.fstat(fd)
+        if can_hold_xattr(info.st_mode) or st.S_ISCHR(info.st_mode) or st.S_ISBLK(info.st_mode):
+            return None
+        parent, _, name = path.rstrip(b"/").rpartition(b"/")
+        if path.startswith(b"/") and not parent:
+            parent = b"/"
+        parent_fd = call.files.open(dirfd, parent, empty_path=not parent)
+        try:
+            found = side_owner(read_side(fd_path(parent_fd)), name, info.st_ino)
+        finally:
+            os.close(parent_fd)
+    except (OSError, ValueError):
+        return None
+    return None if found is None else (found, info)
 
 
 def lookup_fd(call: Call, fd_arg: int) -> Found | None:

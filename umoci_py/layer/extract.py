@@ -434,7 +434,7 @@ class _Extractor:
                 log.warning("xattr{%s} ignoring forbidden xattr %s", rel, name)
             elif name == rootless.XATTR_NAME and self.opts.rootless:
                 log.warning("rootless{%s} ignoring special xattr %s stored in layer", rel, name)
-            elif name == DEVICE_XATTR:
+            elif name in (DEVICE_XATTR, rootless.OWNERS_XATTR):
                 log.warning("xattr{%s} ignoring %s stored in layer", rel, name)
             else:
                 out[name] = value
@@ -475,6 +475,12 @@ class _Extractor:
         for name, value in self.xattrs(ti, rel).items():
             self.try_xattr(rel, name, lambda n=name, v=value: os.setxattr(path, n, v, follow_symlinks=False))
         self.chown(ti, rel, lambda u, g: os.lchown(path, u, g))
+        if self.opts.rootless and (ti.issym() or ti.isfifo()) and (ti.uid, ti.gid) != (0, 0):
+            # No user.* xattr on these: the owner goes on the parent's side record.
+            parent, base = posixpath.split(path)
+            ino = os.lstat(path).st_ino
+            self.try_xattr(rel, rootless.OWNERS_XATTR,
+                           lambda: rootless.write_side(parent, base, ino, (ti.uid, ti.gid)))
         if not ti.issym():
             os.chmod(path, ti.mode & 0o7777)
         os.utime(path, ns=(_ns(ti, "atime"), _ns(ti, "mtime")), follow_symlinks=False)

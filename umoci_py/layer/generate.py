@@ -90,6 +90,9 @@ class _LayerWriter:
         ti.mtime = self.mtime(st.st_mtime_ns // 1_000_000_000)
         ti.uname = ti.gname = ""
         ti.uid, ti.gid = self.owner(xattrs, st, path)
+        if self.opts.rootless and (stat.S_ISLNK(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+            ti.uid, ti.gid = side_owner_of(path, st) or (ti.uid, ti.gid)
+        xattrs.pop(rootless.OWNERS_XATTR, None)
         device = xattrs.pop(DEVICE_XATTR, None)
         for key, value in sorted(xattrs.items()):
             if key in FORBIDDEN_XATTRS or not value:
@@ -199,3 +202,12 @@ def _insert_tree(writer: _LayerWriter, access: unpriv.Access, rel: str, name: st
     for child in unpriv.listdir(access, rel):
         _insert_tree(writer, access, f"{rel}/{child}" if rel else child,
                      child if name == "." else f"{name}/{child}")
+
+
+def side_owner_of(path: str, st: os.stat_result) -> tuple[int, int] | None:
+    """A symlink's or FIFO's owner from its parent's side record (rootless.OWNERS_XATTR)."""
+    parent, base = os.path.split(path)
+    try:
+        return rootless.side_owner(rootless.read_side(parent), base, st.st_ino)
+    except ValueError as e:
+        raise LayerError(f"{parent}: {e}") from None
