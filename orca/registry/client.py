@@ -61,18 +61,31 @@ class Client:
         self.fetched: list[str] = []           # digests of blobs downloaded, in order
         self._sources: dict[str, Repository] = {}  # digest -> where to fetch it when needed
         self._blob_locks: dict[str, threading.Lock] = {}
-        self.ssl = ssl.create_default_context()
+        self._ssl: ssl.SSLContext | None = None
         for ca in self.opts.tls_ca:
-            try:
-                self.ssl.load_verify_locations(cafile=str(ca))
-            except (OSError, ssl.SSLError) as err:
-                raise RegistryError(f"{ca}: cannot load CA certificates: {err}") from None
+            if not ca.is_file():
+                raise RegistryError(f"{ca}: cannot load CA certificates: no such file")
         self.files = auth.auth_files() if self.opts.auth_files is None else list(self.opts.auth_files)
 
     def repository(self, ref: Reference) -> "Repository":
         return Repository(self, ref)
 
     # -- transport ----------------------------------------------------------
+    @property
+    def ssl(self) -> ssl.SSLContext:
+        """Made on the first TLS connection: loading the system CAs costs tens
+        of milliseconds that a plain-HTTP registry never needs."""
+        with self._lock:
+            if self._ssl is None:
+                context = ssl.create_default_context()
+                for ca in self.opts.tls_ca:
+                    try:
+                        context.load_verify_locations(cafile=str(ca))
+                    except (OSError, ssl.SSLError) as err:
+                        raise RegistryError(f"{ca}: cannot load CA certificates: {err}") from None
+                self._ssl = context
+            return self._ssl
+
     def scheme(self, host: str) -> str:
         return "http" if host in self.opts.insecure else "https"
 
