@@ -281,6 +281,15 @@ def _set_owner(src: Path, host: Path, opts: CopyOptions) -> None:
         payload = _owner_payload(src)
     else:
         payload = None
+    _set_payload(host, payload)
+
+
+def set_owner(host: Path, owner: tuple[int, int]) -> None:
+    """Record the in-container owner of a host file or directory (0:0: no xattr)."""
+    _set_payload(host, encode_owner(*owner))
+
+
+def _set_payload(host: Path, payload: bytes | None) -> None:
     if payload is None:
         try:
             xattr.remove(str(host), XATTR_NAME)

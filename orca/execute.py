@@ -670,6 +670,9 @@ class StageRun:
                         os.close(fd)
                         fd = None
                         d = Path(tempfile.mkdtemp(dir=self.b.workroot))
+                # uid/gid/mode apply to the cache directory itself, as BuildKit's do.
+                os.chmod(d, m.mode if m.mode is not None else 0o755)
+                cp.set_owner(d, (m.uid or 0, m.gid or 0))
                 undo_point = cp.mount_point(rootfs, target)
 
                 def undo():
@@ -677,7 +680,8 @@ class StageRun:
                     if fd is not None:
                         os.close(fd)
                 return rr.Mount(str(d), target, "bind", ("rbind", "rw")), undo
-            return {"key": {"type": "cache", "target": target, "sharing": sharing}, "prepare": prep_cache}
+            return {"key": {"type": "cache", "target": target, "sharing": sharing,
+                            "uid": m.uid, "gid": m.gid, "mode": m.mode}, "prepare": prep_cache}
         if mtype == "bind":
             src_path = src or "/"
             if from_:
