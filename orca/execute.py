@@ -13,6 +13,7 @@ import copy as pycopy
 import fcntl
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import threading
@@ -270,10 +271,39 @@ class StageRun:
             raise err.at(self.b.plan.file, ins.line) from None
 
     def history(self, created_by: str, empty: bool) -> None:
+        self.image.config.setdefault("history", []).append(self._entry(created_by, empty))
+
+    def _entry(self, created_by: str, empty: bool) -> dict:
         entry = {"created": self.b.now(), "created_by": created_by, "comment": "buildkit.dockerfile.v0"}
         if empty:
             entry["empty_layer"] = True
-        self.image.config.setdefault("history", []).append(entry)
+        return entry
+
+    def _layer(self, snap: Snapshot, described: str, root: bool = True) -> dict:
+        """What a step added to snap, as the part of an image appended by _append."""
+        layer = snap.commit(self.b.o.source_date_epoch, root=root)
+        if layer is None:
+            return {"layers": [], "diff_ids": [], "history": [self._entry(described, True)]}
+        desc, diff_id = layer
+        return {"layers": [desc], "diff_ids": [diff_id], "history": [self._entry(described + " # buildkit", False)]}
+
+    def _append(self, part: dict) -> None:
+        self.image.layers.extend(part["layers"])
+        self.image.config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].extend(part["diff_ids"])
+        self.image.config.setdefault("history", []).extend(part["history"])
+
+    def _linked(self, action, described: str, pstep) -> dict:
+        """A --link COPY/ADD: the files copied into an empty directory make the
+        layer, so it can land on any base.  The record holds just that layer
+        and its history entry; the stage's rootfs gets it on next use."""
+        scratch = Snapshot(Path(tempfile.mkdtemp(dir=self.b.workroot)), self.b.store)
+        try:
+            action(scratch.materialize([]), pstep)
+            # the empty directory stands for no directory of the image: its
+            # root entry would overwrite the mode and times of /
+            return self._layer(scratch, described, root=False)
+        finally:
+            scratch.close()
 
     def rootfs(self) -> Path:
         if self.snap is None:
@@ -304,22 +334,25 @@ class StageRun:
                 rec = None if self.b.o.no_cache else store.get(chain)
                 if rec is not None:
                     store.put(key, described, rec["image"], chain)
-            self.key = chain
+            link = bool(ins.flags.get("link"))
+            # after a --link step the stage is its base plus that layer
+            self.key = digest_of({"parent": self.key, "link": chain}) if link else chain
             if rec is not None:
-                self.image = Image(rec["image"]["config"], rec["image"]["layers"], self.image.key)
+                if link:
+                    self._append(pycopy.deepcopy(rec["image"]))
+                else:  # a copy: later steps extend the image, never the record
+                    self.image = Image(pycopy.deepcopy(rec["image"]["config"]), list(rec["image"]["layers"]),
+                                       self.image.key)
                 progress.cached(pstep)
                 return
-            rootfs = self.rootfs()
-            action(rootfs, pstep)
-            layer = self.snap.commit(self.b.o.source_date_epoch)
-            if layer is None:
-                self.history(described, True)
+            if link:
+                image = self._linked(action, described, pstep)
+                self._append(pycopy.deepcopy(image))
             else:
-                desc, diff_id = layer
-                self.image.layers.append(desc)
-                self.image.config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(diff_id)
-                self.history(described + " # buildkit", False)
-            image = {"config": self.image.config, "layers": self.image.layers}
+                rootfs = self.rootfs()
+                action(rootfs, pstep)
+                self._append(self._layer(self.snap, described))
+                image = {"config": self.image.config, "layers": self.image.layers}
             store.put(key, described, image, chain)
             if chain != key:
                 store.put(chain, described, image, chain)
@@ -507,22 +540,36 @@ class StageRun:
             return root, selected
         instr = {"kind": ins.kind, "sources": srcs, "dest": dest, "workdir": workdir, "chown": chown,
                  "chmod": chmod_s, "urls": urls, "exclude": excludes, "parents": parents}
+        link = bool(ins.flags.get("link"))
+        # --link: the layer is made apart from the stage, so its key leaves the
+        # stage out, unless an owner is looked up in the stage's /etc/passwd
+        numeric_owner = chown is None or re.fullmatch(r"\d+:\d+", chown) is not None
+        parent = self.key
+        if link:
+            instr["link"] = True
+            if numeric_owner:
+                parent = digest_of({"link": True, "source_date_epoch": self.b.o.source_date_epoch})
         content = identity or cp.content_digest(*sources(), excluded, exclude=exclude)
-        key = step_key(self.key, instr, {}, self.b.platform_str, content)
+        key = step_key(parent, instr, {}, self.b.platform_str, content)
         # COPY --from: BuildKit merges equal results, so the content of the
         # selected files (not which build of the stage made them) is the key
         # that chains on; the stage key is only the quick first look-up.
-        slow = (lambda: step_key(self.key, instr, {}, self.b.platform_str,
+        slow = (lambda: step_key(parent, instr, {}, self.b.platform_str,
                                  cp.content_digest(*sources(), cp._never, owners=True,
                                                    exclude=exclude))) if from_ else None
         flags = "".join(f" --{k}={v}" for k, v in (("chown", chown), ("chmod", chmod_s)) if v)
         if parents:
             flags = " --parents" + flags
+        if link:
+            flags = " --link" + flags
         described = f"{ins.kind}{flags} {' '.join(srcs)} {dest}"
 
         def action(rootfs: Path, _step) -> None:
             root, chosen = sources()
-            owner = self._owner(rootfs, chown) if chown else None
+            users = rootfs
+            if link:  # rootfs is the empty directory of the layer
+                users = None if numeric_owner else self.rootfs()
+            owner = self._owner(users, chown) if chown else None
             target, as_dir = cp.destination(rootfs, dest, workdir, chosen, what)
             if add and not urls and not from_:
                 archives = [s for s in chosen if (root / s.rel).is_file() and cp.is_archive(root / s.rel)]

@@ -74,11 +74,14 @@ class Snapshot:
     def _walk(self):
         return mtree.walk(self.rootfs, mtree.KEYWORDS, True, cache=self.cache)
 
-    def commit(self, source_date_epoch: int | None) -> tuple[dict, str] | None:
+    def commit(self, source_date_epoch: int | None, root: bool = True) -> tuple[dict, str] | None:
         """The changes since the last materialize/commit as a gzip layer blob in
-        the store: (descriptor, diff_id), or None when nothing changed."""
+        the store: (descriptor, diff_id), or None when nothing changed.
+        root=False leaves the root directory itself out of the layer."""
         current = self._walk()
         deltas = with_parents(mtree.compare(self.baseline, current))
+        if not root:
+            deltas = [d for d in deltas if d.path != "."]
         if not deltas:
             return None
         with tempfile.TemporaryFile(dir=self.workdir) as tar:
