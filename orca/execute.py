@@ -222,9 +222,7 @@ class Builder:
                 if not out.has_blob(desc["digest"]):
                     with self.store.open_blob(desc["digest"], desc["size"]) as src, out.blob_writer() as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
-            config = pycopy.deepcopy(image.config)
-            config["created"] = self.now()
-            cdigest, csize = out.put_json(config, "config")
+            cdigest, csize = out.put_json(self._dated(image), "config")
             manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                                    "digest": cdigest, "size": csize},
@@ -234,6 +232,29 @@ class Builder:
             for tag in self.o.tags:
                 refs.set_tag(out, tag, desc)
         return desc
+
+
+    def _dated(self, image: Image) -> dict:
+        """The config to export, with its times.  An image equal but for its
+        times to one exported before gets that export's times, as a fully
+        cached BuildKit build gives the same image: a no-change rebuild keeps
+        its digest, and any change gets the clock's time."""
+        config = pycopy.deepcopy(image.config)
+        config["created"] = self.now()
+        if self.o.source_date_epoch is not None:
+            return config
+        key = digest_of({"image": _timeless(config), "layers": [d["digest"] for d in image.layers]})
+        rec = None if self.o.no_cache else self.o.cache.get(key)
+        if rec is not None:
+            return rec["image"]["config"]
+        self.o.cache.put(key, "image times", {"config": config, "layers": image.layers})
+        return config
+
+
+def _timeless(config: dict) -> dict:
+    out = {k: v for k, v in config.items() if k != "created"}
+    out["history"] = [{k: v for k, v in h.items() if k != "created"} for h in config.get("history") or []]
+    return out
 
 
 class StageRun:
