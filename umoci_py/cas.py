@@ -208,23 +208,38 @@ class Layout:
 
     @classmethod
     def init(cls, path) -> "Layout":
-        """Create a new empty layout; fails if ``path`` exists."""
+        """Create a new empty layout; fails if ``path`` exists.
+
+        Built in a temp directory beside ``path`` and renamed into place, so
+        a concurrent opener never sees a half-made layout and a kill leaves
+        at most a stray ``.umoci-init-*`` directory.
+        """
         path = Path(path)
+        if os.path.lexists(path):
+            raise LayoutError(f"{path}: cannot create layout: path already exists")
         try:
-            path.mkdir(mode=0o755)
-        except FileExistsError:
-            raise LayoutError(f"{path}: cannot create layout: path already exists") from None
+            tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + "init-", dir=path.parent))
         except OSError as err:
             raise LayoutError(f"{path}: cannot create layout: {err.strerror}") from None
         try:
-            (path / "blobs" / "sha256").mkdir(mode=0o755, parents=True)
-            _write_atomic(path / "oci-layout",
-                          jsonenc.dumps({"imageLayoutVersion": mediatypes.OCI_LAYOUT_VERSION}), path)
+            os.chmod(tmp, 0o755)
+            (tmp / "blobs" / "sha256").mkdir(mode=0o755, parents=True)
+            _write_atomic(tmp / "oci-layout",
+                          jsonenc.dumps({"imageLayoutVersion": mediatypes.OCI_LAYOUT_VERSION}), tmp)
             index = {"schemaVersion": 2, "mediaType": mediatypes.INDEX, "manifests": []}
-            _write_atomic(path / "index.json", jsonenc.dumps(index), path)
+            _write_atomic(tmp / "index.json", jsonenc.dumps(index), tmp)
+            # rename(2) replaces only an empty directory: a layout another
+            # process made meanwhile is never replaced.
+            os.rename(tmp, path)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise LayoutError(f"{path}: cannot create layout: path already exists") from None
+            raise LayoutError(f"{path}: cannot create layout: {err.strerror}") from None
         except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
+        _fsync_dir(path.parent)
         return cls(path)
 
     @classmethod
