@@ -7,23 +7,17 @@ rootfs): a path or a symlink leading outside is refused, never followed.
 
 from __future__ import annotations
 
-import bz2
 import fnmatch
-import gzip
 import hashlib
-import lzma
 import os
 import shutil
 import stat
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import xattr
 
-from umoci_py.layer.extract import MapOptions, extract_layer
 from umoci_py.rootless import XATTR_NAME, encode_owner
 
 from orca.errors import BuildError
@@ -315,6 +309,13 @@ def is_archive(path: Path) -> bool:
 
 def extract_archive(archive: Path, rootfs: Path, dest: str) -> None:
     """ADD of a local tar archive: its entries land under dest, confined to it."""
+    # imported here, as in fetch_url: a cached build never needs them
+    import bz2
+    import gzip
+    import lzma
+
+    from umoci_py.layer.extract import MapOptions, extract_layer
+
     with open(archive, "rb") as raw:
         magic = raw.read(6)
         raw.seek(0)
@@ -332,6 +333,9 @@ def extract_archive(archive: Path, rootfs: Path, dest: str) -> None:
 
 def fetch_url(url: str, checksum: str | None, into: Path, what: str) -> Path:
     """Download an ADD URL into a directory (mode 0600 file named after the URL)."""
+    import urllib.parse
+    import urllib.request
+
     name = os.path.basename(urllib.parse.urlparse(url).path) or "index.html"
     path = Path(into) / name
     h = hashlib.sha256()

@@ -21,9 +21,9 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from umoci_py import mediatypes, refs
-from umoci_py.bundle import resolve_user
 from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
 from umoci_py.mutate import format_time_ns
@@ -37,9 +37,11 @@ from orca.progress import Progress
 from orca.resolve import Image, Resolver
 from orca.runstep import CpuSlots, run_isolated
 from orca.copy import remove_tree
-from orca.snapshot import Snapshot
 from orca.dockerfile import ignore, lexer
 from orca.dockerfile.instructions import parse_chmod, parse_mount
+
+if TYPE_CHECKING:
+    from orca.snapshot import Snapshot
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 # BuildKit mounts shebang heredocs at /dev/pipes/<name>; runrootless builds
@@ -190,7 +192,7 @@ class Builder:
             res = self.results[idx]
             with res.lock:
                 if res.snapshot is None:
-                    res.snapshot = Snapshot(self.workroot / f"stage-{idx}", self.store)
+                    res.snapshot = self.snapshot(self.workroot / f"stage-{idx}")
                 self.fetch(res.image.layers)
                 res.snapshot.materialize(res.image.layers)
             return res.snapshot.rootfs, res.key
@@ -198,10 +200,16 @@ class Builder:
             image = self.resolver.resolve(ref)
         except UmociError as err:
             raise BuildError(f"{where}: {err}") from None
-        snap = Snapshot(Path(tempfile.mkdtemp(dir=self.workroot)), self.store)
+        snap = self.snapshot(Path(tempfile.mkdtemp(dir=self.workroot)))
         self.fetch(image.layers)
         snap.materialize(image.layers)
         return snap.rootfs, image.key
+
+    def snapshot(self, workdir: Path) -> Snapshot:
+        """A working rootfs.  Its layer code is imported here, by builds that
+        run a step: a no-change rebuild is mostly start-up time."""
+        from orca.snapshot import Snapshot
+        return Snapshot(workdir, self.store)
 
     def fetch(self, layers: list[dict]) -> None:
         """Layers of registry bases and registry cache hits are downloaded only
@@ -317,7 +325,7 @@ class StageRun:
         """A --link COPY/ADD: the files copied into an empty directory make the
         layer, so it can land on any base.  The record holds just that layer
         and its history entry; the stage's rootfs gets it on next use."""
-        scratch = Snapshot(Path(tempfile.mkdtemp(dir=self.b.workroot)), self.b.store)
+        scratch = self.b.snapshot(Path(tempfile.mkdtemp(dir=self.b.workroot)))
         try:
             action(scratch.materialize([]), pstep)
             # the empty directory stands for no directory of the image: its
@@ -328,7 +336,7 @@ class StageRun:
 
     def rootfs(self) -> Path:
         if self.snap is None:
-            self.snap = Snapshot(self.b.workroot / f"stage-{self.st.index}", self.b.store)
+            self.snap = self.b.snapshot(self.b.workroot / f"stage-{self.st.index}")
         self.b.fetch(self.image.layers)
         return self.snap.materialize(self.image.layers)
 
@@ -498,6 +506,7 @@ class StageRun:
     def _owner(self, rootfs: Path | None, spec: str) -> tuple[int, int]:
         if not spec:
             return 0, 0
+        from umoci_py.bundle import resolve_user  # with the layer code, for steps that run
         try:
             u = resolve_user(spec, rootfs)
         except UmociError as err:
@@ -603,7 +612,6 @@ class StageRun:
         return described, key, action, slow
 
     def do_run(self, ins: Instr):
-        from runrootless import api as rr  # only builds that RUN need the sandbox
         where = self.where(ins)
         if ins.flags.get("security") not in (None, "sandbox"):
             raise BuildError(f"{where}: RUN --security={ins.flags['security']}: not allowed "
@@ -631,6 +639,8 @@ class StageRun:
         described = f"RUN {prefix}{' '.join(argv)}"
 
         def action(rootfs: Path, pstep) -> None:
+            from runrootless import api as rr  # the sandbox and tracer: ~30 ms, for steps that run
+            from umoci_py.bundle import resolve_user
             u = resolve_user(user, rootfs) if user else None
             cp.make_dirs(rootfs, cwd, None)
             specs, cleanup = [], []
@@ -662,20 +672,18 @@ class StageRun:
 
     def _script_mount(self, script) -> dict:
         """A shebang heredoc: a 0755 file mounted read-only at PIPES/<name>."""
-        from runrootless import api as rr
         target = f"{PIPES}/{script.name}"
 
         def prep(_rootfs):
             holder = Path(tempfile.mkdtemp(dir=self.b.workroot))
             (holder / script.name).write_text(script.content)
             os.chmod(holder / script.name, 0o755)
-            return rr.Mount(str(holder / script.name), target, "bind", ("bind", "ro")), \
+            return _sandbox_mount(str(holder / script.name), target, "bind", ("bind", "ro")), \
                 lambda: remove_tree(holder)
         return {"key": {"type": "script", "name": script.name, "content": script.content}, "prepare": prep}
 
     def _mount(self, raw, where: str) -> dict:
         """A RUN --mount as {key: what counts for the cache, prepare(rootfs) -> (Mount, undo)}."""
-        from runrootless import api as rr
         env = self.env()
         try:
             m = parse_mount(raw.spec, lambda v: lexer.process_word(v, env, self.b.plan.escape))
@@ -716,12 +724,12 @@ class StageRun:
                 def undo():
                     undo_point()
                     remove_tree(holder)
-                return rr.Mount(str(f), target, "bind", ("rbind", "ro")), undo
+                return _sandbox_mount(str(f), target, "bind", ("rbind", "ro")), undo
             out["prepare"] = prep_secret
             return out
         if mtype == "tmpfs":
             return {"key": {"type": "tmpfs", "target": target},
-                    "prepare": lambda rootfs: (rr.Mount("tmpfs", target, "tmpfs", ("rw",)),
+                    "prepare": lambda rootfs: (_sandbox_mount("tmpfs", target, "tmpfs", ("rw",)),
                                                cp.mount_point(rootfs, target))}
         if mtype == "cache":
             cid = m.id or target
@@ -747,7 +755,7 @@ class StageRun:
                     undo_point()
                     if fd is not None:
                         os.close(fd)
-                return rr.Mount(str(d), target, "bind", ("rbind", "rw")), undo
+                return _sandbox_mount(str(d), target, "bind", ("rbind", "rw")), undo
             return {"key": {"type": "cache", "target": target, "sharing": sharing,
                             "uid": m.uid, "gid": m.gid, "mode": m.mode}, "prepare": prep_cache}
         if mtype == "bind":
@@ -781,7 +789,7 @@ class StageRun:
                     undo_point()
                     if holder is not None:
                         remove_tree(holder)
-                return rr.Mount(str(source), target, "bind", ("rbind", "ro" if readonly else "rw")), undo
+                return _sandbox_mount(str(source), target, "bind", ("rbind", "ro" if readonly else "rw")), undo
             return {"key": {"type": "bind", "target": target, "source": src_path, "rw": not readonly,
                             "content": identity}, "prepare": prep_bind}
         raise BuildError(f"{where}: RUN --mount=type={mtype} is not supported")
@@ -789,6 +797,12 @@ class StageRun:
 
 def _noop() -> None:
     pass
+
+
+def _sandbox_mount(source: str, target: str, kind: str, options: tuple):
+    """A runrootless Mount, its module imported only once a step runs."""
+    from runrootless.api import Mount
+    return Mount(source, target, kind, options)
 
 
 def _json(args: list[str]) -> str:

@@ -24,7 +24,6 @@ from umoci_py.cas import Layout
 from umoci_py.errors import LayoutError, RefError
 
 from orca.errors import BuildError
-from orca.registry.pull import pull
 from orca.registry.reference import looks_remote, parse
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -55,6 +54,7 @@ class Resolver:
         self.registry = registry  # orca.registry.client.Client, or None: no registry access
         self._lock = threading.Lock()
         self._memo: dict[str, Image] = {}
+        self._pulled = False  # an image came from a registry: its layers may be missing
 
     def resolve(self, ref: str) -> Image:
         with self._lock:
@@ -83,13 +83,16 @@ class Resolver:
 
     def fetch(self, layers: list[dict]) -> None:
         """Download the layers of registry images that are needed now (see _from_registry)."""
-        if self.registry is not None:
+        if self._pulled:
             self.registry.ensure(self.store, layers)
 
     def _from_registry(self, ref: str) -> Image:
+        from orca.registry.pull import pull  # HTTP and TLS code, for registry bases only
+
         # manifest and config only: a stage whose steps are all cache hits
         # never reads its base's layers, so they are fetched on first need
         pulled = pull(self.registry, parse(ref), self.store, self.platform, layers=False)
+        self._pulled = True
         return Image(pulled.config, list(pulled.manifest["layers"]), "image:" + pulled.descriptor["digest"])
 
     def _from_layout(self, path: Path, tags: list[str], ref: str) -> Image:

@@ -4,6 +4,8 @@ change gives the same image, any change a new one with a new time."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 from test_orca_copy_cache import _step_states
@@ -82,3 +84,24 @@ def test_no_cache_rebuild_is_not_given_the_cached_times(tmp_path, busybox_layout
     result, log, _ = build(tmp_path, ctx, no_cache=True)
     assert not isinstance(result, Exception), log
     assert _ns(manifest(tmp_path, result)[2]["created"]) > _ns(config["created"])
+
+
+def test_no_change_rebuild_loads_no_sandbox_registry_or_layer_code(tmp_path, busybox_layout):
+    """What start-up costs most (the runrootless tracer, HTTP/TLS, tar and
+    layer code) is imported only by builds that run a step or use a registry."""
+    ctx = context(tmp_path, busybox_layout, DOCKERFILE + "RUN cat /hello.txt /tool.txt > /both\n")
+    (ctx / "hello.txt").write_text("hello\n")
+    (ctx / "tool.txt").write_text("tool\n")
+    first, _, _ = _digest(tmp_path, ctx)
+    heavy = ["runrootless.api", "orca.registry.client", "http.client", "ssl", "urllib.request", "tarfile",
+             "umoci_py.layer.extract", "umoci_py.layer.generate", "orca.snapshot"]
+    code = ("import sys\nfrom orca.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    proc = subprocess.run([sys.executable, "-c", code, "--layout", str(tmp_path / "out"), "--cache-dir",
+                           str(tmp_path / "cache"), "--progress", "quiet", str(ctx)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    digest, loaded = proc.stdout.splitlines()
+    assert digest == first and loaded == "[]"
