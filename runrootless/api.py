@@ -85,7 +85,7 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
         if spec.emulate:
             tracer = Tracer(TABLE, Creds.of(spec.uid, spec.gid, spec.additional_gids),
                             stats=stats if stats is not None else Stats(),
-                            user_filter=user_filter(), setid=SETID)
+                            user_filter=user_filter(), setid=SETID, max_tasks=spec.max_tasks)
             if chans.user_filter is not None:
                 tracer.filtered.add(pid)
             tracer.on_new_child = state.child_seen

@@ -3,7 +3,9 @@
 Written by hand rather than with libseccomp so that each ABI gets exactly
 its action in one linear program: x86_64 emulated calls -> SECCOMP_RET_TRACE;
 x32 calls and the i386 versions of emulated calls -> ENOSYS (never through
-unemulated); any other architecture kills the process.
+unemulated); any other architecture kills the process.  io_uring_setup gets
+ENOSYS in both ABIs: a ring's STATX, OPENAT and *XATTR operations would reach
+the kernel without a syscall to trap (programs fall back to plain syscalls).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ I386_EMULATED = (
 )
 
 
+IO_URING_SETUP = 425   # the same number on x86_64 and i386
+
+
 def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> tuple[int, int, int, int]:
     return (code, jt, jf, k)
 
@@ -62,10 +67,11 @@ def build(trapped: list[int], notified: list[int] = (),
           i386_refused: tuple[int, ...] = I386_EMULATED) -> list[tuple[int, int, int, int]]:
     """trapped calls stop for the ptrace tracer, notified ones go to the user-notification listener."""
     nosys = RET_ERRNO | errno.ENOSYS
-    actions = {nr: RET_TRACE for nr in trapped}
+    actions = {IO_URING_SETUP: nosys}
+    actions.update({nr: RET_TRACE for nr in trapped})
     actions.update({nr: RET_USER_NOTIF for nr in notified})
     x86 = _section(actions, x32_guard=True)
-    i386 = _section(dict.fromkeys(i386_refused, nosys), x32_guard=False)
+    i386 = _section(dict.fromkeys((*i386_refused, IO_URING_SETUP), nosys), x32_guard=False)
     prog = [_insn(_LD_W_ABS, _OFF_ARCH), _insn(_JEQ_K, AUDIT_ARCH_X86_64, jf=len(x86))]
     prog += x86
     prog += [_insn(_JEQ_K, AUDIT_ARCH_I386, jf=len(i386))]

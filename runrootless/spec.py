@@ -13,6 +13,10 @@ PROVIDED = frozenset({"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/
                       "/sys/fs/cgroup", "/etc/resolv.conf", "/etc/hosts"})
 
 
+# Room for thousands of threads; far below a shared machine's pid space (32768 by default).
+DEFAULT_MAX_TASKS = 4096
+
+
 @dataclass(frozen=True)
 class Mount:
     source: str
@@ -34,6 +38,9 @@ class RunSpec:
     hostname: str = "runrootless"
     network: str = "host"
     emulate: bool = True
+    # Live processes and threads, zombies included, past which fork/clone fail
+    # with EAGAIN (enforced by the tracer, so only with emulation; 0: none).
+    max_tasks: int = DEFAULT_MAX_TASKS
 
 
 def spec_from_bundle(bundle_dir) -> RunSpec:
@@ -67,6 +74,7 @@ def spec_from_bundle(bundle_dir) -> RunSpec:
             hostname=config.get("hostname") or "runrootless",
             network="none" if any(ns.get("type") == "network" and not ns.get("path")
                                   for ns in config.get("linux", {}).get("namespaces", ())) else "host",
+            max_tasks=_pids_limit(config),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise BundleError(f"{path}: malformed runtime config: missing or bad {err}") from None
@@ -75,3 +83,10 @@ def spec_from_bundle(bundle_dir) -> RunSpec:
     if not spec.rootfs.is_dir():
         raise BundleError(f"{path}: root.path {spec.rootfs} is not a directory")
     return spec
+
+
+def _pids_limit(config: dict) -> int:
+    """linux.resources.pids.limit when positive; runc's 0 or -1 (no limit) keeps our default bound."""
+    pids = ((config.get("linux") or {}).get("resources") or {}).get("pids") or {}
+    limit = int(pids.get("limit") or 0)
+    return limit if limit > 0 else DEFAULT_MAX_TASKS

@@ -36,6 +36,8 @@ SKIP = 2**64 - 1
 SECCOMP_NR = 317
 SYSCALL_STOP = signal.SIGTRAP | 0x80
 SECCOMP_STOP = signal.SIGTRAP | pt.PTRACE_EVENT_SECCOMP << 8   # status >> 8 of a seccomp stop
+# The syscall instruction a new task returns to -> exit's number in that ABI.
+_EXIT_AFTER = {b"\x0f\x05": 60, b"\xcd\x80": 1}
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Stats:
     by_nr: Counter = field(default_factory=Counter)               # trapped calls per syscall
     ns_by_nr: Counter = field(default_factory=Counter)            # tracer time per syscall
     notified: Counter = field(default_factory=Counter)            # answered by the notify helper
+    refused_forks: int = 0                                        # fork/clone failed by max_tasks
+    handler_errors: int = 0                                       # handler bugs, answered EINVAL
 
 
 class _Tracee:
@@ -80,6 +84,10 @@ class Tracer:
     user_filter: bytes | None = None
     setid: frozenset[int] = frozenset()
     filtered: set[int] = field(default_factory=set)
+    # Tracees plus unreaped zombies beyond which fork/clone fail with EAGAIN (0: no limit).
+    max_tasks: int = 0
+    # Exited tracees that may still be zombies of their real parent (checked at the limit only).
+    exited: set[int] = field(default_factory=set)
 
     def attach(self, pid: int) -> None:
         """pid is stopped by its own SIGSTOP after PTRACE_TRACEME."""
@@ -106,6 +114,8 @@ class Tracer:
             stats.stops += 1
             if status & 0xFF != 0x7F:   # exited or killed (not stopped)
                 self._forget(pid)
+                if self.max_tasks:
+                    self.exited.add(pid)
                 if pid == main_pid:
                     result = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
                               else 128 + os.WTERMSIG(status))
@@ -160,6 +170,10 @@ class Tracer:
     def _event(self, pid: int, event: int) -> None:
         if event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
             child = pt.event_msg(pid)
+            self.exited.discard(child)
+            if self.max_tasks and self._at_limit():
+                self._refuse(pid, child)
+                return
             parent = self.creds.get(pid)
             self.creds[child] = (parent if parent is not None else self.initial).copy()
             if pid in self.filtered:
@@ -182,6 +196,57 @@ class Tracer:
                 self._forget(former)
             self._exec(pid)
         self._resume(pid)
+
+    def _at_limit(self) -> bool:
+        if len(self.creds) + len(self.exited) < self.max_tasks:
+            return False
+        self.exited = {pid for pid in self.exited if _is_zombie(pid)}
+        return len(self.creds) + len(self.exited) >= self.max_tasks
+
+    def _refuse(self, parent: int, child: int) -> None:
+        """Undo a fork/clone past max_tasks: the parent's call returns EAGAIN.
+
+        The child already exists, stopped before its first instruction; it is
+        sent through exit(0) at the syscall instruction it returns to (a
+        SIGKILL would take a new thread's whole process with it), and it is
+        gone before the parent resumes.
+        """
+        self.stats.refused_forks += 1
+        stopped = child in self.held or self._wait_stopped(child)
+        self.held.discard(child)
+        if stopped:
+            try:
+                regs = pt.get_regs(child, self.regs)
+                try:
+                    insn = self.vm.read(child, regs.rip - 2, 2)
+                except OSError:
+                    insn = b""
+                if insn in _EXIT_AFTER:
+                    regs.rip -= 2
+                    regs.rax = _EXIT_AFTER[insn]
+                    regs.rdi = regs.rbx = 0
+                    pt.set_regs(child, regs)
+                    pt.cont(child, 0)
+                else:
+                    os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass    # killed meanwhile: only its end is left to collect
+            while self._wait_stopped(child):
+                try:
+                    pt.cont(child, 0)
+                except ProcessLookupError:
+                    pass
+        self.exited.add(child)   # a process child stays a zombie until its parent waits
+        self._fail_with_eagain(parent)
+
+    def _wait_stopped(self, pid: int) -> bool:
+        """Wait for pid's next stop (True) or its end (False)."""
+        _, status = os.waitpid(pid, linux.WALL)
+        return os.WIFSTOPPED(status)
+
+    def _fail_with_eagain(self, pid: int) -> None:
+        self.pending[pid] = (lambda _call, _value: -errno.EAGAIN, None)
+        self._resume(pid, request=pt.syscall)
 
     def _exec(self, pid: int) -> None:
         creds = self.creds.get(pid)
@@ -230,6 +295,9 @@ class Tracer:
             result = handler(call)
         except OSError as err:
             result = Return(-(err.errno or errno.EIO))
+        except Exception:  # noqa: BLE001 - arguments no handler foresaw fail the call, not the run
+            self.stats.handler_errors += 1
+            result = Return(-errno.EINVAL)
         if result is None:
             self._resume(pid)
         elif isinstance(result, Return) and nr in self.setid and self._wants_filter(pid, creds):
@@ -294,8 +362,19 @@ class Tracer:
                 new = fn(call, value)
             except OSError as err:
                 new = -(err.errno or errno.EIO)
+            except Exception:  # noqa: BLE001 - as in _emulate
+                self.stats.handler_errors += 1
+                new = -errno.EINVAL
             if new is not None:
                 regs.rax = new & SKIP
                 pt.set_regs(pid, regs)
             self.stats.ns_by_nr[regs.orig_rax] += time.perf_counter_ns() - start
         self._resume(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False

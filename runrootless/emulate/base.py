@@ -247,7 +247,7 @@ class Call:
         return v - (1 << 32) if v >= 1 << 31 else v
 
     def id_arg(self, i: int) -> int:
-        """Argument i as a uid_t/gid_t (NOCHANGE for -1)."""
+        """Argument i as a 32-bit unsigned (uid_t, gid_t, mode_t; NOCHANGE for -1)."""
         return self.args[i] & 0xFFFFFFFF
 
     def path_arg(self, i: int) -> bytes:

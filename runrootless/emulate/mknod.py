@@ -62,11 +62,11 @@ def _mknod(call: Call, dirfd: int, path_arg: int, mode: int, dev: int) -> Return
 
 
 def mknod(call: Call):
-    return _mknod(call, AT_FDCWD, 0, call.int_arg(1), call.args[2])
+    return _mknod(call, AT_FDCWD, 0, call.id_arg(1), call.args[2])
 
 
 def mknodat(call: Call):
-    return _mknod(call, call.int_arg(0), 1, call.int_arg(2), call.args[3])
+    return _mknod(call, call.int_arg(0), 1, call.id_arg(2), call.args[3])
 
 
 HANDLERS = {133: mknod, 259: mknodat}
