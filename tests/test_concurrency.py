@@ -10,8 +10,7 @@ import subprocess
 import sys
 
 from test_crash_safety import check_layout
-from test_peers_umoci import _validate
-from umoci_py_helpers import umoci_py
+from umoci_py_helpers import umoci_py, validate_layout
 
 # Blocks on the pipe until every process is spawned and the write end closes.
 _GATED = "import os, sys; os.read(int(sys.argv[1]), 1); sys.argv[1:2] = []; "
@@ -54,7 +53,7 @@ def test_repack_tag_config_and_gc_at_once_lose_nothing(busybox_layout, tmp_path)
         assert {f"{kind}{r}-{i}" for kind in "rtc" for r in range(rnd + 1) for i in range(writers)} <= tags
     for i in range(writers):
         assert umoci_py("stat", "--image", f"{layout}:r2-{i}").returncode == 0
-    _validate(layout, tmp_path)
+    validate_layout(layout, tmp_path)
 
 
 def test_gc_loop_beside_inserts_deletes_none_of_their_blobs(busybox_layout, tmp_path):

@@ -11,11 +11,10 @@ import subprocess
 import sys
 import time
 
-from umoci_py_helpers import validate_layout
 from umoci_py import refs
 from umoci_py.bundle import UMOCI_JSON
 from umoci_py.cas import Layout
-from umoci_py_helpers import assert_one_line_error, umoci_py
+from umoci_py_helpers import assert_one_line_error, umoci_py, validate_layout
 
 KILLS_PER_OP = 7
 UMOCI_PY = [sys.executable, "-m", "umoci_py.cli"]
