@@ -56,14 +56,16 @@ class MapOptions:
     gid_map: list[IdMap] = field(default_factory=list)
 
 
-def map_id(maps: list[IdMap], cid: int, what: str, entry: str) -> int:
-    """Container id -> host id; identity without maps."""
+def map_id(maps: list[IdMap], value: int, what: str, where: str, to_host: bool = True) -> int:
+    """Container id -> host id (or back with to_host=False); identity without maps."""
     if not maps:
-        return cid
+        return value
     for m in maps:
-        if m.container <= cid < m.container + m.size:
-            return m.host + cid - m.container
-    raise LayerError(f"{entry}: {what} {cid} is not in the {what} map")
+        src, dst = (m.container, m.host) if to_host else (m.host, m.container)
+        if src <= value < src + m.size:
+            return dst + value - src
+    side = "" if to_host else "host "
+    raise LayerError(f"{where}: {side}{what} {value} is not in the {what} map")
 
 
 def clean(name: str) -> str:

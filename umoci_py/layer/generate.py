@@ -20,7 +20,7 @@ from typing import BinaryIO
 from .. import rootless, unpriv
 from ..errors import LayerError
 from ..mtree import Delta, read_xattrs
-from .extract import DEVICE_XATTR, FORBIDDEN_XATTRS, OPAQUE, PAX_XATTR, WHITEOUT, IdMap, MapOptions, clean
+from .extract import DEVICE_XATTR, FORBIDDEN_XATTRS, OPAQUE, PAX_XATTR, WHITEOUT, MapOptions, clean, map_id
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +33,6 @@ class _Info(tarfile.TarInfo):
         if info["name"] == "./":
             info["name"] = "."
         return info
-
-
-def unmap_id(maps: list[IdMap], hid: int, what: str, path: str) -> int:
-    """Host id -> container id; identity without maps."""
-    if not maps:
-        return hid
-    for m in maps:
-        if m.host <= hid < m.host + m.size:
-            return m.container + hid - m.host
-    raise LayerError(f"{path}: host {what} {hid} is not in the {what} map")
 
 
 class _LayerWriter:
@@ -134,12 +124,12 @@ class _LayerWriter:
         if self.opts.rootless:
             try:
                 return rootless.resolve_owner(xattrs.get(rootless.XATTR_NAME), 0, 0)
-            except ValueError as e:
+            except LayerError as e:
                 raise LayerError(f"{path}: {e}") from None
         if rootless.XATTR_NAME in xattrs:
             log.warning("suspicious filesystem: %s has %s outside rootless mode", path, rootless.XATTR_NAME)
-        return (unmap_id(self.opts.uid_map, st.st_uid, "uid", path),
-                unmap_id(self.opts.gid_map, st.st_gid, "gid", path))
+        return (map_id(self.opts.uid_map, st.st_uid, "uid", path, to_host=False),
+                map_id(self.opts.gid_map, st.st_gid, "gid", path, to_host=False))
 
 
 def _parse_device(marker: bytes, path: str) -> tuple[bytes, int, int]:
@@ -209,5 +199,5 @@ def side_owner_of(path: str, st: os.stat_result) -> tuple[int, int] | None:
     parent, base = os.path.split(path)
     try:
         return rootless.side_owner(rootless.read_side(parent), base, st.st_ino)
-    except ValueError as e:
+    except LayerError as e:
         raise LayerError(f"{parent}: {e}") from None
