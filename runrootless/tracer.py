@@ -22,12 +22,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from umoci_py.rootless import XATTR_NAME, resolve_owner
+from umoci_py.rootless import XATTR_NAME
 
 from . import linux
 from . import ptrace_ops as pt
 from .emulate import ids
-from .emulate.base import AtExit, Call, Creds, Return, TraceeFiles, TraceeMemory
+from .emulate.base import AtExit, Call, Creds, Return, TraceeFiles, TraceeMemory, owner_from
 
 OPTIONS = (pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACESECCOMP | pt.PTRACE_O_TRACEFORK
            | pt.PTRACE_O_TRACEVFORK | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEEXEC
@@ -260,7 +260,7 @@ class Tracer:
                     payload = os.getxattr(f"/proc/{pid}/exe", XATTR_NAME)
                 except OSError:
                     payload = None
-                owner = resolve_owner(payload, 0, 0)
+                owner = owner_from(payload, (0, 0))
                 with open(f"/proc/{pid}/status", "rb") as fh:
                     nnp = any(line.startswith(b"NoNewPrivs:\t1") for line in fh)
         except OSError:

@@ -8,6 +8,7 @@ import stat
 import pytest
 
 from umoci_py import rootless, unpriv
+from umoci_py.errors import LayerError
 
 VECTORS = [  # umoci test/pack_mapping.bats, and 1000:1000 observed on 0.4.7
     ((992, 123), "08e007107b"),
@@ -36,7 +37,7 @@ def test_zero_owner_fields():
 
 def test_bad_payloads():
     for bad in (b"\x08", b"\x08\xff", b"\x0f"):
-        with pytest.raises(ValueError):
+        with pytest.raises(LayerError, match="bad user.rootlesscontainers payload"):
             rootless.decode_owner(bad)
 
 

@@ -184,6 +184,16 @@ def test_paths_and_fds_resolve_in_the_tracees_view(bundle, tmp_path, monkeypatch
     assert not (rootfs / "only-here").exists()
 
 
+def test_corrupt_owner_record_reads_as_none_and_chown_replaces_it(bundle):
+    bad = bundle / "rootfs/tmp/bad"
+    bad.write_bytes(b"")
+    os.setxattr(bad, XATTR_NAME, b"\x0f")       # wire type 7: not a Resource message
+    status, out, stats = run(bundle, calls(("stat", "/tmp/bad"), ("x86_64", 92, "s:/tmp/bad", 5, 6),
+                                           ("stat", "/tmp/bad")))
+    assert (status, results(out), stats.handler_errors) == (0, ["0:0", 0, "5:6"], 0)
+    assert decode_owner(os.getxattr(bad, XATTR_NAME)) == (5, 6)
+
+
 # ---- bounded process and thread counts --------------------------------------
 
 @pytest.mark.parametrize("kind", ["forks", "zombies", "threads"])

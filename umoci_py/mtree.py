@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from . import unpriv
 from .rootless import read_side, side_owner
-from .errors import BundleError
+from .errors import BundleError, LayerError
 
 KEYWORDS = ("size", "type", "uid", "gid", "mode", "link", "nlink", "tar_time", "sha256digest", "xattr")
 
@@ -335,7 +335,7 @@ def _owner(path: str, st: os.stat_result, rootless: bool) -> tuple[int, int]:
         parent, base = os.path.split(path)
         try:
             found = side_owner(read_side(parent), base, st.st_ino)
-        except ValueError as err:
+        except LayerError as err:
             raise BundleError(f"{parent}: {err}") from None
         if found is not None:
             return found

@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import os
 
+from .errors import LayerError
+
 XATTR_NAME = "user.rootlesscontainers"
 NOOP = 0xFFFFFFFF
 
@@ -60,9 +62,9 @@ def decode_owner(payload: bytes) -> tuple[int, int]:
         elif wire == 1:
             pos += 8
         else:
-            raise ValueError(f"bad {XATTR_NAME} payload: wire type {wire}")
+            raise LayerError(f"bad {XATTR_NAME} payload: wire type {wire}")
     if pos != len(payload):
-        raise ValueError(f"bad {XATTR_NAME} payload: truncated")
+        raise LayerError(f"bad {XATTR_NAME} payload: truncated")
     return uid, gid
 
 
@@ -70,7 +72,7 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(data):
-            raise ValueError(f"bad {XATTR_NAME} payload: truncated varint")
+            raise LayerError(f"bad {XATTR_NAME} payload: truncated varint")
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -78,7 +80,7 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
             return result, pos
         shift += 7
         if shift > 63:
-            raise ValueError(f"bad {XATTR_NAME} payload: varint too long")
+            raise LayerError(f"bad {XATTR_NAME} payload: varint too long")
 
 
 def resolve_owner(payload: bytes | None, base_uid: int = 0, base_gid: int = 0) -> tuple[int, int]:
@@ -109,7 +111,7 @@ def decode_side(payload: bytes | None) -> dict[bytes, tuple[int, int, int]]:
         try:
             uid, gid, ino = (int(v) for v in record.split(b":"))
         except ValueError:
-            raise ValueError(f"bad {OWNERS_XATTR} record for {name!r}") from None
+            raise LayerError(f"bad {OWNERS_XATTR} record for {name!r}") from None
         out[name] = (uid, gid, ino)
     return out
 

@@ -14,6 +14,7 @@ import stat as st
 from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Protocol
 
+from umoci_py.errors import LayerError
 from umoci_py.rootless import OWNERS_XATTR, XATTR_NAME, resolve_owner
 
 from .. import linux
@@ -183,11 +184,19 @@ def stored_owner(fd: int) -> bytes | None:
         raise
 
 
+def owner_from(payload: bytes | None, base: tuple[int, int]) -> tuple[int, int]:
+    """resolve_owner, a corrupt record counting as none (a chown replaces it)."""
+    try:
+        return resolve_owner(payload, *base)
+    except LayerError:
+        return base
+
+
 def emulated_owner(files: TraceeFiles, fd: int, info: os.stat_result) -> tuple[int, int]:
     base = files.real_owner(info)
     if not can_hold_xattr(info.st_mode):
         return base
-    return resolve_owner(stored_owner(fd), *base)
+    return owner_from(stored_owner(fd), base)
 
 
 def with_owner_write(fd: int, info: os.stat_result, apply: Callable[[], None]) -> None:

@@ -14,9 +14,10 @@ import os
 import stat as st
 import struct
 
-from umoci_py.rootless import XATTR_NAME, read_side, resolve_owner, side_owner
+from umoci_py.errors import LayerError
+from umoci_py.rootless import XATTR_NAME, read_side, side_owner
 
-from .base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, can_hold_xattr, fd_path
+from .base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, can_hold_xattr, fd_path, owner_from
 
 STAT_UID_OFFSET = 28          # struct stat on x86_64: st_uid, st_gid follow
 STATX_UID_OFFSET = 20         # struct statx: stx_uid, stx_gid follow
@@ -42,7 +43,7 @@ def _lookup_at(call: Call, link: str) -> Found | None:
         return None
     if not can_hold_xattr(info.st_mode):
         return None
-    return resolve_owner(payload, *call.files.real_owner(info)), info
+    return owner_from(payload, call.files.real_owner(info)), info
 
 
 def lookup(call: Call, dirfd: int, path_arg: int, flags: int) -> Found | None:
@@ -75,7 +76,7 @@ def _side_lookup(call: Call, dirfd: int, path: bytes, fd: int) -> Found | None:
             found = side_owner(read_side(fd_path(parent_fd)), name, info.st_ino)
         finally:
             os.close(parent_fd)
-    except (OSError, ValueError):
+    except (OSError, LayerError):
         return None
     return None if found is None else (found, info)
 
