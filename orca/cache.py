@@ -25,6 +25,7 @@ from umoci_py.cas import Layout
 from umoci_py.errors import LayoutError
 
 from orca.copy import remove_tree
+from orca.errors import BuildError
 
 PROXY_ARGS = frozenset({"http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"})
 
@@ -85,11 +86,17 @@ class CacheStore:
         return self.records / key.split(":", 1)[1]
 
     def get(self, key: str) -> dict | None:
+        path = self._record_path(key)
         try:
-            record = json.loads(self._record_path(key).read_bytes())
+            record = json.loads(path.read_bytes())
+            digests = [d["digest"] for d in record["image"]["layers"]]
         except FileNotFoundError:
             return None
-        if not all(self.layout.has_blob(d["digest"]) for d in record["image"]["layers"]):
+        except RecursionError:
+            raise BuildError(f"{path}: corrupt cache record: nested too deeply") from None
+        except (OSError, ValueError, LookupError, TypeError) as err:
+            raise BuildError(f"{path}: corrupt cache record: {type(err).__name__}: {err}") from None
+        if not all(self.layout.has_blob(d) for d in digests):
             return None  # pruned underneath us
         return record
 
@@ -117,9 +124,11 @@ class CacheStore:
             if path.name.startswith(".tmp-"):
                 continue
             try:
-                out.append(json.loads(path.read_bytes()))
-            except (OSError, ValueError):
+                record = json.loads(path.read_bytes())
+            except (OSError, ValueError, RecursionError):
                 continue
+            if isinstance(record, dict) and isinstance(record.get("created"), int):
+                out.append(record)
         return sorted(out, key=lambda r: r["created"])
 
     def mount_dir(self, mount_id: str) -> Path:

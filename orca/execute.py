@@ -223,7 +223,10 @@ class Builder:
             out = Layout.open(self.o.layout)
         except UmociError:
             self.o.layout.parent.mkdir(parents=True, exist_ok=True)
-            out = Layout.init(self.o.layout)
+            try:
+                out = Layout.init(self.o.layout)
+            except UmociError:
+                out = Layout.open(self.o.layout)  # another build created it meanwhile
         self.fetch(image.layers)
         with out.writer():
             for desc in image.layers:

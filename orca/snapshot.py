@@ -15,8 +15,10 @@ from pathlib import Path
 
 from umoci_py import compress, mtree
 from umoci_py.cas import Layout
+from umoci_py.errors import LayerError
 from umoci_py.layer.extract import MapOptions, extract_layer
 from umoci_py.layer.generate import generate_layer
+from umoci_py.unpack import InflateLimit
 
 from orca.copy import remove_tree
 
@@ -41,9 +43,26 @@ def with_parents(deltas: list) -> list:
     return out
 
 
+class _Bounded:
+    """A layer's uncompressed stream, refused past its InflateLimit bound (a decompression bomb)."""
+
+    def __init__(self, stream, limit: int, what: str):
+        self.stream, self.limit, self.what = stream, limit, what
+        self.total = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.total += len(data)
+        if self.total > self.limit:
+            raise LayerError(f"{self.what}: inflates to more than {self.limit} bytes: refused as a "
+                             "decompression bomb")
+        return data
+
+
 class Snapshot:
-    def __init__(self, workdir: Path, store: Layout):
+    def __init__(self, workdir: Path, store: Layout, inflate: InflateLimit = InflateLimit()):
         self.workdir = Path(workdir)
+        self.inflate = inflate
         self.rootfs = self.workdir / "rootfs"
         self.store = store
         self.layers: list[str] | None = None  # digests held; None: nothing extracted
@@ -62,7 +81,8 @@ class Snapshot:
             todo = layers
         for desc in todo:
             with self.store.open_blob(desc["digest"], desc["size"]) as blob:
-                stream = compress.reader(blob, desc["mediaType"])
+                stream = _Bounded(compress.reader(blob, desc["mediaType"]), self.inflate.bound(desc["size"]),
+                                  f"{self.store.path}: layer {desc['digest']}")
                 extract_layer(stream, self.rootfs, ROOTLESS, cache=self.cache)
                 while stream.read(1 << 20):
                     pass

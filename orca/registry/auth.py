@@ -69,6 +69,8 @@ def find_credential(registry: str, repository: str, files: list[Path]) -> Creden
             continue
         except (OSError, ValueError) as err:
             raise RegistryError(f"{path}: cannot read registry credentials: {err}") from None
+        except RecursionError:
+            raise RegistryError(f"{path}: cannot read registry credentials: nested too deeply") from None
         auths = {(_normalise(k) if not k.startswith("https://index.docker.io") else k): v
                  for k, v in (doc.get("auths") or {}).items()}
         for key in _keys_for(registry, repository):

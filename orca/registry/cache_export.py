@@ -18,7 +18,6 @@ merge a bounded number of times if its records were dropped.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from umoci_py import mediatypes as mt
 
 from orca.cache import CacheStore, canonical, ordered
 from orca.registry import reference
-from orca.registry.client import Client
+from orca.registry.client import Client, parse_json
 from orca.registry.errors import NotFoundError, RegistryError
 from orca.registry.push import push_blob
 
@@ -52,16 +51,16 @@ def load_records(client: Client, ref: reference.Reference) -> dict[str, dict]:
         body, media_type, _ = repo.get_manifest()
     except NotFoundError:
         return {}
-    manifest = json.loads(body)
-    config = manifest.get("config") or {}
+    manifest = parse_json(body, f"cache {ref}: manifest")
+    config = (manifest.get("config") if isinstance(manifest, dict) else None) or {}
     if media_type != mt.MANIFEST or config.get("mediaType") != CONFIG_TYPE:
         raise RegistryError(f"cache {ref}: not an orca build cache (config {config.get('mediaType')!r})")
-    data = repo.read_blob(config, f"cache {ref}: records blob {config['digest']}")
+    what = f"cache {ref}: records blob {config['digest']}"
+    records = parse_json(repo.read_blob(config, what), what)
     try:
-        records = json.loads(data)["records"]
-    except (ValueError, KeyError, TypeError):
-        raise RegistryError(f"cache {ref}: records blob {config['digest']}: not a records list") from None
-    return {r["key"]: r for r in records}
+        return {r["key"]: r for r in records["records"]}
+    except (KeyError, TypeError):
+        raise RegistryError(f"{what}: not a records list") from None
 
 
 class RegistryCacheStore(CacheStore):

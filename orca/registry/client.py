@@ -205,7 +205,7 @@ class Client:
         try:
             doc = json.loads(body)
             token = doc.get("token") or doc["access_token"]
-        except (ValueError, KeyError, AttributeError):
+        except (ValueError, RecursionError, KeyError, AttributeError):
             raise AuthError(f"{what}: token server for {ref.registry} answered HTTP {resp.status} "
                             "without a token") from None
         with self._lock:
@@ -256,7 +256,7 @@ def fail(resp: http.client.HTTPResponse, what: str, ref: Reference) -> RegistryE
     try:
         doc = json.loads(resp.read(1 << 16) or b"{}")
         codes = ", ".join(e.get("code", "") for e in doc.get("errors", []) if isinstance(e, dict))
-    except (ValueError, AttributeError, OSError, http.client.HTTPException):
+    except (ValueError, RecursionError, AttributeError, OSError, http.client.HTTPException):
         codes = ""
     detail = f" [{codes}]" if codes else ""
     if resp.status == 401:
@@ -418,11 +418,18 @@ def _split(reference: str) -> tuple[str | None, str | None]:
     return (None, reference) if reference.startswith("sha256:") else (reference, None)
 
 
-def _media_type(body: bytes, header: str | None, what: str) -> str:
+def parse_json(data: bytes, what: str):
+    """A document from a registry (or a layout about to be pushed): RegistryError if not JSON."""
     try:
-        doc = json.loads(body)
+        return json.loads(data)
     except ValueError:
         raise RegistryError(f"{what}: not JSON") from None
+    except RecursionError:
+        raise RegistryError(f"{what}: not JSON (nested too deeply)") from None
+
+
+def _media_type(body: bytes, header: str | None, what: str) -> str:
+    doc = parse_json(body, what)
     media_type = doc.get("mediaType") if isinstance(doc, dict) else None
     if not media_type:
         media_type = (header or "").split(";")[0].strip()

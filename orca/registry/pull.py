@@ -8,7 +8,6 @@ only once it verified, so an interrupted pull leaves nothing half-written.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from umoci_py import mediatypes as mt
 from umoci_py import refs, schemas
 from umoci_py.cas import Layout
 
-from orca.registry.client import Client
+from orca.registry.client import Client, parse_json
 from orca.registry.errors import RegistryError
 from orca.registry.reference import Reference, parse
 
@@ -42,11 +41,11 @@ def pull(client: Client, ref: Reference, layout: Layout, platform: refs.Platform
     with layout.writer():
         body, media_type, digest = repo.get_manifest()
         if media_type in mt.INDEX_TYPES:
-            child = select_platform(json.loads(body), platform, ref)
+            child = select_platform(parse_json(body, f"{ref}: index"), platform, ref)
             body, media_type, digest = repo.get_manifest(child["digest"])
             if media_type not in mt.MANIFEST_TYPES:
                 raise RegistryError(f"{ref}: the {platform} entry is not an image manifest ({media_type})")
-        manifest = json.loads(body)
+        manifest = parse_json(body, f"{ref}: manifest")
         schemas.validate(manifest, "manifest", f"manifest {ref}")
         client.remember(repo, manifest["layers"])
         fetched = repo.fetch_blobs([manifest["config"], *(manifest["layers"] if layers else [])], layout)

@@ -8,7 +8,6 @@ tagged manifest last, so a tag never points at missing content.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from urllib.parse import urlencode, urljoin
 from umoci_py import mediatypes as mt
 from umoci_py.cas import Layout
 
-from orca.registry.client import Client, Repository, fail
+from orca.registry.client import Client, Repository, fail, parse_json
 from orca.registry.errors import RegistryError
 from orca.registry.reference import Reference, parse
 
@@ -53,7 +52,7 @@ def _walk(layout: Layout, desc: dict) -> tuple[list[dict], list[dict]]:
     manifests, blobs, seen = [], [], set()
 
     def visit(d: dict) -> None:
-        doc = json.loads(layout.read_blob(d["digest"], d["size"]))
+        doc = parse_json(layout.read_blob(d["digest"], d["size"]), f"{layout.path}: blob {d['digest']}")
         if d["mediaType"] in mt.INDEX_TYPES:
             for child in doc.get("manifests", []):
                 visit(child)
