@@ -183,7 +183,7 @@ static int killstorm(int n) {
         if (pid == 0) {
             pthread_t t;
             for (int k = 0; k < 3; k++) pthread_create(&t, NULL, spin, NULL);
-            for (int k = 0; k < 20 + i % 50; k++) chown("/tmp", 0, 0);
+            for (int k = 0; k < 5 + i % 10; k++) chown("/tmp", 0, 0);
             kill(getpid(), SIGKILL);
         }
         int status;
