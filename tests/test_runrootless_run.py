@@ -15,6 +15,7 @@ import pytest
 
 from runrootless import api
 from umoci_py.rootless import XATTR_NAME, decode_owner
+from umoci_py_helpers import top_layer, umoci_py
 
 STRESS_C = r"""
 #include <pthread.h>
@@ -82,9 +83,16 @@ int main(int argc, char **argv) {
 @pytest.fixture(scope="session")
 def debian_bundle(tmp_path_factory, debian_layout_ro) -> Path:
     bundle = tmp_path_factory.mktemp("rr") / "bundle"
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{debian_layout_ro}:bookworm", str(bundle)],
-                   check=True, capture_output=True)
+    umoci_py("unpack", "--rootless", "--image", f"{debian_layout_ro}:bookworm", bundle)
     return bundle
+
+
+def repacked_layer(bundle: Path, layout_ro: Path, tmp_path: Path) -> dict:
+    """Repack the bundle with umoci-py into a private copy of its layout; the new layer's members by path."""
+    layout = tmp_path / "layout"
+    shutil.copytree(layout_ro, layout)
+    umoci_py("repack", "--image", f"{layout}:after", bundle)
+    return top_layer(layout, "after")
 
 
 @pytest.fixture
@@ -156,7 +164,7 @@ def test_setpriv_and_configured_user(debian_bundle):
     assert (status, out.split()) == (0, ["1000", "100", "100", "27"])
 
 
-def test_mknod_chown_and_hidden_xattr(private_bundle, tmp_path):
+def test_mknod_chown_and_hidden_xattr(private_bundle, debian_layout_ro, tmp_path):
     script = ("mknod /tmp/c c 1 3 && touch /tmp/f && chown 42:43 /tmp/f && chown 44 /tmp/f && "
               "ls -ln /tmp/f | cut -d' ' -f3,4 && chgrp 5 /tmp && stat -c %g /tmp")
     status, out = run_sh(private_bundle, script)
@@ -166,6 +174,11 @@ def test_mknod_chown_and_hidden_xattr(private_bundle, tmp_path):
     assert os.getxattr(rootfs / "tmp/c", "user.orca.device") == b"c 1 3"
     assert (rootfs / "tmp/c").stat().st_size == 0
     assert host_owner(rootfs / "tmp/f") == (44, 43)
+    # umoci-py repack turns the placeholder back into the device node.
+    layer = repacked_layer(private_bundle, debian_layout_ro, tmp_path)
+    dev = layer["tmp/c"]
+    assert dev.ischr() and (dev.devmajor, dev.devminor) == (1, 3)
+    assert (layer["tmp/f"].uid, layer["tmp/f"].gid) == (44, 43)
     # The container can neither see nor forge the ownership record.
     probe = tmp_path / "probe.c"
     probe.write_text(XATTR_C)
@@ -259,7 +272,7 @@ APT = "apt-get update -q && apt-get install -y -q cron"
 
 
 @pytest.mark.slow
-def test_apt_install_cron_with_emulation(private_bundle):
+def test_apt_install_cron_with_emulation(private_bundle, debian_layout_ro, tmp_path):
     status, out = run_sh(private_bundle, APT + " && stat -c %U:%G /var/spool/cron/crontabs /usr/bin/crontab")
     assert status == 0, out[-3000:]
     assert "chown" not in out and "unsandboxed" not in out and "E: " not in out
@@ -270,6 +283,11 @@ def test_apt_install_cron_with_emulation(private_bundle):
         uid, gid = host_owner(rootfs / path)
         assert gid == group["crontab"] and uid in (0, 0xFFFFFFFF)
     assert (rootfs / "usr/bin/crontab").stat().st_mode & 0o2000
+    # What umoci-py repack puts into the layer's tar headers.
+    layer = repacked_layer(private_bundle, debian_layout_ro, tmp_path)
+    spool, crontab = layer["var/spool/cron/crontabs"], layer["usr/bin/crontab"]
+    assert (spool.uid, spool.gid) == (0, group["crontab"])
+    assert (crontab.uid, crontab.gid) == (0, group["crontab"]) and crontab.mode & 0o2000
 
 
 @pytest.mark.slow
