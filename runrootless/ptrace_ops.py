@@ -22,6 +22,8 @@ from ptrace.error import PtraceError
 PTRACE_O_TRACESECCOMP = 0x80
 PTRACE_O_EXITKILL = 0x100000
 PTRACE_EVENT_SECCOMP = 7
+PTRACE_SEIZE = 0x4206
+PTRACE_EVENT_STOP = 128
 PTRACE_O_TRACESYSGOOD = func.PTRACE_O_TRACESYSGOOD
 PTRACE_O_TRACEFORK = func.PTRACE_O_TRACEFORK
 PTRACE_O_TRACEVFORK = func.PTRACE_O_TRACEVFORK
@@ -32,8 +34,7 @@ PTRACE_EVENT_VFORK = func.PTRACE_EVENT_VFORK
 PTRACE_EVENT_CLONE = func.PTRACE_EVENT_CLONE
 PTRACE_EVENT_EXEC = func.PTRACE_EVENT_EXEC
 
-__all__ = ["Regs", "traceme", "setoptions", "cont", "syscall", "get_regs", "set_regs", "event_msg",
-           "is_group_stop"]
+__all__ = ["Regs", "seize", "setoptions", "cont", "syscall", "get_regs", "set_regs", "event_msg"]
 
 
 def _os_error(err: PtraceError) -> OSError:
@@ -41,9 +42,9 @@ def _os_error(err: PtraceError) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def traceme() -> None:
+def seize(pid: int, options: int) -> None:
     try:
-        binding.ptrace_traceme()
+        func.ptrace(PTRACE_SEIZE, pid, 0, options)
     except PtraceError as err:
         raise _os_error(err) from None
 
@@ -91,11 +92,3 @@ def event_msg(pid: int) -> int:
     except PtraceError as err:
         raise _os_error(err) from None
 
-
-def is_group_stop(pid: int) -> bool:
-    """True when a stop is a group-stop rather than a signal to deliver (GETSIGINFO says EINVAL)."""
-    try:
-        binding.ptrace_getsiginfo(pid)
-    except PtraceError as err:
-        return err.errno == 22
-    return False

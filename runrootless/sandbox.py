@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from umoci_py.errors import UmociError
 
-from . import linux, notify, ptrace_ops, seccomp_filter
+from . import linux, notify, seccomp_filter
 from .spec import Mount, RunSpec
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -131,8 +131,7 @@ def setup_main(spec: RunSpec, chans: Channels, host_files: list[str], mounts: li
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         if chans.trace:
-            ptrace_ops.traceme()
-            os.kill(os.getpid(), signal.SIGSTOP)
+            os.kill(os.getpid(), signal.SIGSTOP)   # until the tracer has seized it
         uid, gid = os.getuid(), os.getgid()
         try:
             linux.unshare(linux.CLONE_NEWUSER)

@@ -7,7 +7,13 @@ Every tracee is restarted with PTRACE_CONT, so untrapped syscalls never
 stop; a handler that needs the result asks for the exit stop (PTRACE_SYSCALL).
 The stat family normally never comes here (notify.py answers it); what
 remains are ids, chown, mknod, xattrs, statx and the process life cycle
-(fork/exec events, first stops, signals), about 3.7 stops per process.
+(fork events, first stops, signals), about 3 stops per process.
+
+Tracees are seized (PTRACE_SEIZE), so an exec stops only where
+PTRACE_O_TRACEEXEC is set: for processes whose saved or fs ids differ from
+the effective ones.  A fake root (euid = suid = fsuid = 0, one egid) execs
+with no event; the set-id bits of what it runs are applied when it next
+makes a trapped call (_catch_up_exec), the only way its ids can be seen.
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ from .emulate import ids
 from .emulate.base import AtExit, Call, Creds, Return, TraceeFiles, TraceeMemory, owner_from
 
 OPTIONS = (pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACESECCOMP | pt.PTRACE_O_TRACEFORK
-           | pt.PTRACE_O_TRACEVFORK | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEEXEC
-           | pt.PTRACE_O_EXITKILL)
+           | pt.PTRACE_O_TRACEVFORK | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_EXITKILL)
+# Exec events only for tracees whose ids an ordinary exec changes (see _set_exec_tracing).
+EXEC_OPTIONS = OPTIONS | pt.PTRACE_O_TRACEEXEC
 SKIP = 2**64 - 1
 SECCOMP_NR = 317
 SYSCALL_STOP = signal.SIGTRAP | 0x80
@@ -88,15 +95,20 @@ class Tracer:
     max_tasks: int = 0
     # Exited tracees that may still be zombies of their real parent (checked at the limit only).
     exited: set[int] = field(default_factory=set)
+    # Tracees with exec events on (PTRACE_O_TRACEEXEC; inherited on fork).
+    exec_traced: set[int] = field(default_factory=set)
+    # The executable (st_dev, st_ino) each fake root's ids were last brought up to date for.
+    exe: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def attach(self, pid: int) -> None:
-        """pid is stopped by its own SIGSTOP after PTRACE_TRACEME."""
-        _, status = os.waitpid(pid, linux.WALL)
+        """pid, a child stopped by its own SIGSTOP, is seized and continued."""
+        _, status = os.waitpid(pid, linux.WALL | os.WUNTRACED)
         if not os.WIFSTOPPED(status):
             raise OSError(errno.ESRCH, "traced child died before starting")
-        pt.setoptions(pid, OPTIONS)
-        self.creds[pid] = self.initial.copy()
-        self._resume(pid)
+        creds = self.creds[pid] = self.initial.copy()
+        pt.seize(pid, OPTIONS)
+        self._set_exec_tracing(pid, creds)
+        os.kill(pid, signal.SIGCONT)
 
     def run(self, main_pid: int, companions: tuple[int, ...] = ()) -> int:
         """Serve stops until every child is gone; the exit status of main_pid.
@@ -140,6 +152,8 @@ class Tracer:
         self.expected.discard(pid)
         self.tracees.pop(pid, None)
         self.filtered.discard(pid)
+        self.exec_traced.discard(pid)
+        self.exe.pop(pid, None)
 
     def _tracee(self, pid: int) -> _Tracee:
         tracee = self.tracees.get(pid)
@@ -153,17 +167,18 @@ class Tracer:
     def _stopped(self, pid: int, status: int) -> None:
         sig = os.WSTOPSIG(status)
         event = status >> 16
-        if sig == signal.SIGTRAP and event:
+        if event == pt.PTRACE_EVENT_STOP:
+            if pid not in self.creds:
+                self.held.add(pid)  # first stop of a child whose fork event is still to come
+            else:
+                # A new child's first stop, or a group-stop: job control is not
+                # supported, keep running.
+                self.expected.discard(pid)
+                self._resume(pid)
+        elif sig == signal.SIGTRAP and event:
             self._event(pid, event)
         elif sig == SYSCALL_STOP:
             self._syscall_exit(pid)
-        elif pid not in self.creds:
-            self.held.add(pid)  # first stop of a child whose fork event is still to come
-        elif sig == signal.SIGSTOP and pid in self.expected:
-            self.expected.discard(pid)
-            self._resume(pid)
-        elif sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU) and pt.is_group_stop(pid):
-            self._resume(pid)  # job control is not supported: keep running
         else:
             self._resume(pid, sig)
 
@@ -178,6 +193,10 @@ class Tracer:
             self.creds[child] = (parent if parent is not None else self.initial).copy()
             if pid in self.filtered:
                 self.filtered.add(child)
+            if pid in self.exec_traced:
+                self.exec_traced.add(child)
+            if pid in self.exe:
+                self.exe[child] = self.exe[pid]
             if self.on_new_child is not None:
                 self.on_new_child(child)
             if child in self.held:
@@ -193,6 +212,8 @@ class Tracer:
                     self.creds[pid] = self.creds.pop(former)
                 if former in self.filtered:
                     self.filtered.add(pid)
+                if former in self.exec_traced:
+                    self.exec_traced.add(pid)
                 self._forget(former)
             self._exec(pid)
         self._resume(pid)
@@ -252,9 +273,42 @@ class Tracer:
         creds = self.creds.get(pid)
         if creds is None:
             creds = self.creds[pid] = self.initial.copy()
-        owner, nnp = (0, 0), False
         try:
             info = os.stat(f"/proc/{pid}/exe")
+        except OSError:
+            return
+        self._apply_exec(pid, creds, info)
+        self._set_exec_tracing(pid, creds)
+
+    def _catch_up_exec(self, pid: int, creds: Creds) -> None:
+        """Apply the set-id bits of a fake root's executable if it exec'd since last seen."""
+        try:
+            info = os.stat(f"/proc/{pid}/exe")
+        except OSError:
+            return
+        if self.exe.get(pid) != (info.st_dev, info.st_ino):
+            self.exe[pid] = (info.st_dev, info.st_ino)
+            self._apply_exec(pid, creds, info)
+
+    def _set_exec_tracing(self, pid: int, creds: Creds) -> None:
+        """Exec events for pid unless an exec without set-id bits leaves its ids as they are."""
+        wanted = not (creds.euid == creds.suid == creds.fsuid == 0 and creds.egid == creds.sgid == creds.fsgid)
+        if wanted != (pid in self.exec_traced):
+            pt.setoptions(pid, EXEC_OPTIONS if wanted else OPTIONS)
+            if wanted:
+                self.exec_traced.add(pid)
+                self.exe.pop(pid, None)
+            else:
+                self.exec_traced.discard(pid)
+                try:
+                    info = os.stat(f"/proc/{pid}/exe")
+                except OSError:
+                    return
+                self.exe[pid] = (info.st_dev, info.st_ino)
+
+    def _apply_exec(self, pid: int, creds: Creds, info: os.stat_result) -> None:
+        owner, nnp = (0, 0), False
+        try:
             if info.st_mode & (st.S_ISUID | st.S_ISGID):
                 try:
                     payload = os.getxattr(f"/proc/{pid}/exe", XATTR_NAME)
@@ -288,6 +342,8 @@ class Tracer:
         creds = self.creds.get(pid)
         if creds is None:
             creds = self.creds[pid] = self.initial.copy()
+        if pid not in self.exec_traced:
+            self._catch_up_exec(pid, creds)
         tracee = self._tracee(pid)
         call = Call(nr, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9),
                     creds, tracee.mem, tracee.files)
@@ -298,6 +354,8 @@ class Tracer:
         except Exception:  # noqa: BLE001 - arguments no handler foresaw fail the call, not the run
             self.stats.handler_errors += 1
             result = Return(-errno.EINVAL)
+        if nr in self.setid:
+            self._set_exec_tracing(pid, creds)
         if result is None:
             self._resume(pid)
         elif isinstance(result, Return) and nr in self.setid and self._wants_filter(pid, creds):

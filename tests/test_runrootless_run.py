@@ -164,6 +164,18 @@ def test_setpriv_and_configured_user(debian_bundle):
     assert (status, out.split()) == (0, ["1000", "100", "100", "27"])
 
 
+def test_set_id_executables_raise_effective_ids(private_bundle):
+    # Root execs with no exec event: the bits apply at the program's first trapped call,
+    # also when it is exec'd straight from a shell that has made none.
+    script = ("cp /usr/bin/id /tmp/gid && chown 0:8 /tmp/gid && chmod 2755 /tmp/gid && "
+              "cp /usr/bin/id /tmp/uid && chown 65534:0 /tmp/uid && chmod 4755 /tmp/uid && "
+              "cp /usr/bin/id /tmp/root && chmod 4755 /tmp/root && "
+              "/tmp/gid -g; /tmp/gid -rg; /tmp/uid -u; sh -c 'exec /tmp/gid -g'; "
+              "setpriv --reuid=nobody /tmp/gid -g; setpriv --reuid=nobody /tmp/root -u")
+    status, out = run_sh(private_bundle, script)
+    assert (status, out.split()) == (0, ["8", "0", "65534", "8", "8", "0"])
+
+
 def test_mknod_chown_and_hidden_xattr(private_bundle, debian_layout_ro, tmp_path):
     script = ("mknod /tmp/c c 1 3 && touch /tmp/f && chown 42:43 /tmp/f && chown 44 /tmp/f && "
               "ls -ln /tmp/f | cut -d' ' -f3,4 && chgrp 5 /tmp && stat -c %g /tmp")
