@@ -147,15 +147,7 @@ def write_side(dir_path, name: bytes | str, ino: int, owner: tuple[int, int] | N
     records = {n: r for n, r in records.items() if n != key and _still_there(dir_path, n, r[2])}
     if owner is not None and owner != (0, 0):
         records[key] = (owner[0], owner[1], ino)
-    payload = encode_side(records)
-    if payload is None:
-        try:
-            os.removexattr(dir_path, OWNERS_XATTR)
-        except OSError as err:
-            if err.errno != errno.ENODATA:
-                raise
-    else:
-        os.setxattr(dir_path, OWNERS_XATTR, payload)
+    put_xattr(dir_path, OWNERS_XATTR, encode_side(records))
 
 
 def _still_there(dir_path, name: bytes, ino: int) -> bool:
@@ -165,3 +157,15 @@ def _still_there(dir_path, name: bytes, ino: int) -> bool:
         return os.lstat(os.path.join(os.fsencode(dir_path), name)).st_ino == ino
     except OSError:
         return False
+
+
+def put_xattr(path, name: str, value: bytes | None) -> None:
+    """Set an xattr, or remove it when value is None (an absent one is fine)."""
+    if value is not None:
+        os.setxattr(path, name, value)
+        return
+    try:
+        os.removexattr(path, name)
+    except OSError as err:
+        if err.errno != errno.ENODATA:
+            raise

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Protocol
 
 from umoci_py.errors import LayerError
-from umoci_py.rootless import OWNERS_XATTR, XATTR_NAME, resolve_owner
+from umoci_py.rootless import OWNERS_XATTR, XATTR_NAME, put_xattr, resolve_owner
 
 from .. import linux
 
@@ -221,17 +221,7 @@ def set_xattr_forced(fd: int, info: os.stat_result, name: str, value: bytes | No
     """Set (or remove, value None) an xattr even if the owner lacks write permission."""
     path = fd_path(fd)
 
-    def apply():
-        if value is None:
-            try:
-                os.removexattr(path, name)
-            except OSError as err:
-                if err.errno != errno.ENODATA:
-                    raise
-        else:
-            os.setxattr(path, name, value)
-
-    with_owner_write(fd, info, apply)
+    with_owner_write(fd, info, lambda: put_xattr(path, name, value))
 
 
 def errno_of(err: OSError) -> Return:
