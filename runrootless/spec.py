@@ -52,6 +52,8 @@ def spec_from_bundle(bundle_dir) -> RunSpec:
         raise BundleError(f"{path}: no such file (not a runtime bundle?)") from None
     except (OSError, ValueError) as err:
         raise BundleError(f"{path}: cannot read runtime config: {err}") from None
+    except RecursionError:
+        raise BundleError(f"{path}: cannot read runtime config: JSON nested too deeply") from None
     try:
         process = config["process"]
         args = [str(a) for a in process["args"]]

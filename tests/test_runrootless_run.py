@@ -307,3 +307,12 @@ def test_apt_install_fails_without_emulation(private_bundle):
     status, out = run_sh(private_bundle, APT, emulate=False)
     assert status != 0
     assert "setgroups" in out or "Invalid argument" in out
+
+
+def test_deeply_nested_config_is_a_one_line_error(tmp_path):
+    (tmp_path / "config.json").write_text("[" * 100000 + "]" * 100000)
+    runner = Path(sys.executable).parent / "runrootless"
+    proc = subprocess.run([str(runner), "run", "-b", str(tmp_path), "x"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "nested too deeply" in proc.stderr
