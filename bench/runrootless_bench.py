@@ -98,7 +98,7 @@ class Bench:
     def runrootless(self, script: str, stats: api.Stats, pin: bool | None = None) -> int:
         spec = api.spec_from_bundle(fresh(self.base, self.work))
         spec.args = ["/bin/sh", "-c", script]
-        return api.run(spec, output=self.log.append, pin_cpu=self.pin if pin is None else pin, notify_stat=self.notify, stats=stats)
+        return api.run(spec, output=self.log.append, pin_cpu=self.pin if pin is None else pin, notify=self.notify, stats=stats)
 
     def floor(self, script: str) -> int:
         spec = api.spec_from_bundle(fresh(self.base, self.work))
@@ -182,7 +182,7 @@ def main() -> None:
     floor = medians.get("floor (userns, Sandbox::User=root)")
     proot = medians.get("proot -0")
     print(f"apt-get install of {len(PACKAGES)} packages (+deps) from a loopback archive; "
-          f"median of {opts.repeat}, pin_cpu={bench.pin}, notify_stat={bench.notify}")
+          f"median of {opts.repeat}, pin_cpu={bench.pin}, notify={bench.notify}")
     cpu_medians = {name: statistics.median(t) for name, t in cpu.items()}
     cpu_floor = cpu_medians.get("floor (userns, Sandbox::User=root)")
     floor_runs = times.get("floor (userns, Sandbox::User=root)")

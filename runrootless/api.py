@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mmap
 import os
 import signal
 import socket
@@ -11,12 +10,11 @@ from typing import Callable
 
 from umoci_py.errors import UsageError
 
-from . import notify
-from .emulate import SETID, TABLE, USER_ONLY, user_filter
-from .emulate.stat import NOTIFIED
+from .emulate import EXEC, NOTIFY_TABLE, SETID, TABLE, USER_ONLY, user_filter
 from .emulate.base import Creds
 from .sandbox import FORWARDED_SIGNALS, Channels, SandboxError, prepare_mount_points, setup_main
 from .spec import Mount, RunSpec, spec_from_bundle
+from .supervisor import Supervisor
 from .tracer import Stats, Tracer
 
 __all__ = ["Mount", "RunSpec", "SandboxError", "Stats", "UsageError", "run", "spec_from_bundle"]
@@ -24,18 +22,17 @@ __all__ = ["Mount", "RunSpec", "SandboxError", "Stats", "UsageError", "run", "sp
 
 def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
         on_start: Callable[[int], None] | None = None, pin_cpu: bool = True,
-        notify_stat: bool = True, stats: Stats | None = None) -> int:
+        notify: bool = True, stats: Stats | None = None) -> int:
     """Run spec.args in the container; the exit status (128+signal when killed).
 
     output None inherits stdin/stdout/stderr; otherwise stdin is /dev/null and
     stdout+stderr are merged and streamed to the callback (from a thread).
     on_start gets the host pid of the container's init.  pin_cpu keeps the
-    tracer, the helper and the container on one CPU: a stop then costs a few
-    times less (cross-CPU wake-ups dominate otherwise; on the apt bench,
-    medians of 5, pinned runs were 1.04-1.21x the floor, unpinned
-    1.28-1.55x).  notify_stat serves
-    the stat family from a seccomp user-notification helper instead of
-    ptrace stops (see notify.py).
+    runner and the container on one CPU: a wake-up then costs a few times
+    less (cross-CPU wake-ups dominate otherwise).  notify (the default)
+    answers the emulated calls from a seccomp user-notification listener and
+    traces only tasks whose ids change (supervisor.py); notify=False traces
+    every task and traps every emulated call with ptrace.
     """
     if spec.network not in ("host", "none"):
         raise UsageError(f"network must be 'host' or 'none', not {spec.network!r}")
@@ -46,14 +43,18 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     err_r, err_w = os.pipe()
     out_r, out_w = os.pipe() if output is not None else (None, None)
     start_r, start_w = os.pipe()
-    notified = sorted(NOTIFIED) if spec.emulate and notify_stat else []
-    helper_sock, container_sock = socket.socketpair() if notified else (None, None)
-    chans = Channels(err_w, out_w, trace=spec.emulate,
-                     trapped=[nr for nr in sorted(TABLE) if nr not in notified and nr not in USER_ONLY],
-                     notified=notified, notify_sock=container_sock.fileno() if notified else None,
-                     user_filter=user_filter() if spec.emulate and (spec.uid or spec.gid) else None)
-    served = memoryview(mmap.mmap(-1, 8 * 512)).cast("Q")   # helper's counts per syscall
-    helpers: tuple[int, ...] = ()
+    notify = notify and spec.emulate
+    runner_sock, container_sock = socket.socketpair() if notify else (None, None)
+    initial = Creds.of(spec.uid, spec.gid, spec.additional_gids)
+    as_user = spec.emulate and (spec.uid or spec.gid)
+    base = [nr for nr in sorted(TABLE) if nr not in USER_ONLY]
+    chans = Channels(err_w, out_w, emulate=spec.emulate,
+                     stop_for_tracer=spec.emulate and (as_user or not notify),
+                     trapped=[] if notify else base,
+                     notified=sorted({*NOTIFY_TABLE, *EXEC}) if notify else [],
+                     notify_sock=container_sock.fileno() if notify else None,
+                     user_filter=user_filter() if as_user else None,
+                     max_tasks=spec.max_tasks, runner_pid=os.getpid())
     state = _RunState(on_start)
     affinity = os.sched_getaffinity(0)
     saved_handlers = state.install_forwarding()
@@ -70,31 +71,24 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
             if fd is not None:
                 os.close(fd)
         err_w = out_w = start_w = None
-        if notified:
+        if container_sock is not None:
             container_sock.close()
-            helper = os.fork()
-            if helper == 0:
-                for sig in FORWARDED_SIGNALS:   # the runner forwards them; the helper serves to the end
-                    signal.signal(sig, signal.SIG_IGN)
-                notify.helper_main(helper_sock, served)
-            helper_sock.close()
-            helpers = (helper,)
+            container_sock = None
         if output is not None:
             reader = threading.Thread(target=_pump, args=(out_r, output), daemon=True)
             reader.start()
         if spec.emulate:
-            tracer = Tracer(TABLE, Creds.of(spec.uid, spec.gid, spec.additional_gids),
-                            stats=stats if stats is not None else Stats(),
-                            user_filter=user_filter(), setid=SETID, max_tasks=spec.max_tasks)
+            tracer = Tracer(TABLE, initial, stats=stats if stats is not None else Stats(),
+                            user_filter=user_filter(), setid=SETID, follow_all_execs=notify)
             if chans.user_filter is not None:
                 tracer.filtered.add(pid)
             tracer.on_new_child = state.child_seen
-            tracer.attach(pid)
-            status = tracer.run(pid, companions=helpers)
-            helpers = ()    # reaped with the tracees
-            for nr in notified:
-                if served[nr]:
-                    tracer.stats.notified[nr] += served[nr]
+            if chans.stop_for_tracer:
+                tracer.attach(pid)
+            if notify:
+                status = Supervisor(tracer, NOTIFY_TABLE).run(pid, runner_sock, start_r, state.child_seen)
+            else:
+                status = tracer.run(pid)
         else:
             data = os.read(start_r, 16)
             if data:
@@ -114,12 +108,9 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     finally:
         state.restore(saved_handlers)
         os.sched_setaffinity(0, affinity)
-        for sock in (helper_sock, container_sock):
+        for sock in (runner_sock, container_sock):
             if sock is not None:
                 sock.close()
-        for helper in helpers:   # only when the tracer failed: it reaps the helper otherwise
-            os.kill(helper, signal.SIGKILL)
-            os.waitpid(helper, 0)
         for fd in (err_r, err_w, out_w, start_r, start_w):
             if fd is not None:
                 os.close(fd)

@@ -159,3 +159,15 @@ class VmBuffer:
             raise OSError(err, os.strerror(err))
         if done != len(data):
             raise OSError(14, "short write to tracee memory")
+
+
+_SYS_STATX = ctypes.c_long(332)
+STATX_SIZE = 256
+
+
+def statx(fd: int, flags: int, mask: int) -> bytes:
+    """struct statx of what fd names (AT_EMPTY_PATH is added)."""
+    buf = ctypes.create_string_buffer(STATX_SIZE)
+    _check(_libc.syscall(_SYS_STATX, ctypes.c_int(fd), b"", ctypes.c_int(flags | 0x1000),
+                         ctypes.c_uint(mask), buf))
+    return buf.raw

@@ -23,6 +23,7 @@ PTRACE_O_TRACESECCOMP = 0x80
 PTRACE_O_EXITKILL = 0x100000
 PTRACE_EVENT_SECCOMP = 7
 PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
 PTRACE_EVENT_STOP = 128
 PTRACE_O_TRACESYSGOOD = func.PTRACE_O_TRACESYSGOOD
 PTRACE_O_TRACEFORK = func.PTRACE_O_TRACEFORK
@@ -34,7 +35,7 @@ PTRACE_EVENT_VFORK = func.PTRACE_EVENT_VFORK
 PTRACE_EVENT_CLONE = func.PTRACE_EVENT_CLONE
 PTRACE_EVENT_EXEC = func.PTRACE_EVENT_EXEC
 
-__all__ = ["Regs", "seize", "setoptions", "cont", "syscall", "get_regs", "set_regs", "event_msg"]
+__all__ = ["Regs", "seize", "interrupt", "detach", "setoptions", "cont", "syscall", "get_regs", "set_regs", "event_msg"]
 
 
 def _os_error(err: PtraceError) -> OSError:
@@ -45,6 +46,21 @@ def _os_error(err: PtraceError) -> OSError:
 def seize(pid: int, options: int) -> None:
     try:
         func.ptrace(PTRACE_SEIZE, pid, 0, options)
+    except PtraceError as err:
+        raise _os_error(err) from None
+
+
+def interrupt(pid: int) -> None:
+    """Stop a seized tracee at its next chance (a PTRACE_EVENT_STOP)."""
+    try:
+        func.ptrace(PTRACE_INTERRUPT, pid, 0, 0)
+    except PtraceError as err:
+        raise _os_error(err) from None
+
+
+def detach(pid: int) -> None:
+    try:
+        binding.ptrace_detach(pid, 0)
     except PtraceError as err:
         raise _os_error(err) from None
 

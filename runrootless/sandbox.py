@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import resource
 import signal
 import socket
 import stat as st
@@ -38,11 +39,14 @@ class Channels:
 
     errors: int                    # write end: one-line setup failure
     output: int | None             # write end for stdout+stderr, None to inherit
-    trace: bool                    # stop for the tracer before anything else
+    emulate: bool                  # the workload gets the seccomp filter
+    stop_for_tracer: bool = False  # stop before anything else until the tracer has seized us
     trapped: list[int] = field(default_factory=list)     # calls for the ptrace tracer
-    notified: list[int] = field(default_factory=list)    # calls for the notification helper
+    notified: list[int] = field(default_factory=list)    # calls for the notification listener
     notify_sock: int | None = None  # where the workload sends the notification listener
     user_filter: bytes | None = None  # second filter, for a workload started as a non-root user
+    max_tasks: int = 0             # RLIMIT_NPROC inside the user namespace (0: unchanged)
+    runner_pid: int = 0            # the container dies with it (most tasks are not traced)
 
 
 class MountPoints:
@@ -123,6 +127,9 @@ def setup_main(spec: RunSpec, chans: Channels, host_files: list[str], mounts: li
                started: int) -> None:
     """The forked child: enter the namespaces, start init, exit with its status."""
     try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != chans.runner_pid:
+            os._exit(1)   # the runner is already gone
         if chans.output is not None:
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
@@ -130,7 +137,7 @@ def setup_main(spec: RunSpec, chans: Channels, host_files: list[str], mounts: li
             os.dup2(chans.output, 2)
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
-        if chans.trace:
+        if chans.stop_for_tracer:
             os.kill(os.getpid(), signal.SIGSTOP)   # until the tracer has seized it
         uid, gid = os.getuid(), os.getgid()
         try:
@@ -140,6 +147,8 @@ def setup_main(spec: RunSpec, chans: Channels, host_files: list[str], mounts: li
         for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
             with open(f"/proc/self/{name}", "w") as fh:
                 fh.write(text)
+        if chans.max_tasks:
+            _limit_tasks(chans.max_tasks)
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
         if spec.network == "none":
             flags |= linux.CLONE_NEWNET
@@ -214,6 +223,7 @@ def _loopback_up() -> None:
 def init_main(spec: RunSpec, chans: Channels, host_files: list[str], mounts: list[Mount]) -> None:
     """pid 1 of the container: build the mount tree, start the workload, reap."""
     try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)   # with setup, which dies with the runner
         root = str(spec.rootfs)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         linux.mount(root, root, None, linux.MS_BIND | linux.MS_REC)
@@ -256,17 +266,27 @@ def init_main(spec: RunSpec, chans: Channels, host_files: list[str], mounts: lis
             os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
 
 
+def _limit_tasks(limit: int) -> None:
+    """Fork bombs end in EAGAIN: RLIMIT_NPROC, set after the user namespace exists.
+
+    Since Linux 5.14 the count is kept per user namespace: it covers the
+    tasks (threads and unreaped zombies included) of this container only,
+    while the namespace keeps the caller's own limit for the host side.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
 def _install_filter(chans: Channels) -> None:
-    """The seccomp filter; without user notifications (before Linux 5.0) ptrace takes every call."""
     if not chans.notified:
         seccomp_filter.install(chans.trapped)
         return
     try:
         listener = seccomp_filter.install(chans.trapped, chans.notified)
-    except OSError:
-        os.close(chans.notify_sock)
-        seccomp_filter.install(chans.trapped + chans.notified)
-        return
+    except OSError as err:
+        _fail(chans, f"seccomp user notification is unavailable (Linux 5.5 or later, or notify=False): "
+                     f"{err.strerror}")
     notify.send_listener(chans.notify_sock, listener)
 
 
@@ -287,7 +307,7 @@ def workload_main(spec: RunSpec, chans: Channels) -> None:
     try:
         for sig in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
-        if chans.trace:
+        if chans.emulate:
             _install_filter(chans)
             if chans.user_filter is not None:
                 seccomp_filter.install_program(chans.user_filter)

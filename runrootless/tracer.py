@@ -1,19 +1,25 @@
-"""The ptrace loop: seccomp stops dispatched to the emulation table.
+"""The ptrace side: seccomp stops dispatched to the emulation table, forks and execs followed.
 
 ptrace requests go through python-ptrace's binding layer (ptrace_ops.py);
 its debugger objects would add per-stop bookkeeping on the hot path.
 
 Every tracee is restarted with PTRACE_CONT, so untrapped syscalls never
 stop; a handler that needs the result asks for the exit stop (PTRACE_SYSCALL).
-The stat family normally never comes here (notify.py answers it); what
-remains are ids, chown, mknod, xattrs, statx and the process life cycle
-(fork events, first stops, signals), about 3 stops per process.
+
+Under user notification (supervisor.py, the default) only tasks whose ids
+differ from the initial ones are traced: they are seized while they wait
+for the answer to the set*id call (or the execve of a set-id file) that
+changes them, and what stops here is their life cycle (forks, whose
+children inherit their credentials; execs) and the calls of the user
+filter a non-root task gets (creations, permission checks).  With
+notify=False every task is traced and every emulated call stops here.
 
 Tracees are seized (PTRACE_SEIZE), so an exec stops only where
-PTRACE_O_TRACEEXEC is set: for processes whose saved or fs ids differ from
-the effective ones.  A fake root (euid = suid = fsuid = 0, one egid) execs
-with no event; the set-id bits of what it runs are applied when it next
-makes a trapped call (_catch_up_exec), the only way its ids can be seen.
+PTRACE_O_TRACEEXEC is set: under user notification for every tracee;
+otherwise for tracees whose saved or fs ids differ from the effective ones.
+A fake root (euid = suid = fsuid = 0, one egid) then execs with no event;
+the set-id bits of what it runs are applied when it next makes a trapped
+call (_catch_up_exec), the only way its ids can be seen.
 """
 
 from __future__ import annotations
@@ -43,8 +49,8 @@ SKIP = 2**64 - 1
 SECCOMP_NR = 317
 SYSCALL_STOP = signal.SIGTRAP | 0x80
 SECCOMP_STOP = signal.SIGTRAP | pt.PTRACE_EVENT_SECCOMP << 8   # status >> 8 of a seccomp stop
-# The syscall instruction a new task returns to -> exit's number in that ABI.
-_EXIT_AFTER = {b"\x0f\x05": 60, b"\xcd\x80": 1}
+SYSCALL_INSN = b"\x0f\x05"
+_ENTRY = object()   # pending marker: the next syscall stop is an injected call's entry
 
 
 @dataclass
@@ -57,7 +63,6 @@ class Stats:
     by_nr: Counter = field(default_factory=Counter)               # trapped calls per syscall
     ns_by_nr: Counter = field(default_factory=Counter)            # tracer time per syscall
     notified: Counter = field(default_factory=Counter)            # answered by the notify helper
-    refused_forks: int = 0                                        # fork/clone failed by max_tasks
     handler_errors: int = 0                                       # handler bugs, answered EINVAL
 
 
@@ -91,10 +96,14 @@ class Tracer:
     user_filter: bytes | None = None
     setid: frozenset[int] = frozenset()
     filtered: set[int] = field(default_factory=set)
-    # Tracees plus unreaped zombies beyond which fork/clone fail with EAGAIN (0: no limit).
-    max_tasks: int = 0
-    # Exited tracees that may still be zombies of their real parent (checked at the limit only).
-    exited: set[int] = field(default_factory=set)
+    # Exec events for every tracee: under user notification no trapped call could catch up.
+    follow_all_execs: bool = False
+    # Exit status of the main pid, once it has ended.
+    result: int = 1
+    # Tracees stopped by PTRACE_INTERRUPT to get the user filter: the set*id result to return.
+    inject: dict[int, int] = field(default_factory=dict)
+    # Seized tasks stopped by PTRACE_INTERRUPT to be let go (their ids are the initial ones again).
+    detach: set[int] = field(default_factory=set)
     # Tracees with exec events on (PTRACE_O_TRACEEXEC; inherited on fork).
     exec_traced: set[int] = field(default_factory=set)
     # The executable (st_dev, st_ino) each fake root's ids were last brought up to date for.
@@ -106,44 +115,77 @@ class Tracer:
         if not os.WIFSTOPPED(status):
             raise OSError(errno.ESRCH, "traced child died before starting")
         creds = self.creds[pid] = self.initial.copy()
-        pt.seize(pid, OPTIONS)
+        pt.seize(pid, EXEC_OPTIONS if self.follow_all_execs else OPTIONS)
+        if self.follow_all_execs:
+            self.exec_traced.add(pid)
         self._set_exec_tracing(pid, creds)
         os.kill(pid, signal.SIGCONT)
 
-    def run(self, main_pid: int, companions: tuple[int, ...] = ()) -> int:
-        """Serve stops until every child is gone; the exit status of main_pid.
+    def seize(self, pid: int, creds: Creds) -> None:
+        """Follow a running task from now on (its forks inherit creds; exec events on).
 
-        companions are untraced children (the notification helper), killed
-        once main_pid is gone should they still be running.
+        Under user notification only tasks whose credentials differ from the
+        initial ones are traced; pid is blocked in a notification meanwhile.
         """
-        result = 1
-        waitpid, stats = os.waitpid, self.stats
+        self.creds[pid] = creds
+        try:
+            pt.seize(pid, EXEC_OPTIONS)
+        except ProcessLookupError:
+            self._forget(pid)
+            return
+        except OSError:
+            return   # traced by someone else (a debugger in the container): ids kept, forks not followed
+        self.exec_traced.add(pid)
+
+    def request_filter(self, pid: int, value: int) -> None:
+        """Give the user filter to a seized task blocked in a set*id notification.
+
+        PTRACE_INTERRUPT before the answer: the task stops on its way out of
+        the call, before running any instruction of its own, and
+        _inject_at_interrupt makes it install the filter then return value.
+        """
+        if pid in self.exec_traced and self.user_filter is not None:
+            try:
+                pt.interrupt(pid)
+            except OSError:
+                return
+            self.inject[pid] = value
+
+    def request_detach(self, pid: int) -> None:
+        """Stop following a seized task whose ids are the initial ones again (and has no user filter)."""
+        if pid in self.exec_traced and pid not in self.filtered and pid not in self.inject:
+            try:
+                pt.interrupt(pid)
+            except OSError:
+                return
+            self.detach.add(pid)
+
+    def run(self, main_pid: int) -> int:
+        """Serve stops until every child is gone; the exit status of main_pid."""
+        waitpid = os.waitpid
         while True:
             try:
                 pid, status = waitpid(-1, linux.WALL)
             except ChildProcessError:
-                return result
-            stats.stops += 1
-            if status & 0xFF != 0x7F:   # exited or killed (not stopped)
-                self._forget(pid)
-                if self.max_tasks:
-                    self.exited.add(pid)
-                if pid == main_pid:
-                    result = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
-                              else 128 + os.WTERMSIG(status))
-                    for companion in companions:
-                        try:
-                            os.kill(companion, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                continue
-            try:
-                if status >> 8 == SECCOMP_STOP:
-                    self._seccomp(pid)
-                else:
-                    self._stopped(pid, status)
-            except ProcessLookupError:
-                self._forget(pid)  # killed while stopped (e.g. SIGKILL mid-syscall)
+                return self.result
+            self.handle(pid, status, main_pid)
+
+    def handle(self, pid: int, status: int, main_pid: int) -> None:
+        """One waitpid report: a stop to serve, or a task's end."""
+        self.stats.stops += 1
+        if status & 0xFF != 0x7F:   # exited or killed (not stopped)
+            self._forget(pid)
+            if pid == main_pid:
+                self.result = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                               else 128 + os.WTERMSIG(status))
+            return
+        try:
+            if status >> 8 == SECCOMP_STOP:
+                self._seccomp(pid)
+            else:
+                self._stopped(pid, status)
+        except ProcessLookupError:
+            self._forget(pid)  # killed while stopped (e.g. SIGKILL mid-syscall)
 
     def _forget(self, pid: int) -> None:
         self.creds.pop(pid, None)
@@ -154,6 +196,8 @@ class Tracer:
         self.filtered.discard(pid)
         self.exec_traced.discard(pid)
         self.exe.pop(pid, None)
+        self.inject.pop(pid, None)
+        self.detach.discard(pid)
 
     def _tracee(self, pid: int) -> _Tracee:
         tracee = self.tracees.get(pid)
@@ -168,7 +212,12 @@ class Tracer:
         sig = os.WSTOPSIG(status)
         event = status >> 16
         if event == pt.PTRACE_EVENT_STOP:
-            if pid not in self.creds:
+            if pid in self.inject:
+                self._inject_at_interrupt(pid)
+            elif pid in self.detach:
+                self._forget(pid)
+                pt.detach(pid)
+            elif pid not in self.creds:
                 self.held.add(pid)  # first stop of a child whose fork event is still to come
             else:
                 # A new child's first stop, or a group-stop: job control is not
@@ -179,16 +228,12 @@ class Tracer:
             self._event(pid, event)
         elif sig == SYSCALL_STOP:
             self._syscall_exit(pid)
-        else:
-            self._resume(pid, sig)
+        else:   # a signal: delivered; a pending exit stop must still come
+            self._resume(pid, sig, pt.syscall if pid in self.pending else pt.cont)
 
     def _event(self, pid: int, event: int) -> None:
         if event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
             child = pt.event_msg(pid)
-            self.exited.discard(child)
-            if self.max_tasks and self._at_limit():
-                self._refuse(pid, child)
-                return
             parent = self.creds.get(pid)
             self.creds[child] = (parent if parent is not None else self.initial).copy()
             if pid in self.filtered:
@@ -218,57 +263,6 @@ class Tracer:
             self._exec(pid)
         self._resume(pid)
 
-    def _at_limit(self) -> bool:
-        if len(self.creds) + len(self.exited) < self.max_tasks:
-            return False
-        self.exited = {pid for pid in self.exited if _is_zombie(pid)}
-        return len(self.creds) + len(self.exited) >= self.max_tasks
-
-    def _refuse(self, parent: int, child: int) -> None:
-        """Undo a fork/clone past max_tasks: the parent's call returns EAGAIN.
-
-        The child already exists, stopped before its first instruction; it is
-        sent through exit(0) at the syscall instruction it returns to (a
-        SIGKILL would take a new thread's whole process with it), and it is
-        gone before the parent resumes.
-        """
-        self.stats.refused_forks += 1
-        stopped = child in self.held or self._wait_stopped(child)
-        self.held.discard(child)
-        if stopped:
-            try:
-                regs = pt.get_regs(child, self.regs)
-                try:
-                    insn = self.vm.read(child, regs.rip - 2, 2)
-                except OSError:
-                    insn = b""
-                if insn in _EXIT_AFTER:
-                    regs.rip -= 2
-                    regs.rax = _EXIT_AFTER[insn]
-                    regs.rdi = regs.rbx = 0
-                    pt.set_regs(child, regs)
-                    pt.cont(child, 0)
-                else:
-                    os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass    # killed meanwhile: only its end is left to collect
-            while self._wait_stopped(child):
-                try:
-                    pt.cont(child, 0)
-                except ProcessLookupError:
-                    pass
-        self.exited.add(child)   # a process child stays a zombie until its parent waits
-        self._fail_with_eagain(parent)
-
-    def _wait_stopped(self, pid: int) -> bool:
-        """Wait for pid's next stop (True) or its end (False)."""
-        _, status = os.waitpid(pid, linux.WALL)
-        return os.WIFSTOPPED(status)
-
-    def _fail_with_eagain(self, pid: int) -> None:
-        self.pending[pid] = (lambda _call, _value: -errno.EAGAIN, None)
-        self._resume(pid, request=pt.syscall)
-
     def _exec(self, pid: int) -> None:
         creds = self.creds.get(pid)
         if creds is None:
@@ -292,6 +286,8 @@ class Tracer:
 
     def _set_exec_tracing(self, pid: int, creds: Creds) -> None:
         """Exec events for pid unless an exec without set-id bits leaves its ids as they are."""
+        if self.follow_all_execs:
+            return
         wanted = not (creds.euid == creds.suid == creds.fsuid == 0 and creds.egid == creds.sgid == creds.fsgid)
         if wanted != (pid in self.exec_traced):
             pt.setoptions(pid, EXEC_OPTIONS if wanted else OPTIONS)
@@ -402,8 +398,37 @@ class Tracer:
         self.pending[pid] = (None, saved)
         self._resume(pid, request=pt.syscall)
 
+    def _inject_at_interrupt(self, pid: int) -> None:
+        """At the interrupt stop after a set*id call: run seccomp(SET_MODE_FILTER) through
+        that call's own syscall instruction, then restore every register with the result."""
+        value = self.inject.pop(pid)
+        regs = pt.get_regs(pid, self.regs)
+        saved = pt.Regs.from_buffer_copy(regs)
+        saved.rax = value & SKIP
+        saved.orig_rax = SKIP   # no syscall restart: the call is answered
+        prog = self.user_filter
+        addr = (regs.rsp - 128 - 16 - len(prog)) & ~0xF
+        try:
+            if self.vm.read(pid, regs.rip - 2, 2) != SYSCALL_INSN:
+                raise OSError(errno.EFAULT, "no syscall instruction")
+            self.vm.write(pid, addr, struct.pack("HxxxxxxQ", len(prog) // 8, addr + 16) + prog)
+        except OSError:
+            pt.set_regs(pid, saved)   # ids changed, creations stay unrecorded
+            self._resume(pid)
+            return
+        regs.rip -= 2
+        regs.orig_rax = SKIP
+        regs.rax, regs.rdi, regs.rsi, regs.rdx = SECCOMP_NR, 1, 0, addr   # SECCOMP_SET_MODE_FILTER
+        pt.set_regs(pid, regs)
+        self.pending[pid] = (_ENTRY, saved)
+        self._resume(pid, request=pt.syscall)
+
     def _syscall_exit(self, pid: int) -> None:
         entry = self.pending.pop(pid, None)
+        if entry is not None and entry[0] is _ENTRY:   # the injected call's entry: on to its exit
+            self.pending[pid] = (None, entry[1])
+            self._resume(pid, request=pt.syscall)
+            return
         if entry is not None and entry[0] is None:   # after _inject_filter
             regs = pt.get_regs(pid, self.regs)
             if regs.rax == 0:
@@ -428,11 +453,3 @@ class Tracer:
                 pt.set_regs(pid, regs)
             self.stats.ns_by_nr[regs.orig_rax] += time.perf_counter_ns() - start
         self._resume(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False

@@ -233,9 +233,9 @@ def test_stat_patches_owner_at_exit_only_when_recorded(stat_env):
 def test_notified_stat_continues_for_plain_files_and_writes_the_whole_struct_otherwise(stat_env):
     tmp, files, mem, plain, owned, buf = stat_env
     continue_ = (0, 0, 1)   # SECCOMP_USER_NOTIF_FLAG_CONTINUE: the kernel runs the call
-    assert notify.answer(make_call(262, (AT_FDCWD, plain, buf, 0), files, mem=mem)) == continue_
-    assert notify.answer(make_call(262, (AT_FDCWD, owned, buf, 0x80000), files, mem=mem)) == continue_
-    assert notify.answer(make_call(262, (AT_FDCWD, owned, buf, 0), files, mem=mem)) == (0, 0, 0)
+    assert notify.answer(stat_h.NOTIFY_HANDLERS[262], make_call(262, (AT_FDCWD, plain, buf, 0), files, mem=mem)) == continue_
+    assert notify.answer(stat_h.NOTIFY_HANDLERS[262], make_call(262, (AT_FDCWD, owned, buf, 0x80000), files, mem=mem)) == continue_
+    assert notify.answer(stat_h.NOTIFY_HANDLERS[262], make_call(262, (AT_FDCWD, owned, buf, 0), files, mem=mem)) == (0, 0, 0)
     # Exactly the kernel's struct stat, but for the owner.
     libc = ctypes.CDLL(None, use_errno=True)
     real = ctypes.create_string_buffer(144)
@@ -245,10 +245,10 @@ def test_notified_stat_continues_for_plain_files_and_writes_the_whole_struct_oth
     assert got[:28] + got[36:] == real.raw[:28] + real.raw[36:]
     os.symlink(tmp / "owned", tmp / "fd" / "5")
     mem.write(buf, bytes(144))
-    assert notify.answer(make_call(5, (5, buf), files, mem=mem)) == (0, 0, 0)       # fstat
+    assert notify.answer(stat_h.NOTIFY_HANDLERS[5], make_call(5, (5, buf), files, mem=mem)) == (0, 0, 0)       # fstat
     assert struct.unpack_from("IIq", mem.read(buf, 48), 28)[:2] == (0, 42)
     bad = make_call(262, (AT_FDCWD, owned, 0x10, 0), files, mem=mem)                # unwritable buffer
-    assert notify.answer(bad) == (0, -errno.EFAULT, 0)
+    assert notify.answer(stat_h.NOTIFY_HANDLERS[262], bad) == (0, -errno.EFAULT, 0)
 
 
 def test_fstat_and_statx_patch_their_own_layouts(env):

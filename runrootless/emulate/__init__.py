@@ -11,6 +11,14 @@ TABLE = {**ids.HANDLERS, **owner.HANDLERS, **stat.HANDLERS, **mknod.HANDLERS, **
 USER_ONLY = frozenset(user.HANDLERS)
 # set*id calls after which a process may need the user filter.
 SETID = frozenset({105, 106, 113, 114, 117, 119, 122, 123})
+# Calls that change the caller's credentials.
+MUTATING = SETID | {116}
+# execve, execveat: notified so that a set-id executable's new ids can be followed.
+EXEC = frozenset({59, 322})
+# What the user-notification listener answers: every call of the first filter,
+# with the handlers that would need an exit stop replaced by ones that do the work.
+NOTIFY_TABLE = {**{nr: fn for nr, fn in TABLE.items() if nr not in USER_ONLY},
+                **stat.NOTIFY_HANDLERS, **xattr.NOTIFY_HANDLERS, **mknod.NOTIFY_HANDLERS}
 
 # x86_64 names of the trapped syscalls (for statistics).
 NAMES = {
@@ -25,7 +33,7 @@ NAMES = {
     2: "open", 257: "openat", 437: "openat2", 85: "creat", 83: "mkdir", 258: "mkdirat", 88: "symlink",
     266: "symlinkat", 86: "link", 265: "linkat", 82: "rename", 264: "renameat", 316: "renameat2",
     87: "unlink", 84: "rmdir", 263: "unlinkat", 21: "access", 269: "faccessat", 439: "faccessat2",
-    90: "chmod", 91: "fchmod", 268: "fchmodat", 452: "fchmodat2",
+    59: "execve", 322: "execveat", 90: "chmod", 91: "fchmod", 268: "fchmodat", 452: "fchmodat2",
 }
 
 

@@ -15,7 +15,7 @@ import stat as st
 from umoci_py.rootless import XATTR_NAME, encode_owner
 
 from . import user
-from .base import AT_FDCWD, DEVICE_XATTR, Call, Return, errno_of, fd_path
+from .base import AT_FDCWD, DEVICE_XATTR, AtExit, Call, Return, errno_of, fd_path
 
 
 def device_marker(mode: int, dev: int) -> bytes | None:
@@ -69,4 +69,30 @@ def mknodat(call: Call):
     return _mknod(call, call.int_arg(0), 1, call.id_arg(2), call.args[3])
 
 
+def _mknod_notified(call: Call, dirfd: int, path_arg: int, mode: int, dev: int) -> Return | None:
+    """Under user notification there is no exit stop: a non-root FIFO is made here, then recorded."""
+    result = _mknod(call, dirfd, path_arg, mode, dev)
+    if not isinstance(result, AtExit):
+        return result
+    try:
+        path = call.path_arg(path_arg)
+        parent, _, name = path.rstrip(b"/").rpartition(b"/")
+        if path.startswith(b"/") and not parent:
+            parent = b"/"
+        parent_fd = call.files.open(dirfd, parent, empty_path=not parent)
+        try:
+            os.mknod(name, mode & ~call.files.umask(), dev, dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
+        value = 0
+    except OSError as err:
+        value = -(err.errno or errno.EIO)
+    replaced = result.fn(call, value)
+    return Return(value if replaced is None else replaced)
+
+
+NOTIFY_HANDLERS = {
+    133: lambda call: _mknod_notified(call, AT_FDCWD, 0, call.id_arg(1), call.args[2]),
+    259: lambda call: _mknod_notified(call, call.int_arg(0), 1, call.id_arg(2), call.args[3]),
+}
 HANDLERS = {133: mknod, 259: mknodat}

@@ -1,11 +1,10 @@
 """stat family: report the owner recorded in user.rootlesscontainers.
 
 The owner is looked up before the call runs; files without the xattr (most
-of a rootfs) need nothing more.  stat/fstat/lstat/newfstatat normally go to
-the notification helper (notify.py), which then writes the whole struct
-itself (pack_stat).  Under ptrace (statx always, the others on kernels
-without user notification) the kernel fills the buffer and the exit stop
-patches the owner.
+of a rootfs) need nothing more.  Answered from a user notification
+(NOTIFY_HANDLERS), the whole struct is written here (pack_stat, or the
+kernel's statx of the file); under ptrace the kernel fills the buffer and
+the exit stop patches the owner.
 """
 
 from __future__ import annotations
@@ -17,7 +16,9 @@ import struct
 from umoci_py.errors import LayerError
 from umoci_py.rootless import XATTR_NAME, read_side, side_owner
 
-from .base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, can_hold_xattr, fd_path, owner_from
+from ..linux import O_PATH, statx as statx_raw
+from .base import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, Return, can_hold_xattr, fd_path,
+                   owner_from)
 
 STAT_UID_OFFSET = 28          # struct stat on x86_64: st_uid, st_gid follow
 STATX_UID_OFFSET = 20         # struct statx: stx_uid, stx_gid follow
@@ -127,14 +128,52 @@ def newfstatat(call: Call):
 
 
 AT_FLAGS = AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | 0x800   # | AT_NO_AUTOMOUNT
+AT_STATX_SYNC_TYPE = 0x6000
 
-# The calls a user-notification listener can answer alone: nr -> (lookup, buffer argument).
-NOTIFIED = {
-    4: (lambda call: lookup(call, AT_FDCWD, 0, 0), 1),                            # stat
-    5: (lambda call: lookup_fd(call, 0), 1),                                      # fstat
-    6: (lambda call: lookup(call, AT_FDCWD, 0, AT_SYMLINK_NOFOLLOW), 1),          # lstat
-    262: (lambda call: None if call.int_arg(3) & ~AT_FLAGS                        # newfstatat
-          else lookup(call, call.int_arg(0), 1, call.int_arg(3)), 2),
+
+def _answer(call: Call, found: Found | None, buf_arg: int) -> Return | None:
+    """A notified stat: the whole struct written here when a recorded owner applies."""
+    if found is None:
+        return None
+    call.mem.write(call.args[buf_arg], pack_stat(found[1], found[0]))
+    return Return(0)
+
+
+def statx_notified(call: Call) -> Return | None:
+    """statx under user notification: the kernel's statx of the file, with the emulated owner."""
+    dirfd, flags, mask = call.int_arg(0), call.int_arg(2), call.id_arg(3)
+    try:
+        path = call.path_arg(1)
+        if not path and flags & AT_EMPTY_PATH:
+            fd = os.open(call.files.cwd if dirfd == AT_FDCWD else call.files.fd_link(dirfd), O_PATH | os.O_CLOEXEC)
+        else:
+            fd = call.files.open(dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        found = _lookup_at(call, fd_path(fd)) or _side_lookup(call, dirfd, path, fd)
+        if found is None:
+            return None
+        buf = bytearray(statx_raw(fd, flags & AT_STATX_SYNC_TYPE, mask))
+    finally:
+        os.close(fd)
+    got = int.from_bytes(buf[:4], "little")
+    if got & STATX_UID:
+        buf[STATX_UID_OFFSET:STATX_UID_OFFSET + 4] = struct.pack("I", found[0][0])
+    if got & STATX_GID:
+        buf[STATX_UID_OFFSET + 4:STATX_UID_OFFSET + 8] = struct.pack("I", found[0][1])
+    call.mem.write(call.args[4], bytes(buf))
+    return Return(0)
+
+
+# The stat family as a user-notification listener answers it: alone, in one wake-up.
+NOTIFY_HANDLERS = {
+    4: lambda call: _answer(call, lookup(call, AT_FDCWD, 0, 0), 1),                          # stat
+    5: lambda call: _answer(call, lookup_fd(call, 0), 1),                                    # fstat
+    6: lambda call: _answer(call, lookup(call, AT_FDCWD, 0, AT_SYMLINK_NOFOLLOW), 1),        # lstat
+    262: lambda call: (None if call.int_arg(3) & ~AT_FLAGS                                   # newfstatat
+                       else _answer(call, lookup(call, call.int_arg(0), 1, call.int_arg(3)), 2)),
+    332: statx_notified,
 }
 
 

@@ -7,8 +7,9 @@ query (size 0) still counts them, which only over-allocates.
 from __future__ import annotations
 
 import errno
+import os
 
-from .base import HIDDEN_XATTRS, AtExit, Call, Return, read_cstr
+from .base import AT_FDCWD, HIDDEN_XATTRS, AtExit, Call, Return, can_hold_xattr, fd_path, read_cstr
 
 
 def _is_hidden(call: Call) -> bool:
@@ -45,6 +46,47 @@ def _filter_list(call: Call, result: int) -> int | None:
 def listxattr(call: Call):
     return AtExit(_filter_list) if call.args[2] else None
 
+
+def _list_here(call: Call, target: str) -> Return | None:
+    info = os.stat(target)
+    if not can_hold_xattr(info.st_mode):
+        return None   # symlinks, FIFOs, sockets: none of ours can be there
+    data = b"".join(os.fsencode(name) + b"\0" for name in os.listxattr(target))
+    kept = filter_names(data)
+    if len(kept) == len(data):
+        return None
+    if call.args[2] < len(kept):
+        return Return(-errno.ERANGE)
+    call.mem.write(call.args[1], kept)
+    return Return(len(kept))
+
+
+def list_notified(follow: bool):
+    """(l)listxattr answered here: the list without our names (None: nothing to hide)."""
+    def handler(call: Call) -> Return | None:
+        if not call.args[2]:
+            return None
+        try:
+            fd = call.files.open(AT_FDCWD, call.path_arg(0), follow=follow)
+        except OSError:
+            return None   # the kernel fails it the same way
+        try:
+            return _list_here(call, fd_path(fd))
+        finally:
+            os.close(fd)
+    return handler
+
+
+def flist_notified(call: Call) -> Return | None:
+    if not call.args[2]:
+        return None
+    try:
+        return _list_here(call, call.files.fd_link(call.int_arg(0)))
+    except OSError:
+        return None
+
+
+NOTIFY_HANDLERS = {194: list_notified(True), 195: list_notified(False), 196: flist_notified}
 
 HANDLERS = {
     188: setxattr, 189: setxattr, 190: setxattr,          # set, lset, fset

@@ -1,0 +1,193 @@
+"""The run loop under user notification: emulated calls answered from the listener,
+ptrace kept for the tasks whose credentials differ from the initial ones.
+
+Every emulated call of the first filter, and execve, comes to the listener;
+the caller wakes once with the answer, without a ptrace stop.  A task whose
+credentials stay the initial ones (the fake root of an apt or dpkg run, and
+everything it forks) needs nothing else: its ids are the initial ones, so
+it is never traced and its forks, signals and exits cost nothing.  A task
+that changes its ids (set*id, setgroups) or execs a set-id file that would
+is seized then, while it waits for the answer; from there the tracer
+follows its forks (children inherit its credentials), its execs, and its
+user filter (creations and permission checks of a non-root user).  When the
+run starts as a non-root user, every task is traced from the start.
+
+One thread serves the listener and makes every ptrace request; another
+only waits for ptrace stops and exits and hands them over.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import stat as st
+import threading
+from collections import deque
+from typing import Callable
+
+from . import linux, notify
+from .emulate import EXEC, MUTATING, SETID, ids
+from .emulate.base import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, Call, Return, TraceeFiles, TraceeMemory,
+                           emulated_owner)
+from .tracer import Tracer
+
+_VIEWS_MAX = 4096
+
+
+class Supervisor:
+    def __init__(self, tracer: Tracer, table: dict[int, Callable]):
+        self.tracer = tracer
+        self.table = table
+        self.listener: notify.Listener | None = None
+        self.views: dict[int, tuple[TraceeMemory, TraceeFiles]] = {}
+
+    def run(self, main_pid: int, sock: socket.socket, start_fd: int, started: Callable[[int], None]) -> int:
+        """Serve until every child and tracee is gone; the exit status of main_pid.
+
+        sock brings the listener from the workload; start_fd the host pid of
+        the container's init.  waitpid runs in a thread of its own (reports
+        come through a pipe): SIGCHLD cannot be relied on when the runner has
+        other threads, and every ptrace request stays in this thread.
+        """
+        reports: deque = deque()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        waiter = threading.Thread(target=_wait_all, args=(reports, wake_w), daemon=True)
+        waiter.start()
+        poller = select.poll()
+        for fd in (wake_r, sock.fileno(), start_fd):
+            poller.register(fd, select.POLLIN)
+        try:
+            while True:
+                for fd, events in poller.poll():
+                    if self.listener is not None and fd == self.listener.fd:
+                        if events & select.POLLIN:
+                            self._serve_one()
+                        elif events & (select.POLLHUP | select.POLLERR):
+                            poller.unregister(fd)   # no task uses the filter any more
+                    elif fd == wake_r:
+                        _drain(wake_r)
+                        while reports:
+                            report = reports.popleft()
+                            if report is None:
+                                return self.tracer.result
+                            self.tracer.handle(*report, main_pid)
+                    elif fd == start_fd:
+                        poller.unregister(fd)
+                        data = os.read(fd, 16)
+                        if data:
+                            started(int(data))
+                    else:
+                        poller.unregister(fd)
+                        listener = notify.receive_listener(sock)
+                        if listener is not None:
+                            self.listener = notify.Listener(listener)
+                            poller.register(listener, select.POLLIN)
+        finally:
+            waiter.join()
+            os.close(wake_r)
+            if self.listener is not None:
+                os.close(self.listener.fd)
+
+    def _serve_one(self) -> None:
+        got = self.listener.recv()
+        if got is not None:
+            notif_id, tid, nr, args = got
+            self.listener.send(notif_id, self.answer(tid, nr, args))
+            tracer = self.tracer
+            if nr in MUTATING and tid in tracer.exec_traced and tracer.creds.get(tid) == tracer.initial:
+                # A temporary seteuid and back (apt as root does): untraced again, after the answer
+                # (the call then completes without a restart).
+                tracer.request_detach(tid)
+
+    def _view(self, tid: int) -> tuple[TraceeMemory, TraceeFiles]:
+        view = self.views.get(tid)
+        if view is None:   # tids are reused, but a view holds only /proc/TID paths
+            if len(self.views) >= _VIEWS_MAX:
+                self.views.clear()
+            tracer = self.tracer
+            view = self.views[tid] = (TraceeMemory(tid, tracer.vm), TraceeFiles.for_pid(tid, *tracer.host_ids))
+        return view
+
+    def answer(self, tid: int, nr: int, args: tuple[int, ...]) -> tuple[int, int, int]:
+        """(val, error, flags) for one notified call."""
+        tracer = self.tracer
+        stats = tracer.stats
+        stats.notified[nr] += 1
+        creds = tracer.creds.get(tid)
+        try:
+            if nr in EXEC:
+                return self._exec(tid, nr, args, creds)
+            handler = self.table.get(nr)
+            if handler is None:
+                return notify.CONTINUE
+            if creds is None and nr in MUTATING:
+                creds = tracer.initial.copy()
+                result = notify.run_handler(handler, Call(nr, args, creds, *self._view(tid)))
+                if creds == tracer.initial:
+                    return notify.response(result)
+                tracer.seize(tid, creds)
+            else:
+                call = Call(nr, args, tracer.initial if creds is None else creds, *self._view(tid))
+                result = notify.run_handler(handler, call)
+            if nr in SETID and tracer._wants_filter(tid, creds):
+                tracer.request_filter(tid, result.value)
+            return notify.response(result)
+        except OSError as err:
+            return notify.response(Return(-(err.errno or errno.EIO)))
+        except Exception:  # noqa: BLE001 - arguments no handler foresaw fail the call, not the run
+            stats.handler_errors += 1
+            return notify.response(Return(-errno.EINVAL))
+
+    def _exec(self, tid: int, nr: int, args: tuple[int, ...], creds) -> tuple[int, int, int]:
+        """An untraced task execs a set-id file that changes its ids: seize it for the exec event."""
+        tracer = self.tracer
+        if creds is not None:
+            return notify.CONTINUE   # traced: its exec event applies the set-id bits
+        mem, files = self._view(tid)
+        call = Call(nr, args, tracer.initial, mem, files)
+        try:
+            if nr == 59:
+                fd = files.open(AT_FDCWD, call.path_arg(0))
+            else:
+                flags = call.int_arg(4)
+                fd = files.open(call.int_arg(0), call.path_arg(1), follow=not flags & AT_SYMLINK_NOFOLLOW,
+                                empty_path=bool(flags & AT_EMPTY_PATH))
+        except OSError:
+            return notify.CONTINUE   # the kernel fails it the same way
+        try:
+            info = os.fstat(fd)
+            if not st.S_ISREG(info.st_mode) or not info.st_mode & (st.S_ISUID | st.S_ISGID):
+                return notify.CONTINUE
+            after = tracer.initial.copy()
+            ids.on_exec(after, info.st_mode, emulated_owner(files, fd, info), False)
+        finally:
+            os.close(fd)
+        if after != tracer.initial:
+            tracer.seize(tid, tracer.initial.copy())
+        return notify.CONTINUE
+
+
+def _wait_all(reports: deque, wake: int) -> None:
+    """Every waitpid report, in order, then None once there is nothing left to wait for."""
+    try:
+        while True:
+            try:
+                reports.append(os.waitpid(-1, linux.WALL))
+            except ChildProcessError:
+                reports.append(None)
+                return
+            os.write(wake, b"w")
+    finally:
+        os.write(wake, b"w")
+        os.close(wake)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
