@@ -132,7 +132,7 @@ class Supervisor:
             else:
                 call = Call(nr, args, tracer.initial if creds is None else creds, *self._view(tid))
                 result = notify.run_handler(handler, call)
-            if nr in SETID and tracer._wants_filter(tid, creds):
+            if nr in SETID and tracer.wants_filter(tid, creds):
                 tracer.request_filter(tid, result.value)
             return notify.response(result)
         except OSError as err:

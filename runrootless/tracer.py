@@ -354,7 +354,7 @@ class Tracer:
             self._set_exec_tracing(pid, creds)
         if result is None:
             self._resume(pid)
-        elif isinstance(result, Return) and nr in self.setid and self._wants_filter(pid, creds):
+        elif isinstance(result, Return) and nr in self.setid and self.wants_filter(pid, creds):
             self._inject_filter(pid, regs, result.value)
         elif isinstance(result, Return):
             regs.orig_rax = SKIP
@@ -365,7 +365,7 @@ class Tracer:
             self.pending[pid] = (result.fn, call)
             self._resume(pid, request=pt.syscall)
 
-    def _wants_filter(self, pid: int, creds: Creds) -> bool:
+    def wants_filter(self, pid: int, creds: Creds) -> bool:
         """Has the process dropped root for good (no root among real/effective/saved uid)?
 
         A temporary seteuid (apt's sandbox probe) keeps root as saved uid and
