@@ -83,10 +83,16 @@ def base_bundle(work: Path, port: int) -> Path:
 
 
 def fresh(base: Path, work: Path) -> Path:
+    """A copy of the base bundle, written back to disk before the clock starts.
+
+    Without the sync, writeback of the copy (and of the previous run's
+    changes) lands inside the next timed run and swamps what is measured.
+    """
     dest = work / "run"
     if dest.exists():
         shutil.rmtree(dest)
     subprocess.run(["cp", "-a", str(base), str(dest)], check=True)
+    os.sync()
     return dest
 
 
@@ -95,19 +101,19 @@ class Bench:
         self.work, self.base, self.pin, self.notify = work, base, pin, notify
         self.log: list[bytes] = []
 
-    def runrootless(self, script: str, stats: api.Stats, pin: bool | None = None) -> int:
-        spec = api.spec_from_bundle(fresh(self.base, self.work))
+    def runrootless(self, bundle: Path, script: str, stats: api.Stats, pin: bool | None = None) -> int:
+        spec = api.spec_from_bundle(bundle)
         spec.args = ["/bin/sh", "-c", script]
         return api.run(spec, output=self.log.append, pin_cpu=self.pin if pin is None else pin, notify=self.notify, stats=stats)
 
-    def floor(self, script: str) -> int:
-        spec = api.spec_from_bundle(fresh(self.base, self.work))
+    def floor(self, bundle: Path, script: str) -> int:
+        spec = api.spec_from_bundle(bundle)
         spec.args = ["/bin/sh", "-c", script.replace("apt-get ", "apt-get -o APT::Sandbox::User=root ")]
         spec.emulate = False
         return api.run(spec, output=self.log.append)
 
-    def proot(self, script: str) -> int:
-        rootfs = fresh(self.base, self.work) / "rootfs"
+    def proot(self, bundle: Path, script: str) -> int:
+        rootfs = bundle / "rootfs"
         return subprocess.run(["proot", "-0", "-r", str(rootfs), "-b", "/dev", "-b", "/proc", "-b", "/sys",
                                "-w", "/", "/bin/sh", "-c", script], capture_output=True).returncode
 
@@ -118,8 +124,9 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def timed(fn, *args) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds (less sensitive to other load on the host), exit status."""
+def timed(bench: Bench, fn, *args) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (less sensitive to other load on the host), exit status of fn(bundle, *args)."""
+    args = (fresh(bench.base, bench.work), *args)
     start, cpu = time.monotonic(), cpu_seconds()
     status = fn(*args)
     return time.monotonic() - start, cpu_seconds() - cpu, status
@@ -154,12 +161,13 @@ def main() -> None:
     bench = Bench(opts.work, base, pin=not opts.no_pin, notify=not opts.no_notify)
     script = INSTALL + " ".join(PACKAGES)
     stats = api.Stats()
-    contenders = {"runrootless": lambda: bench.runrootless(script, stats),
-                  "floor (userns, Sandbox::User=root)": lambda: bench.floor(script),
-                  "proot -0": lambda: bench.proot(script)}
+    contenders = {"runrootless": lambda bundle: bench.runrootless(bundle, script, stats),
+                  "floor (userns, Sandbox::User=root)": lambda bundle: bench.floor(bundle, script),
+                  "proot -0": lambda bundle: bench.proot(bundle, script)}
     if opts.both_pins:
         other = api.Stats()
-        contenders[f"runrootless, pin_cpu={not bench.pin}"] = lambda: bench.runrootless(script, other, not bench.pin)
+        contenders[f"runrootless, pin_cpu={not bench.pin}"] = lambda bundle: bench.runrootless(
+            bundle, script, other, not bench.pin)
     if opts.only:
         contenders = {k: v for k, v in contenders.items() if k.split()[0].rstrip(",") in opts.only}
     times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -167,14 +175,14 @@ def main() -> None:
     statuses: dict[str, set[int]] = {name: set() for name in contenders}
     for _ in range(opts.repeat):
         for name, fn in contenders.items():
-            secs, cpu_secs, status = timed(fn)
+            secs, cpu_secs, status = timed(bench, fn)
             times[name].append(secs)
             cpu[name].append(cpu_secs)
             statuses[name].add(status)
     cron_stats = api.Stats()
     cron_script = INSTALL + " ".join(CORRECTNESS) + " && stat -c %U:%G /var/spool/cron/crontabs /usr/bin/crontab"
     bench.log.clear()
-    cron_secs, _, cron_status = timed(bench.runrootless, cron_script, cron_stats)
+    cron_secs, _, cron_status = timed(bench, bench.runrootless, cron_script, cron_stats)
     cron_out = b"".join(bench.log).decode(errors="replace").split()[-2:]
     server.shutdown()
 
