@@ -104,6 +104,34 @@ def test_seteuid_keeps_saved_root_and_can_come_back():
     assert (creds.ruid, creds.euid, creds.suid) == (0, 0, 0)
 
 
+def test_keepcaps_lets_a_dropped_uid_still_change_groups_after_capset():
+    """setpriv --reuid=nobody --regid=nogroup: KEEPCAPS, setresuid, capset, setresgid."""
+    mem = FakeMemory()
+    header, caps = mem.put(struct.pack("Ii", 0x20080522, 0)), mem.put(struct.pack("6I", *([0xFFFFFFFF] * 2 + [0] * 4)))
+    plain = Creds()
+    assert ids.setresuid(make_call(117, (65534,) * 3, creds=plain)) == Return(0)
+    assert ids.setresgid(make_call(119, (65534,) * 3, creds=plain)) == Return(-errno.EPERM)
+    assert ids.capset(make_call(126, (header, caps), creds=plain, mem=mem)) == Return(-errno.EPERM)
+    kept = Creds()
+    assert ids.prctl(make_call(157, (8, 1), creds=kept)) == Return(0)            # PR_SET_KEEPCAPS
+    assert ids.prctl(make_call(157, (7,), creds=kept)) == Return(1)
+    assert ids.prctl(make_call(157, (15, 0), creds=kept)) is None                # PR_SET_NAME: the kernel's
+    assert ids.setresuid(make_call(117, (65534,) * 3, creds=kept)) == Return(0)
+    assert ids.setresgid(make_call(119, (65534,) * 3, creds=kept)) == Return(-errno.EPERM)   # effective lost
+    assert ids.capset(make_call(126, (header, caps), creds=kept, mem=mem)) is None
+    assert ids.setresgid(make_call(119, (65534,) * 3, creds=kept)) == Return(0)
+    ids.on_exec(kept, 0o755, (0, 0), False)
+    assert (kept.cap_effective, kept.cap_permitted, kept.keep_caps) == (False, False, False)
+
+
+def test_seteuid_back_to_root_regains_privilege():
+    creds = Creds()
+    assert ids.setresuid(make_call(117, (-1, 100, -1), creds=creds)) == Return(0)
+    assert ids.setgid(make_call(106, (5,), creds=creds)) == Return(-errno.EPERM)
+    assert ids.setuid(make_call(105, (0,), creds=creds)) == Return(0)
+    assert ids.setgid(make_call(106, (5,), creds=creds)) == Return(0)
+
+
 def test_unprivileged_setuid_rules_and_invalid_id():
     creds = Creds.of(1000, 1000)
     assert ids.setuid(make_call(105, (0,), creds=creds)) == Return(-errno.EPERM)

@@ -158,8 +158,10 @@ def test_killed_workload_reports_128_plus_signal(debian_bundle):
 
 
 def test_setpriv_and_configured_user(debian_bundle):
-    status, out = run_sh(debian_bundle, "setpriv --reuid=nobody id -u; id -un; id -G")
+    status, out = run_sh(debian_bundle, "setpriv --reuid=nobody id -u; id -un; id -G; "
+                         "setpriv --reuid=nobody --regid=nogroup --clear-groups id")
     assert status == 0 and out.splitlines()[0] == "65534"
+    assert out.splitlines()[-1] == "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"
     status, out = run_sh(debian_bundle, "id -u; id -g; id -G", uid=1000, gid=100, additional_gids=(27,))
     assert (status, out.split()) == (0, ["1000", "100", "100", "27"])
 

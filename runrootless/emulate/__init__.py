@@ -12,7 +12,7 @@ USER_ONLY = frozenset(user.HANDLERS)
 # set*id calls after which a process may need the user filter.
 SETID = frozenset({105, 106, 113, 114, 117, 119, 122, 123})
 # Calls that change the caller's credentials.
-MUTATING = SETID | {116}
+MUTATING = SETID | {116, 126, 157}
 # execve, execveat: notified so that a set-id executable's new ids can be followed.
 EXEC = frozenset({59, 322})
 # What the user-notification listener answers: every call of the first filter,

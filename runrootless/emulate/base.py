@@ -49,10 +49,15 @@ class Creds:
     sgid: int = 0
     fsgid: int = 0
     groups: tuple[int, ...] = ()
+    # CAP_SETUID/CAP_SETGID/CAP_MKNOD, as one: effective, permitted, and PR_SET_KEEPCAPS.
+    cap_effective: bool = True
+    cap_permitted: bool = True
+    keep_caps: bool = False
 
     @classmethod
     def of(cls, uid: int, gid: int, groups=()) -> "Creds":
-        return cls(uid, uid, uid, uid, gid, gid, gid, gid, tuple(groups))
+        root = uid == 0
+        return cls(uid, uid, uid, uid, gid, gid, gid, gid, tuple(groups), root, root)
 
     def copy(self) -> "Creds":
         return replace(self)

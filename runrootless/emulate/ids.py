@@ -1,7 +1,10 @@
 """get*id/set*id/getgroups/setgroups on fake credentials, by the rules of the man pages.
 
-Privilege is euid 0 (CAP_SETUID/CAP_SETGID): dropping euid drops it, as the
-kernel does without PR_SET_KEEPCAPS.  All handled in one stop.
+Privilege is the capability the kernel checks (CAP_SETUID/CAP_SETGID, kept as
+one flag with CAP_MKNOD): effective while euid is 0, lost with euid, and kept
+as permitted across a change to all non-zero uids only with PR_SET_KEEPCAPS,
+from where capset raises it again (setpriv does that).  All handled in one
+answer.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ def _set(call: Call, kind: str) -> Return:
     c, value = call.creds, call.id_arg(0)
     if value == NOCHANGE:
         return Return(-errno.EINVAL)
-    if c.euid == 0:
+    if c.cap_effective:
         _store(c, kind, value, value, value)
     elif value in (getattr(c, f"r{kind}"), getattr(c, f"s{kind}")):
+        before = (c.ruid, c.euid, c.suid)
         setattr(c, f"e{kind}", value)
         setattr(c, f"fs{kind}", value)
+        if kind == "uid":
+            _caps_after_uid_change(c, before)
     else:
         return Return(-errno.EPERM)
     return Return(0)
@@ -44,7 +50,7 @@ def setgid(call: Call) -> Return:
 def _setre(creds: Creds, kind: str, r: int, e: int) -> Return:
     ids = [getattr(creds, f"r{kind}"), getattr(creds, f"e{kind}"), getattr(creds, f"s{kind}")]
     old_r, old_e, old_s = ids
-    if creds.euid != 0 and not (_ok_unpriv(r, old_r, old_e) and _ok_unpriv(e, old_r, old_e, old_s)):
+    if not creds.cap_effective and not (_ok_unpriv(r, old_r, old_e) and _ok_unpriv(e, old_r, old_e, old_s)):
         return Return(-errno.EPERM)
     new_r = old_r if r == NOCHANGE else r
     new_e = old_e if e == NOCHANGE else e
@@ -57,7 +63,7 @@ def _setre(creds: Creds, kind: str, r: int, e: int) -> Return:
 
 def _setres(creds: Creds, kind: str, r: int, e: int, s: int) -> Return:
     cur = (getattr(creds, f"r{kind}"), getattr(creds, f"e{kind}"), getattr(creds, f"s{kind}"))
-    if creds.euid != 0 and not all(_ok_unpriv(v, *cur) for v in (r, e, s)):
+    if not creds.cap_effective and not all(_ok_unpriv(v, *cur) for v in (r, e, s)):
         return Return(-errno.EPERM)
     new = [old if v == NOCHANGE else v for v, old in zip((r, e, s), cur)]
     _store(creds, kind, *new)
@@ -65,10 +71,23 @@ def _setres(creds: Creds, kind: str, r: int, e: int, s: int) -> Return:
 
 
 def _store(creds: Creds, kind: str, r: int, e: int, s: int) -> None:
+    before = (creds.ruid, creds.euid, creds.suid)
     setattr(creds, f"r{kind}", r)
     setattr(creds, f"e{kind}", e)
     setattr(creds, f"s{kind}", s)
     setattr(creds, f"fs{kind}", e)
+    if kind == "uid":
+        _caps_after_uid_change(creds, before)
+
+
+def _caps_after_uid_change(c: Creds, before: tuple[int, int, int]) -> None:
+    """capabilities(7), "Effect of user ID changes on capabilities"."""
+    if 0 in before and 0 not in (c.ruid, c.euid, c.suid) and not c.keep_caps:
+        c.cap_permitted = False
+    if before[1] == 0 and c.euid != 0:
+        c.cap_effective = False
+    elif before[1] != 0 and c.euid == 0:
+        c.cap_effective = c.cap_permitted
 
 
 def setreuid(call: Call) -> Return:
@@ -91,7 +110,7 @@ def _setfs(call: Call, kind: str) -> Return:
     c, value = call.creds, call.id_arg(0)
     old = getattr(c, f"fs{kind}")
     allowed = (getattr(c, f"r{kind}"), getattr(c, f"e{kind}"), getattr(c, f"s{kind}"), old)
-    if value != NOCHANGE and (c.euid == 0 or value in allowed):
+    if value != NOCHANGE and (c.cap_effective or value in allowed):
         setattr(c, f"fs{kind}", value)
     return Return(old)
 
@@ -108,7 +127,7 @@ def setgroups(call: Call) -> Return:
     size = call.int_arg(0)
     if size < 0 or size > NGROUPS_MAX:
         return Return(-errno.EINVAL)
-    if call.creds.euid != 0:
+    if not call.creds.cap_effective:
         return Return(-errno.EPERM)
     data = call.mem.read(call.args[1], 4 * size) if size else b""
     if len(data) != 4 * size:
@@ -161,6 +180,61 @@ def on_exec(creds: Creds, mode: int, owner: tuple[int, int], no_new_privs: bool)
             creds.egid = owner[1]
     creds.suid = creds.fsuid = creds.euid
     creds.sgid = creds.fsgid = creds.egid
+    # A root-run program gets every capability, anyone else's none (no file capabilities).
+    creds.cap_permitted = creds.ruid == 0 or creds.euid == 0
+    creds.cap_effective = creds.euid == 0
+    creds.keep_caps = False
+
+
+PR_GET_KEEPCAPS = 7
+PR_SET_KEEPCAPS = 8
+CAP_SETID_BITS = 1 << 6 | 1 << 7     # CAP_SETGID, CAP_SETUID
+
+
+def prctl(call: Call) -> Return | None:
+    """PR_SET_KEEPCAPS/PR_GET_KEEPCAPS on the fake credentials; any other option runs."""
+    option = call.int_arg(0)
+    if option == PR_GET_KEEPCAPS:
+        return Return(int(call.creds.keep_caps))
+    if option == PR_SET_KEEPCAPS:
+        if call.args[1] not in (0, 1):
+            return Return(-errno.EINVAL)
+        call.creds.keep_caps = bool(call.args[1])
+        return Return(0)
+    return None
+
+
+def _own_pid(call: Call) -> int:
+    """The caller's pid in its own pid namespace (capset names itself by that)."""
+    if call.files is None or call.files.status is None:
+        return 0
+    with open(call.files.status, "rb") as fh:
+        for line in fh:
+            if line.startswith(b"NSpid:"):
+                return int(line.split()[-1])
+    return 0
+
+
+def capset(call: Call) -> Return | None:
+    """Follow what capset does to CAP_SETUID/CAP_SETGID; the kernel's own call then runs.
+
+    (The real process is root in the namespace with every capability, so the
+    kernel accepts what the fake credentials may not: that is refused here.)
+    """
+    header = call.mem.read(call.args[0], 8)
+    data = call.mem.read(call.args[1], 12) if call.args[1] else b""
+    if len(header) != 8 or len(data) != 12:
+        return None   # a bad pointer: the kernel's answer
+    pid = struct.unpack("Ii", header)[1]
+    if pid != 0 and pid != _own_pid(call):
+        return None   # another process: the kernel refuses it
+    effective, permitted, _ = struct.unpack("III", data)
+    c = call.creds
+    if permitted & CAP_SETID_BITS and not c.cap_permitted:
+        return Return(-errno.EPERM)
+    c.cap_permitted = bool(permitted & CAP_SETID_BITS)
+    c.cap_effective = bool(effective & CAP_SETID_BITS) and c.cap_permitted
+    return None
 
 
 HANDLERS = {
@@ -180,4 +254,6 @@ HANDLERS = {
     120: getresgid,
     122: setfsuid,
     123: setfsgid,
+    126: capset,
+    157: prctl,
 }

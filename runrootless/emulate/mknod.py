@@ -32,7 +32,7 @@ def _mknod(call: Call, dirfd: int, path_arg: int, mode: int, dev: int) -> Return
     marker = device_marker(mode, dev)
     if marker is None:
         return user.create_fifo(call, dirfd, path_arg)
-    if call.creds.euid != 0:
+    if not call.creds.cap_effective:
         return Return(-errno.EPERM)
     try:
         path = os.fsdecode(call.path_arg(path_arg))
