@@ -119,8 +119,11 @@ def test_symlinks_inside_copied_trees_stay_symlinks(tmp_path, escape_ctx):
 
 def test_ctrl_c_leaves_layout_and_cache_consistent(tmp_path, busybox_layout):
     rng = random.Random(2)
+    # The RUN step lasts at least 2 s, so the two short waits of this seed (0.48 s, 0.57 s)
+    # always interrupt a build, however fast the machine (it did not: with faster RUN steps
+    # every build of the old 0.3-1.5 s waits finished first); the long ones let builds finish.
     ctx = _ctx(tmp_path, f"FROM oci:{busybox_layout}:latest\nCOPY a /a\n"
-                         "RUN cat /a /a /a > /b && echo done > /c\nCOPY Dockerfile /d\n")
+                         "RUN cat /a /a /a > /b && sleep 2 && echo done > /c\nCOPY Dockerfile /d\n")
     cmd = [*ORCA, "--layout", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--progress", "quiet",
            "-t", "t", ctx]
     (ctx / "a").write_text("0\n")
@@ -130,7 +133,7 @@ def test_ctrl_c_leaves_layout_and_cache_consistent(tmp_path, busybox_layout):
         (ctx / "a").write_text(f"{i}\n" * 20000)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            proc.wait(rng.uniform(0.3, 1.5))
+            proc.wait(rng.uniform(0.3, 3.5))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGINT)
             interrupted += 1
