@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import select
 import socket
 import struct
 
@@ -76,12 +75,6 @@ class Listener:
         except OSError as err:
             if err.errno != errno.ENOENT:   # ENOENT: the caller was killed or interrupted meanwhile
                 raise
-
-    def hung_up(self) -> bool:
-        """No process uses the filter any more."""
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        return any(ev & select.POLLHUP for _, ev in poller.poll(0))
 
 
 def receive_listener(sock: socket.socket) -> int | None:

@@ -39,7 +39,7 @@ from umoci_py.rootless import XATTR_NAME
 from . import linux
 from . import ptrace_ops as pt
 from .emulate import ids
-from .emulate.base import AtExit, Call, Creds, Return, TraceeFiles, TraceeMemory, owner_from
+from .emulate.base import Call, Creds, Return, TraceeFiles, TraceeMemory, owner_from
 
 OPTIONS = (pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACESECCOMP | pt.PTRACE_O_TRACEFORK
            | pt.PTRACE_O_TRACEVFORK | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_EXITKILL)
