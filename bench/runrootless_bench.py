@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--both-pins", action="store_true",
                         help="also run runrootless with the other pin_cpu setting, side by side")
     parser.add_argument("--no-notify", action="store_true",
-                        help="stat family through ptrace stops instead of the user-notification helper")
+                        help="every task traced and every emulated call a ptrace stop (api.run notify=False)")
     parser.add_argument("--only", choices=("runrootless", "floor", "proot"), action="append",
                         help="run only these contenders (repeatable)")
     opts = parser.parse_args()
@@ -213,7 +213,7 @@ def main() -> None:
         print(f"  runrootless per run: {stats.trapped // n} trapped syscalls (ptrace), {stats.stops // n} stops "
               f"({stats.exit_stops // n} exit stops), {stats.stops / rr:.0f} stops/s, "
               f"tracer busy {sum(stats.ns_by_nr.values()) / 1e9 / n:.2f} s; "
-              f"{sum(stats.notified.values()) // n} answered by the notification helper "
+              f"{sum(stats.notified.values()) // n} answered by the notification listener "
               f"({sum(stats.notified.values()) / rr:.0f}/s)")
         print("\n".join(syscall_table(stats, n)))
     print(f"correctness: apt-get install cron under runrootless: {cron_secs:.1f} s, exit {cron_status}, "
