@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import signal
 import socket
 import stat as st
 import threading
@@ -56,6 +57,7 @@ class Supervisor:
         os.set_blocking(wake_r, False)
         waiter = threading.Thread(target=_wait_all, args=(reports, wake_w), daemon=True)
         waiter.start()
+        ended, main_alive = False, True
         poller = select.poll()
         for fd in (wake_r, sock.fileno(), start_fd):
             poller.register(fd, select.POLLIN)
@@ -72,7 +74,10 @@ class Supervisor:
                         while reports:
                             report = reports.popleft()
                             if report is None:
+                                ended = True
                                 return self.tracer.result
+                            if report[0] == main_pid and report[1] & 0xFF != 0x7F:
+                                main_alive = False   # reaped: its pid is never signalled again
                             self.tracer.handle(*report, main_pid)
                     elif fd == start_fd:
                         poller.unregister(fd)
@@ -86,6 +91,11 @@ class Supervisor:
                             self.listener = notify.Listener(listener)
                             poller.register(listener, select.POLLIN)
         finally:
+            if not ended and main_alive:   # left by an exception: end the container, or the join never returns
+                try:
+                    os.kill(main_pid, signal.SIGKILL)   # setup; init and the rest follow (PDEATHSIG)
+                except ProcessLookupError:
+                    pass
             waiter.join()
             os.close(wake_r)
             if self.listener is not None:

@@ -284,3 +284,18 @@ def test_temporary_seteuid_and_back_is_untraced_again(debian_bundle):
     status, out, away = run(debian_bundle, f"perl -e '{PERL.format(away=LOOP, back='')}'")
     assert (status, out.split()) == (0, ["65534", "0", "65534", "0", "0", "0"])
     assert back.stops < 15 and away.stops > back.stops + 30
+
+
+def test_a_supervisor_failure_ends_the_container_instead_of_hanging(debian_bundle, monkeypatch):
+    # A bug surfacing in the run loop while the container runs (here: answering a call)
+    # must end the container, not leave the runner joined to its waiter forever.
+    def broken(self, notif_id, answer):
+        raise RuntimeError("listener bug")
+
+    monkeypatch.setattr(notify.Listener, "send", broken)
+    spec = api.spec_from_bundle(debian_bundle)
+    spec.args = ["/bin/sh", "-c", "id -u; sleep 1000"]
+    with pytest.raises(RuntimeError, match="listener bug"):
+        api.run(spec, output=lambda _chunk: None)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
