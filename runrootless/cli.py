@@ -30,8 +30,12 @@ def main() -> None:
 @click.option("--pid-file", type=click.Path(dir_okay=False), help="write the container init's pid here")
 @click.option("--root", "root", help="state directory (default $XDG_RUNTIME_DIR/runrootless)")
 @click.option("--no-emulation", is_flag=True, help="plain user namespace: no ptrace, no fake ids/owners")
+@click.option("--no-notify", is_flag=True,
+              help="trace every process and stop at every emulated call with ptrace, without seccomp user "
+                   "notification (slower; for kernels before 5.5)")
 @click.argument("container_id")
-def run_cmd(bundle: str, pid_file: str | None, root: str | None, no_emulation: bool, container_id: str) -> None:
+def run_cmd(bundle: str, pid_file: str | None, root: str | None, no_emulation: bool, no_notify: bool,
+            container_id: str) -> None:
     """Run the bundle's process as container ID; exits with its status."""
     try:
         if not container_id or "/" in container_id or container_id in (".", ".."):
@@ -49,7 +53,7 @@ def run_cmd(bundle: str, pid_file: str | None, root: str | None, no_emulation: b
                 (state / "pid").write_text(f"{pid}\n")
                 if pid_file:
                     Path(pid_file).write_text(f"{pid}")
-            status = api.run(spec, on_start=started)
+            status = api.run(spec, on_start=started, notify=not no_notify)
         finally:
             for leftover in state.iterdir():
                 leftover.unlink()

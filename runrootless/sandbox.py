@@ -285,8 +285,8 @@ def _install_filter(chans: Channels) -> None:
     try:
         listener = seccomp_filter.install(chans.trapped, chans.notified)
     except OSError as err:
-        _fail(chans, f"seccomp user notification is unavailable (Linux 5.5 or later, or notify=False): "
-                     f"{err.strerror}")
+        _fail(chans, f"seccomp user notification is unavailable (it needs Linux 5.5; runrootless run "
+                     f"--no-notify, api.run(notify=False) do without): {err.strerror}")
     notify.send_listener(chans.notify_sock, listener)
 
 

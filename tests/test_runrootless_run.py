@@ -273,6 +273,10 @@ def test_cli_run_bundle_pid_file_and_errors(private_bundle, tmp_path):
     proc = subprocess.run([*cli, "run", "-b", str(tmp_path), "c2"], capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr == f"runrootless: {tmp_path}/config.json: no such file (not a runtime bundle?)\n"
+    # --no-notify: the all-ptrace mode gives the same run.
+    proc = subprocess.run([*cli, "run", "-b", str(private_bundle), "--root", str(tmp_path / "state"),
+                           "--no-notify", "c3"], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (3, "2\n")
 
 
 def test_missing_command_exits_127(debian_bundle):
