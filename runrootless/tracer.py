@@ -62,7 +62,7 @@ class Stats:
     exit_stops: int = 0                                             # second stops (AtExit)
     by_nr: Counter = field(default_factory=Counter)               # trapped calls per syscall
     ns_by_nr: Counter = field(default_factory=Counter)            # tracer time per syscall
-    notified: Counter = field(default_factory=Counter)            # answered by the notify helper
+    notified: Counter = field(default_factory=Counter)            # answered by the notification listener
     handler_errors: int = 0                                       # handler bugs, answered EINVAL
 
 
