@@ -30,11 +30,8 @@ from typing import Callable
 
 from . import linux, notify
 from .emulate import EXEC, MUTATING, SETID, ids
-from .emulate.base import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, Call, Return, TraceeFiles, TraceeMemory,
-                           emulated_owner)
+from .emulate.base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, Call, Return, emulated_owner
 from .tracer import Tracer
-
-_VIEWS_MAX = 4096
 
 
 class Supervisor:
@@ -42,7 +39,6 @@ class Supervisor:
         self.tracer = tracer
         self.table = table
         self.listener: notify.Listener | None = None
-        self.views: dict[int, tuple[TraceeMemory, TraceeFiles]] = {}
 
     def run(self, main_pid: int, sock: socket.socket, start_fd: int, started: Callable[[int], None]) -> int:
         """Serve until every child and tracee is gone; the exit status of main_pid.
@@ -112,15 +108,6 @@ class Supervisor:
                 # (the call then completes without a restart).
                 tracer.request_detach(tid)
 
-    def _view(self, tid: int) -> tuple[TraceeMemory, TraceeFiles]:
-        view = self.views.get(tid)
-        if view is None:   # tids are reused, but a view holds only /proc/TID paths
-            if len(self.views) >= _VIEWS_MAX:
-                self.views.clear()
-            tracer = self.tracer
-            view = self.views[tid] = (TraceeMemory(tid, tracer.vm), TraceeFiles.for_pid(tid, *tracer.host_ids))
-        return view
-
     def answer(self, tid: int, nr: int, args: tuple[int, ...]) -> tuple[int, int, int]:
         """(val, error, flags) for one notified call."""
         tracer = self.tracer
@@ -135,12 +122,14 @@ class Supervisor:
                 return notify.CONTINUE
             if creds is None and nr in MUTATING:
                 creds = tracer.initial.copy()
-                result = notify.run_handler(handler, Call(nr, args, creds, *self._view(tid)))
+                view = tracer.tracee(tid)
+                result = notify.run_handler(handler, Call(nr, args, creds, view.mem, view.files))
                 if creds == tracer.initial:
                     return notify.response(result)
                 tracer.seize(tid, creds)
             else:
-                call = Call(nr, args, tracer.initial if creds is None else creds, *self._view(tid))
+                view = tracer.tracee(tid)
+                call = Call(nr, args, tracer.initial if creds is None else creds, view.mem, view.files)
                 result = notify.run_handler(handler, call)
             if nr in SETID and tracer.wants_filter(tid, creds):
                 tracer.request_filter(tid, result.value)
@@ -156,8 +145,9 @@ class Supervisor:
         tracer = self.tracer
         if creds is not None:
             return notify.CONTINUE   # traced: its exec event applies the set-id bits
-        mem, files = self._view(tid)
-        call = Call(nr, args, tracer.initial, mem, files)
+        view = tracer.tracee(tid)
+        files = view.files
+        call = Call(nr, args, tracer.initial, view.mem, files)
         try:
             if nr == 59:
                 fd = files.open(AT_FDCWD, call.path_arg(0))

@@ -50,6 +50,7 @@ SECCOMP_NR = 317
 SYSCALL_STOP = signal.SIGTRAP | 0x80
 SECCOMP_STOP = signal.SIGTRAP | pt.PTRACE_EVENT_SECCOMP << 8   # status >> 8 of a seccomp stop
 SYSCALL_INSN = b"\x0f\x05"
+_TRACEES_CACHED = 4096
 _ENTRY = object()   # pending marker: the next syscall stop is an injected call's entry
 
 
@@ -199,9 +200,17 @@ class Tracer:
         self.inject.pop(pid, None)
         self.detach.discard(pid)
 
-    def _tracee(self, pid: int) -> _Tracee:
+    def tracee(self, pid: int) -> _Tracee:
+        """Memory and file views of a task (traced or, under user notification, not).
+
+        Untraced tasks are never forgotten one by one, so the cache is
+        dropped whole at a bound; tids are reused, but a view holds only
+        /proc/TID paths.
+        """
         tracee = self.tracees.get(pid)
         if tracee is None:
+            if len(self.tracees) >= _TRACEES_CACHED:
+                self.tracees.clear()
             tracee = self.tracees[pid] = _Tracee(pid, self.vm, *self.host_ids)
         return tracee
 
@@ -311,8 +320,7 @@ class Tracer:
                 except OSError:
                     payload = None
                 owner = owner_from(payload, (0, 0))
-                with open(f"/proc/{pid}/status", "rb") as fh:
-                    nnp = any(line.startswith(b"NoNewPrivs:\t1") for line in fh)
+                nnp = self.tracee(pid).files.status_field(b"NoNewPrivs:") == [b"1"]
         except OSError:
             return
         ids.on_exec(creds, info.st_mode, owner, nnp)
@@ -340,7 +348,7 @@ class Tracer:
             creds = self.creds[pid] = self.initial.copy()
         if pid not in self.exec_traced:
             self._catch_up_exec(pid, creds)
-        tracee = self._tracee(pid)
+        tracee = self.tracee(pid)
         call = Call(nr, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9),
                     creds, tracee.mem, tracee.files)
         try:

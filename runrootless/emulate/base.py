@@ -155,20 +155,44 @@ class TraceeFiles:
         finally:
             os.close(root_fd)
 
-    def umask(self) -> int:
+    def open_parent(self, dirfd: int, path: bytes) -> tuple[int, bytes]:
+        """An O_PATH fd of the directory path's last component is in, and that component."""
+        parent, name = split_parent(path)
+        return self.open(dirfd, parent, empty_path=not parent), name
+
+    def status_field(self, key: bytes) -> list[bytes] | None:
+        """The values of one /proc/PID/status line ("Umask:", "NSpid:"); None without one."""
         if self.status is None:
-            return 0o022
+            return None
         with open(self.status, "rb") as fh:
             for line in fh:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-        return 0o022
+                if line.startswith(key):
+                    return line.split()[1:]
+        return None
+
+    def umask(self) -> int:
+        values = self.status_field(b"Umask:")
+        return int(values[0], 8) if values else 0o022
+
+    def own_pid(self) -> int:
+        """The process's pid in its own pid namespace (0 if unknown)."""
+        values = self.status_field(b"NSpid:")
+        return int(values[-1]) if values else 0
 
     def real_owner(self, info: os.stat_result) -> tuple[int, int]:
         """The owner the kernel shows inside the namespace (only our uid is mapped)."""
         uid = 0 if info.st_uid == self.host_uid else 65534
         gid = 0 if info.st_gid == self.host_gid else 65534
         return uid, gid
+
+
+def split_parent(path: bytes) -> tuple[bytes, bytes]:
+    """(directory, last component) of a path; the directory is b"" for a bare name."""
+    trimmed = path.rstrip(b"/")
+    parent, _, name = trimmed.rpartition(b"/")
+    if trimmed.startswith(b"/") and not parent:
+        parent = b"/"
+    return parent, name
 
 
 def fd_path(fd: int) -> str:

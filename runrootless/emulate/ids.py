@@ -204,17 +204,6 @@ def prctl(call: Call) -> Return | None:
     return None
 
 
-def _own_pid(call: Call) -> int:
-    """The caller's pid in its own pid namespace (capset names itself by that)."""
-    if call.files is None or call.files.status is None:
-        return 0
-    with open(call.files.status, "rb") as fh:
-        for line in fh:
-            if line.startswith(b"NSpid:"):
-                return int(line.split()[-1])
-    return 0
-
-
 def capset(call: Call) -> Return | None:
     """Follow what capset does to CAP_SETUID/CAP_SETGID; the kernel's own call then runs.
 
@@ -226,8 +215,8 @@ def capset(call: Call) -> Return | None:
     if len(header) != 8 or len(data) != 12:
         return None   # a bad pointer: the kernel's answer
     pid = struct.unpack("Ii", header)[1]
-    if pid != 0 and pid != _own_pid(call):
-        return None   # another process: the kernel refuses it
+    if pid != 0 and (call.files is None or pid != call.files.own_pid()):
+        return None   # another process (capset names itself by its own namespace's pid): the kernel's answer
     effective, permitted, _ = struct.unpack("III", data)
     c = call.creds
     if permitted & CAP_SETID_BITS and not c.cap_permitted:

@@ -15,7 +15,7 @@ import stat as st
 from umoci_py.rootless import XATTR_NAME, encode_owner
 
 from . import user
-from .base import AT_FDCWD, DEVICE_XATTR, AtExit, Call, Return, errno_of, fd_path
+from .base import AT_FDCWD, DEVICE_XATTR, AtExit, Call, Return, errno_of, fd_path, split_parent
 
 
 def device_marker(mode: int, dev: int) -> bytes | None:
@@ -35,13 +35,10 @@ def _mknod(call: Call, dirfd: int, path_arg: int, mode: int, dev: int) -> Return
     if not call.creds.cap_effective:
         return Return(-errno.EPERM)
     try:
-        path = os.fsdecode(call.path_arg(path_arg))
-        parent, _, name = path.rstrip("/").rpartition("/")
-        if name in ("", ".", ".."):
+        parent, name = split_parent(call.path_arg(path_arg))
+        if name in (b"", b".", b".."):
             return Return(-errno.EEXIST)
-        if path.startswith("/") and not parent:
-            parent = "/"
-        parent_fd = call.files.open(dirfd, os.fsencode(parent), empty_path=not parent)
+        parent_fd = call.files.open(dirfd, parent, empty_path=not parent)
         try:
             # Owner-writable while the xattrs go on; the requested mode last.
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -75,11 +72,7 @@ def _mknod_notified(call: Call, dirfd: int, path_arg: int, mode: int, dev: int) 
     if not isinstance(result, AtExit):
         return result
     try:
-        path = call.path_arg(path_arg)
-        parent, _, name = path.rstrip(b"/").rpartition(b"/")
-        if path.startswith(b"/") and not parent:
-            parent = b"/"
-        parent_fd = call.files.open(dirfd, parent, empty_path=not parent)
+        parent_fd, name = call.files.open_parent(dirfd, call.path_arg(path_arg))
         try:
             os.mknod(name, mode & ~call.files.umask(), dev, dir_fd=parent_fd)
         finally:

@@ -16,7 +16,7 @@ import struct
 from umoci_py.errors import LayerError
 from umoci_py.rootless import XATTR_NAME, read_side, side_owner
 
-from ..linux import O_PATH, statx as statx_raw
+from ..linux import statx as statx_raw
 from .base import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, Return, can_hold_xattr, fd_path,
                    owner_from)
 
@@ -69,10 +69,7 @@ def _side_lookup(call: Call, dirfd: int, path: bytes, fd: int) -> Found | None:
         info = os.fstat(fd)
         if can_hold_xattr(info.st_mode) or st.S_ISCHR(info.st_mode) or st.S_ISBLK(info.st_mode):
             return None
-        parent, _, name = path.rstrip(b"/").rpartition(b"/")
-        if path.startswith(b"/") and not parent:
-            parent = b"/"
-        parent_fd = call.files.open(dirfd, parent, empty_path=not parent)
+        parent_fd, name = call.files.open_parent(dirfd, path)
         try:
             found = side_owner(read_side(fd_path(parent_fd)), name, info.st_ino)
         finally:
@@ -144,10 +141,8 @@ def statx_notified(call: Call) -> Return | None:
     dirfd, flags, mask = call.int_arg(0), call.int_arg(2), call.id_arg(3)
     try:
         path = call.path_arg(1)
-        if not path and flags & AT_EMPTY_PATH:
-            fd = os.open(call.files.cwd if dirfd == AT_FDCWD else call.files.fd_link(dirfd), O_PATH | os.O_CLOEXEC)
-        else:
-            fd = call.files.open(dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW)
+        fd = call.files.open(dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW,
+                             empty_path=bool(flags & AT_EMPTY_PATH))
     except OSError:
         return None
     try:

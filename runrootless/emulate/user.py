@@ -72,11 +72,7 @@ class _Parent:
     """The directory an entry goes into: an O_PATH fd, its stat and emulated owner."""
 
     def __init__(self, call: Call, dirfd: int, path: bytes):
-        trimmed = path.rstrip(b"/")
-        parent, _, self.name = trimmed.rpartition(b"/")
-        if trimmed.startswith(b"/") and not parent:
-            parent = b"/"
-        self.fd = call.files.open(dirfd, parent, empty_path=not parent)
+        self.fd, self.name = call.files.open_parent(dirfd, path)
         self.info = os.fstat(self.fd)
         self.owner = emulated_owner(call.files, self.fd, self.info)
 
