@@ -101,10 +101,12 @@ class Bench:
         self.work, self.base, self.pin, self.notify = work, base, pin, notify
         self.log: list[bytes] = []
 
-    def runrootless(self, bundle: Path, script: str, stats: api.Stats, pin: bool | None = None) -> int:
+    def runrootless(self, bundle: Path, script: str, stats: api.Stats, pin: bool | None = None,
+                    prefilter: bool = True) -> int:
         spec = api.spec_from_bundle(bundle)
         spec.args = ["/bin/sh", "-c", script]
-        return api.run(spec, output=self.log.append, pin_cpu=self.pin if pin is None else pin, notify=self.notify, stats=stats)
+        return api.run(spec, output=self.log.append, pin_cpu=self.pin if pin is None else pin, notify=self.notify,
+                       prefilter=prefilter, stats=stats)
 
     def floor(self, bundle: Path, script: str) -> int:
         spec = api.spec_from_bundle(bundle)
@@ -133,11 +135,13 @@ def timed(bench: Bench, fn, *args) -> tuple[float, float, int]:
 
 
 def syscall_table(stats: api.Stats, runs: int) -> list[str]:
-    lines = [f"    {'syscall':12s} {'ptrace':>8s} {'µs each':>8s} {'notified':>8s}   (per run; µs: tracer time)"]
+    lines = [f"    {'syscall':12s} {'ptrace':>8s} {'µs each':>8s} {'notified':>8s} {'in C':>8s}"
+             "   (per run; µs: tracer time; in C: answered by the pre-filter)"]
     for nr in sorted(set(stats.by_nr) | set(stats.notified), key=lambda nr: -stats.by_nr[nr] - stats.notified[nr]):
         count = stats.by_nr[nr]
         each = f"{stats.ns_by_nr[nr] / count / 1000:8.1f}" if count else f"{'-':>8s}"
-        lines.append(f"    {NAMES.get(nr, str(nr)):12s} {count // runs:8d} {each} {stats.notified[nr] // runs:8d}")
+        lines.append(f"    {NAMES.get(nr, str(nr)):12s} {count // runs:8d} {each} {stats.notified[nr] // runs:8d} "
+                     f"{stats.prefiltered[nr] // runs:8d}")
     return lines
 
 
@@ -150,6 +154,8 @@ def main() -> None:
                         help="also run runrootless with the other pin_cpu setting, side by side")
     parser.add_argument("--no-notify", action="store_true",
                         help="every task traced and every emulated call a ptrace stop (api.run notify=False)")
+    parser.add_argument("--no-prefilter-too", action="store_true",
+                        help="also run runrootless with every notification answered in Python (prefilter=False)")
     parser.add_argument("--only", choices=("runrootless", "floor", "proot"), action="append",
                         help="run only these contenders (repeatable)")
     opts = parser.parse_args()
@@ -168,6 +174,10 @@ def main() -> None:
         other = api.Stats()
         contenders[f"runrootless, pin_cpu={not bench.pin}"] = lambda bundle: bench.runrootless(
             bundle, script, other, not bench.pin)
+    if opts.no_prefilter_too:
+        python_only = api.Stats()
+        contenders["runrootless, no pre-filter"] = lambda bundle: bench.runrootless(
+            bundle, script, python_only, prefilter=False)
     if opts.only:
         contenders = {k: v for k, v in contenders.items() if k.split()[0].rstrip(",") in opts.only}
     times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -214,7 +224,8 @@ def main() -> None:
               f"({stats.exit_stops // n} exit stops), {stats.stops / rr:.0f} stops/s, "
               f"tracer busy {sum(stats.ns_by_nr.values()) / 1e9 / n:.2f} s; "
               f"{sum(stats.notified.values()) // n} answered by the notification listener "
-              f"({sum(stats.notified.values()) / rr:.0f}/s)")
+              f"({sum(stats.notified.values()) / rr:.0f}/s), {sum(stats.prefiltered.values()) // n} of them "
+              f"by its C pre-filter")
         print("\n".join(syscall_table(stats, n)))
     print(f"correctness: apt-get install cron under runrootless: {cron_secs:.1f} s, exit {cron_status}, "
           f"owners {' '.join(cron_out)}, {cron_stats.trapped} trapped, {cron_stats.stops} stops, "

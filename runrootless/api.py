@@ -22,7 +22,7 @@ __all__ = ["Mount", "RunSpec", "SandboxError", "Stats", "UsageError", "run", "sp
 
 def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
         on_start: Callable[[int], None] | None = None, pin_cpu: bool = True,
-        notify: bool = True, stats: Stats | None = None) -> int:
+        notify: bool = True, prefilter: bool = True, stats: Stats | None = None) -> int:
     """Run spec.args in the container; the exit status (128+signal when killed).
 
     output None inherits stdin/stdout/stderr; otherwise stdin is /dev/null and
@@ -33,7 +33,10 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     caller's CPU either way, while ptrace stops still cross CPUs).  notify (the default)
     answers the emulated calls from a seccomp user-notification listener and
     traces only tasks whose ids change (supervisor.py); notify=False traces
-    every task and traps every emulated call with ptrace.
+    every task and traps every emulated call with ptrace.  prefilter (the
+    default, with notify) answers the stats and execs no emulation applies to
+    in C before Python sees them (prefilter.py); off, every notification
+    reaches the Python listener (the same answers, slower).
     """
     if spec.network not in ("host", "none"):
         raise UsageError(f"network must be 'host' or 'none', not {spec.network!r}")
@@ -87,7 +90,7 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
             if chans.stop_for_tracer:
                 tracer.attach(pid)
             if notify:
-                status = Supervisor(tracer, NOTIFY_TABLE).run(pid, runner_sock, start_r, state.child_seen)
+                status = Supervisor(tracer, NOTIFY_TABLE, prefilter).run(pid, runner_sock, start_r, state.child_seen)
             else:
                 status = tracer.run(pid)
         else:

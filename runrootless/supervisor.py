@@ -13,7 +13,9 @@ user filter (creations and permission checks of a non-root user).  When the
 run starts as a non-root user, every task is traced from the start.
 
 One thread serves the listener and makes every ptrace request; another
-only waits for ptrace stops and exits and hands them over.
+only waits for ptrace stops and exits and hands them over.  In front of the
+listener, a C thread (prefilter.py) answers the stats and execs no
+emulation applies to and forwards the rest here.
 """
 
 from __future__ import annotations
@@ -29,16 +31,19 @@ from collections import deque
 from typing import Callable
 
 from . import linux, notify
+from .prefilter import Prefilter
 from .emulate import EXEC, MUTATING, SETID, ids
 from .emulate.base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, Call, Return, emulated_owner
 from .tracer import Tracer
 
 
 class Supervisor:
-    def __init__(self, tracer: Tracer, table: dict[int, Callable]):
+    def __init__(self, tracer: Tracer, table: dict[int, Callable], prefilter: bool = True):
         self.tracer = tracer
         self.table = table
+        self.use_prefilter = prefilter
         self.listener: notify.Listener | None = None
+        self.prefilter: Prefilter | None = None
 
     def run(self, main_pid: int, sock: socket.socket, start_fd: int, started: Callable[[int], None]) -> int:
         """Serve until every child and tracee is gone; the exit status of main_pid.
@@ -60,9 +65,19 @@ class Supervisor:
         try:
             while True:
                 for fd, events in poller.poll():
-                    if self.listener is not None and fd == self.listener.fd:
+                    if self.prefilter is not None and fd == self.prefilter.fd:
+                        forwarded = self.prefilter.take()
+                        if forwarded is None:   # no task uses the filter any more
+                            poller.unregister(fd)
+                            self._stop_prefilter()
+                        else:
+                            for got in forwarded:
+                                self._serve(got)
+                    elif self.listener is not None and fd == self.listener.fd:
                         if events & select.POLLIN:
-                            self._serve_one()
+                            got = self.listener.recv()
+                            if got is not None:
+                                self._serve(got)
                         elif events & (select.POLLHUP | select.POLLERR):
                             poller.unregister(fd)   # no task uses the filter any more
                     elif fd == wake_r:
@@ -85,7 +100,11 @@ class Supervisor:
                         listener = notify.receive_listener(sock)
                         if listener is not None:
                             self.listener = notify.Listener(listener)
-                            poller.register(listener, select.POLLIN)
+                            if self.use_prefilter:
+                                self.prefilter = Prefilter(listener)
+                                poller.register(self.prefilter.fd, select.POLLIN)
+                            else:
+                                poller.register(listener, select.POLLIN)
         finally:
             if not ended and main_alive:   # left by an exception: end the container, or the join never returns
                 try:
@@ -94,19 +113,27 @@ class Supervisor:
                     pass
             waiter.join()
             os.close(wake_r)
-            if self.listener is not None:
-                os.close(self.listener.fd)
+            try:
+                self._stop_prefilter()
+            finally:
+                if self.listener is not None:
+                    os.close(self.listener.fd)
 
-    def _serve_one(self) -> None:
-        got = self.listener.recv()
-        if got is not None:
-            notif_id, tid, nr, args = got
-            self.listener.send(notif_id, self.answer(tid, nr, args))
-            tracer = self.tracer
-            if nr in MUTATING and tid in tracer.exec_traced and tracer.creds.get(tid) == tracer.initial:
-                # A temporary seteuid and back (apt as root does): untraced again, after the answer
-                # (the call then completes without a restart).
-                tracer.request_detach(tid)
+    def _stop_prefilter(self) -> None:
+        if self.prefilter is not None:
+            prefilter, self.prefilter = self.prefilter, None
+            answered = prefilter.stop()
+            self.tracer.stats.prefiltered.update(answered)
+            self.tracer.stats.notified.update(answered)
+
+    def _serve(self, got: tuple[int, int, int, tuple[int, ...]]) -> None:
+        notif_id, tid, nr, args = got
+        self.listener.send(notif_id, self.answer(tid, nr, args))
+        tracer = self.tracer
+        if nr in MUTATING and tid in tracer.exec_traced and tracer.creds.get(tid) == tracer.initial:
+            # A temporary seteuid and back (apt as root does): untraced again, after the answer
+            # (the call then completes without a restart).
+            tracer.request_detach(tid)
 
     def answer(self, tid: int, nr: int, args: tuple[int, ...]) -> tuple[int, int, int]:
         """(val, error, flags) for one notified call."""

@@ -64,6 +64,7 @@ class Stats:
     by_nr: Counter = field(default_factory=Counter)               # trapped calls per syscall
     ns_by_nr: Counter = field(default_factory=Counter)            # tracer time per syscall
     notified: Counter = field(default_factory=Counter)            # answered by the notification listener
+    prefiltered: Counter = field(default_factory=Counter)         # of those, answered by the C pre-filter
     handler_errors: int = 0                                       # handler bugs, answered EINVAL
 
 
