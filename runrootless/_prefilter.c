@@ -24,6 +24,7 @@
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,7 +227,12 @@ static void *serve(void *arg)
     struct prefilter *p = arg;
     struct pollfd fds[2] = { { p->listener, POLLIN, 0 }, { p->stop, POLLIN, 0 } };
     struct seccomp_notif req;
+    sigset_t pipe_signal;
 
+    /* A closed read end (the supervisor gave up) is an EPIPE here, never a SIGPIPE for the process. */
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, NULL);
     for (;;) {
         if (poll(fds, 2, -1) < 0) {
             if (errno == EINTR)

@@ -68,16 +68,14 @@ class Prefilter:
             out.append((notif_id, tid, nr, tuple(args)))
         return out
 
-    def stop(self) -> Counter:
-        """End the thread; the calls it answered, per syscall number.  Raises what ended it early."""
+    def stop(self) -> tuple[Counter, int]:
+        """End the thread: the calls it answered per syscall number, and the errno that ended it early (0: none)."""
         if self._handle is None:
-            return Counter()
+            return Counter(), 0
+        # Read end first: a thread blocked writing to a full pipe then fails with EPIPE instead of hanging the join.
+        os.close(self.fd)
         size = self._lib.rr_prefilter_counted()
         counts = (ctypes.c_uint64 * size)()
         error = self._lib.rr_prefilter_stop(self._handle, counts, size)
         self._handle = None
-        os.close(self.fd)
-        if error:
-            raise OSError(error, f"seccomp listener: {os.strerror(error)}")
-        return Counter({nr: n for nr, n in enumerate(counts) if n})
-
+        return Counter({nr: n for nr, n in enumerate(counts) if n}), error

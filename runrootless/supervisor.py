@@ -69,7 +69,9 @@ class Supervisor:
                         forwarded = self.prefilter.take()
                         if forwarded is None:   # no task uses the filter any more
                             poller.unregister(fd)
-                            self._stop_prefilter()
+                            error = self._stop_prefilter()
+                            if error:
+                                raise OSError(error, f"seccomp listener: {os.strerror(error)}")
                         else:
                             for got in forwarded:
                                 self._serve(got)
@@ -113,18 +115,19 @@ class Supervisor:
                     pass
             waiter.join()
             os.close(wake_r)
-            try:
-                self._stop_prefilter()
-            finally:
-                if self.listener is not None:
-                    os.close(self.listener.fd)
+            self._stop_prefilter()   # still running only when the loop is left by an exception
+            if self.listener is not None:
+                os.close(self.listener.fd)
 
-    def _stop_prefilter(self) -> None:
-        if self.prefilter is not None:
-            prefilter, self.prefilter = self.prefilter, None
-            answered = prefilter.stop()
-            self.tracer.stats.prefiltered.update(answered)
-            self.tracer.stats.notified.update(answered)
+    def _stop_prefilter(self) -> int:
+        """End the pre-filter's thread and count what it answered; the errno that ended it early."""
+        if self.prefilter is None:
+            return 0
+        prefilter, self.prefilter = self.prefilter, None
+        answered, error = prefilter.stop()
+        self.tracer.stats.prefiltered.update(answered)
+        self.tracer.stats.notified.update(answered)
+        return error
 
     def _serve(self, got: tuple[int, int, int, tuple[int, ...]]) -> None:
         notif_id, tid, nr, args = got
