@@ -108,11 +108,17 @@ class Bench:
         return api.run(spec, output=self.log.append, pin_cpu=self.pin if pin is None else pin, notify=self.notify,
                        prefilter=prefilter, stats=stats)
 
-    def floor(self, bundle: Path, script: str) -> int:
+    def floor(self, bundle: Path, script: str, pin: bool = False) -> int:
         spec = api.spec_from_bundle(bundle)
         spec.args = ["/bin/sh", "-c", script.replace("apt-get ", "apt-get -o APT::Sandbox::User=root ")]
         spec.emulate = False
-        return api.run(spec, output=self.log.append)
+        affinity = os.sched_getaffinity(0)
+        if pin:   # as pin_cpu does for runrootless: this thread and all it forks on one CPU
+            os.sched_setaffinity(0, {max(affinity)})
+        try:
+            return api.run(spec, output=self.log.append)
+        finally:
+            os.sched_setaffinity(0, affinity)
 
     def proot(self, bundle: Path, script: str) -> int:
         rootfs = bundle / "rootfs"
@@ -156,6 +162,8 @@ def main() -> None:
                         help="every task traced and every emulated call a ptrace stop (api.run notify=False)")
     parser.add_argument("--no-prefilter-too", action="store_true",
                         help="also run runrootless with every notification answered in Python (prefilter=False)")
+    parser.add_argument("--pinned-floor-too", action="store_true",
+                        help="also run the floor on one CPU, as pin_cpu runs runrootless (what one CPU costs)")
     parser.add_argument("--only", choices=("runrootless", "floor", "proot"), action="append",
                         help="run only these contenders (repeatable)")
     opts = parser.parse_args()
@@ -178,6 +186,8 @@ def main() -> None:
         python_only = api.Stats()
         contenders["runrootless, no pre-filter"] = lambda bundle: bench.runrootless(
             bundle, script, python_only, prefilter=False)
+    if opts.pinned_floor_too:
+        contenders["floor, on one CPU"] = lambda bundle: bench.floor(bundle, script, pin=True)
     if opts.only:
         contenders = {k: v for k, v in contenders.items() if k.split()[0].rstrip(",") in opts.only}
     times: dict[str, list[float]] = {name: [] for name in contenders}

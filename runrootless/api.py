@@ -28,9 +28,10 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     output None inherits stdin/stdout/stderr; otherwise stdin is /dev/null and
     stdout+stderr are merged and streamed to the callback (from a thread).
     on_start gets the host pid of the container's init.  pin_cpu keeps the
-    runner and the container on one CPU (on the apt bench 1.35x the floor
-    against 1.39x unpinned: with sync wake-ups the listener runs on its
-    caller's CPU either way, while ptrace stops still cross CPUs).  notify (the default)
+    runner and the container on one CPU (on the apt bench 1.21x the floor
+    either way, but unpinned burns 1.18x the floor's CPU against 1.06x:
+    with sync wake-ups the listener runs on its caller's CPU, while ptrace
+    stops and forwarded notifications still cross CPUs).  notify (the default)
     answers the emulated calls from a seccomp user-notification listener and
     traces only tasks whose ids change (supervisor.py); notify=False traces
     every task and traps every emulated call with ptrace.  prefilter (the
