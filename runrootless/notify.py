@@ -45,6 +45,11 @@ def answer(handler, call: Call) -> tuple[int, int, int]:
     return response(run_handler(handler, call))
 
 
+def unpack(data: bytes) -> list[tuple[int, int, int, tuple[int, ...]]]:
+    """(id, tid, nr, args) of each struct seccomp_notif in data."""
+    return [(notif_id, tid, nr, tuple(args)) for notif_id, tid, _, nr, _, _, *args in NOTIF.iter_unpack(data)]
+
+
 class Listener:
     """One listener fd: RECV and SEND with a preallocated request buffer."""
 
@@ -66,8 +71,7 @@ class Listener:
             if err.errno in (errno.ENOENT, errno.EINTR):
                 return None
             raise
-        notif_id, tid, _, nr, _, _, *args = NOTIF.unpack(self._request)
-        return notif_id, tid, nr, tuple(args)
+        return unpack(self._request)[0]
 
     def send(self, notif_id: int, answer: tuple[int, int, int]) -> None:
         try:

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from .sandbox import SandboxError
-from .notify import NOTIF
+from .notify import NOTIF, unpack
 
 _READ_BATCH = 64
 
@@ -63,10 +63,7 @@ class Prefilter:
             return None
         # The thread writes whole structs (each an atomic pipe write), and the
         # batch is a whole number of them, so reads never split one.
-        out = []
-        for notif_id, tid, _, nr, _, _, *args in NOTIF.iter_unpack(data):
-            out.append((notif_id, tid, nr, tuple(args)))
-        return out
+        return unpack(data)
 
     def stop(self) -> tuple[Counter, int]:
         """End the thread: the calls it answered per syscall number, and the errno that ended it early (0: none)."""
