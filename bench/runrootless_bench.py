@@ -215,18 +215,19 @@ def main() -> None:
     cpu_floor = cpu_medians.get("floor (userns, Sandbox::User=root)")
     floor_runs = times.get("floor (userns, Sandbox::User=root)")
     print(f"  {'':36s} {'wall s':>7s} {'/floor':>6s} {'/proot':>6s} {'cpu s':>6s} {'/floor':>6s}  exit  "
-          f"{'/floor per round':>16s}  wall runs")
+          f"{'/floor per round: median (range)':>32s}  wall runs")
     for name, secs in medians.items():
         runs = " ".join(f"{t:.1f}" for t in times[name])
         exits = ",".join(str(s) for s in sorted(statuses[name]))
         ratio_floor = f"{secs / floor:6.2f}" if floor else "     -"
         ratio_proot = f"{secs / proot:6.2f}" if proot else "     -"
         cpu_ratio = f"{cpu_medians[name] / cpu_floor:6.2f}" if cpu_floor else "     -"
-        # Contenders run back to back in each round: the per-round ratio shows how much load noise there is.
+        # Contenders run back to back in each round, so the per-round ratio cancels the drift
+        # between rounds (the floor alone moves by up to 20%); its range shows the noise left.
         rounds = sorted(t / f for t, f in zip(times[name], floor_runs)) if floor_runs else []
-        spread = f"{rounds[0]:.2f}-{rounds[-1]:.2f}" if rounds else "-"
+        spread = f"{statistics.median(rounds):.2f} ({rounds[0]:.2f}-{rounds[-1]:.2f})" if rounds else "-"
         print(f"  {name:36s} {secs:7.2f} {ratio_floor} {ratio_proot} {cpu_medians[name]:6.1f} {cpu_ratio}  "
-              f"{exits:4s}  {spread:>16s}  {runs}")
+              f"{exits:4s}  {spread:>32s}  {runs}")
     if "runrootless" in medians:
         n = opts.repeat
         rr = sum(times["runrootless"])
