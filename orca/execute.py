@@ -10,7 +10,6 @@ layer of what the step changed.
 from __future__ import annotations
 
 import copy as pycopy
-import fcntl
 import os
 import posixpath
 import re
@@ -29,6 +28,7 @@ from umoci_py.errors import UmociError
 from umoci_py.mutate import format_time_ns
 
 from orca import copy as cp
+from orca import mounts as mnt
 from orca.copy import context_filter
 from orca.cache import CacheStore, digest_of, step_key
 from orca.errors import BuildError, DockerfileError, OrcaError
@@ -44,10 +44,6 @@ if TYPE_CHECKING:
     from orca.snapshot import Snapshot
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
-# BuildKit mounts shebang heredocs at /dev/pipes/<name>; runrootless builds
-# /dev as a fresh tmpfs before the spec mounts and cannot make mount points
-# inside it, so the scripts go to /run/pipes instead.
-PIPES = "/run/pipes"
 LAYER_KINDS = {"RUN", "COPY", "ADD", "WORKDIR"}
 
 
@@ -625,16 +621,16 @@ class StageRun:
         mounts = [self._mount(m, where) for m in ins.mounts]
         script = ins.flags.get("script")
         if script is not None:
-            mounts.append(self._script_mount(script))
-            argv = [f"{PIPES}/{script.name}"]
+            mounts.append(mnt.script_mount(script, self.b.workroot))
+            argv = [f"{mnt.PIPES}/{script.name}"]
         user = self.cfg.get("User") or ""
         cwd = self.cfg.get("WorkingDir") or "/"
         instr = {"kind": "RUN", "argv": argv, "user": user, "cwd": cwd, "network": network,
-                 "mounts": [m["key"] for m in mounts]}
+                 "mounts": [m.key for m in mounts]}
         run_env = dict(env)
         for m in mounts:
-            if m.get("env"):
-                run_env[m["env"][0]] = m["env"][1]
+            if m.env:
+                run_env[m.env[0]] = m.env[1]
         key = step_key(self.key, instr, env, self.b.platform_str)
         shown = [f"{k}={v}" for k, v in self.args.items()
                  if k.lower() not in ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")]
@@ -649,7 +645,7 @@ class StageRun:
             specs, cleanup = [], []
             try:
                 for m in mounts:
-                    spec, undo = m["prepare"](rootfs)
+                    spec, undo = m.prepare(rootfs)
                     cleanup.append(undo)
                     if spec is not None:
                         specs.append(spec)
@@ -673,139 +669,17 @@ class StageRun:
                                  f"exit code {status}{shown}")
         return described, key, action
 
-    def _script_mount(self, script) -> dict:
-        """A shebang heredoc: a 0755 file mounted read-only at PIPES/<name>."""
-        target = f"{PIPES}/{script.name}"
-
-        def prep(_rootfs):
-            holder = Path(tempfile.mkdtemp(dir=self.b.workroot))
-            (holder / script.name).write_text(script.content)
-            os.chmod(holder / script.name, 0o755)
-            return _sandbox_mount(str(holder / script.name), target, "bind", ("bind", "ro")), \
-                lambda: remove_tree(holder)
-        return {"key": {"type": "script", "name": script.name, "content": script.content}, "prepare": prep}
-
-    def _mount(self, raw, where: str) -> dict:
-        """A RUN --mount as {key: what counts for the cache, prepare(rootfs) -> (Mount, undo)}."""
+    def _mount(self, raw, where: str) -> mnt.RunMount:
         env = self.env()
         try:
             m = parse_mount(raw.spec, lambda v: lexer.process_word(v, env, self.b.plan.escape))
         except DockerfileError as err:
             raise err.at(self.b.plan.file, int(where.rsplit(":", 1)[1])) from None
-        mtype = m.type
-        target = m.target or ""
-        if target and not target.startswith("/"):
-            target = posixpath.join(self.cfg.get("WorkingDir") or "/", target)
-        target = posixpath.normpath(target) if target else target
-        readonly = m.readonly
-        src = m.source
-        from_ = m.from_
-        if mtype == "secret":
-            sid = m.id or src or posixpath.basename(target)
-            env_name = m.env
-            target = target or f"/run/secrets/{sid}"
-            path = self.b.o.secrets.get(sid)
-            if path is None:
-                if m.required:
-                    raise BuildError(f"{where}: secret {sid!r} required but not provided (--secret id={sid},src=PATH)")
-                return {"key": {"type": "secret", "id": sid}, "prepare": lambda rootfs: (None, _noop)}
-            data = Path(path).read_bytes()
-            out = {"key": {"type": "secret", "id": sid, "target": target, "env": env_name}}
-            if env_name:
-                out["env"] = (env_name, data.decode())
-                if not m.target:
-                    out["prepare"] = lambda rootfs: (None, _noop)
-                    return out
-
-            def prep_secret(rootfs):
-                holder = Path(tempfile.mkdtemp(dir=self.b.workroot))
-                f = holder / "secret"
-                f.write_bytes(data)
-                os.chmod(f, 0o400)
-                undo_point = cp.mount_point(rootfs, target, is_dir=False)
-
-                def undo():
-                    undo_point()
-                    remove_tree(holder)
-                return _sandbox_mount(str(f), target, "bind", ("rbind", "ro")), undo
-            out["prepare"] = prep_secret
-            return out
-        if mtype == "tmpfs":
-            return {"key": {"type": "tmpfs", "target": target},
-                    "prepare": lambda rootfs: (_sandbox_mount("tmpfs", target, "tmpfs", ("rw",)),
-                                               cp.mount_point(rootfs, target))}
-        if mtype == "cache":
-            cid = m.id or target
-            sharing = m.sharing or "shared"
-
-            def prep_cache(rootfs):
-                d = self.b.o.cache.mount_dir(cid)
-                fd = None
-                if sharing in ("locked", "private"):
-                    fd = os.open(d, os.O_RDONLY)
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if sharing == "private" else 0))
-                    except BlockingIOError:
-                        os.close(fd)
-                        fd = None
-                        d = Path(tempfile.mkdtemp(dir=self.b.workroot))
-                # uid/gid/mode apply to the cache directory itself, as BuildKit's do.
-                os.chmod(d, m.mode if m.mode is not None else 0o755)
-                cp.set_owner(d, (m.uid or 0, m.gid or 0))
-                undo_point = cp.mount_point(rootfs, target)
-
-                def undo():
-                    undo_point()
-                    if fd is not None:
-                        os.close(fd)
-                return _sandbox_mount(str(d), target, "bind", ("rbind", "rw")), undo
-            return {"key": {"type": "cache", "target": target, "sharing": sharing,
-                            "uid": m.uid, "gid": m.gid, "mode": m.mode}, "prepare": prep_cache}
-        if mtype == "bind":
-            src_path = src or "/"
-            if from_:
-                root, identity = self.b.source_root(from_, where)
-                sources = cp.select(root, [src_path], f"{where}: RUN --mount", cp._never)
-            else:
-                root = self.b.o.context
-                sources = cp.select(root, [src_path], f"{where}: RUN --mount", self.b.o.excluded)
-                identity = cp.content_digest(root, sources, self.b.o.excluded)
-            host = root / sources[0].rel
-
-            def prep_bind(rootfs):
-                source = host
-                holder = None
-                if not readonly or not from_:
-                    # a writable bind must not change its source, and the
-                    # context view must not show ignored files: use a copy
-                    holder = Path(tempfile.mkdtemp(dir=self.b.workroot))
-                    source = holder / "src"
-                    if host.is_dir():
-                        source.mkdir()
-                        cp.copy_sources(root, sources, source, "/", True, cp.CopyOptions(keep_owner=True),
-                                        cp._never if from_ else self.b.o.excluded)
-                    else:
-                        shutil.copy2(host, source)
-                undo_point = cp.mount_point(rootfs, target, is_dir=host.is_dir())
-
-                def undo():
-                    undo_point()
-                    if holder is not None:
-                        remove_tree(holder)
-                return _sandbox_mount(str(source), target, "bind", ("rbind", "ro" if readonly else "rw")), undo
-            return {"key": {"type": "bind", "target": target, "source": src_path, "rw": not readonly,
-                            "content": identity}, "prepare": prep_bind}
-        raise BuildError(f"{where}: RUN --mount=type={mtype} is not supported")
-
-
-def _noop() -> None:
-    pass
-
-
-def _sandbox_mount(source: str, target: str, kind: str, options: tuple):
-    """A runrootless Mount, its module imported only once a step runs."""
-    from runrootless.api import Mount
-    return Mount(source, target, kind, options)
+        o = self.b.o
+        site = mnt.MountSite(where=where, workdir=self.cfg.get("WorkingDir") or "/", workroot=self.b.workroot,
+                             context=o.context, excluded=o.excluded, secrets=o.secrets, cache=o.cache,
+                             source_root=self.b.source_root)
+        return mnt.run_mount(m, site)
 
 
 def _json(args: list[str]) -> str:

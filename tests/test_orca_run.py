@@ -108,6 +108,23 @@ def test_secrets_never_leave_the_run_and_network_none_has_only_lo(tmp_path, busy
     assert SECRET not in json.dumps(config["history"])
 
 
+def test_secret_mount_honours_mode_uid_and_gid(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout,
+                  "FROM BASE\n"
+                  "RUN --mount=type=secret,id=tok stat -c '%a %u %g' /run/secrets/tok > /default\n"
+                  "RUN --mount=type=secret,id=tok,mode=0444,uid=1000,gid=1001,target=/s "
+                  "stat -c '%a %u %g' /s > /asked && cat /s > /dev/null\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    result, log, _ = build(tmp_path, ctx, secrets={"tok": secret})
+    assert not isinstance(result, BuildError), log
+    layout, man, _ = manifest(tmp_path, result)
+    assert layer_files(layout, man["layers"][-2])["default"][1] == b"400 0 0\n"
+    files = layer_files(layout, man["layers"][-1])
+    assert files["asked"][1] == b"444 1000 1001\n"
+    assert "s" not in files  # the mount point leaves nothing behind
+
+
 def test_shebang_heredoc_runs_as_a_script_file(tmp_path, busybox_layout):
     ctx = context(tmp_path, busybox_layout, "FROM BASE\nRUN <<EOF\n#!/bin/sh -e\n"
                                             "echo \"script $0\" > /out\nEOF\n")
