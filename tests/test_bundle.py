@@ -37,8 +37,8 @@ def rootfs(tmp_path):
     ("1000", 1000, 1001, [10, 29], "/home/app"),
     ("app:shadow", 1000, 42, [], "/home/app"),
     ("app:42", 1000, 42, [], "/home/app"),
-    ("4242", 4242, 0, [], "/"),
-    ("4242:4343", 4242, 4343, [], "/"),
+    ("4242", 4242, 0, [], None),
+    ("4242:4343", 4242, 4343, [], None),
     ("daemon", 1, 1, [10], "/usr/sbin"),
 ])
 def test_resolve_user_like_moby(rootfs, spec, uid, gid, gids, home):

@@ -37,7 +37,7 @@ class ExecUser:
     uid: int = 0
     gid: int = 0
     additional_gids: list[int] = field(default_factory=list)
-    home: str = "/"
+    home: str | None = None  # only for a user found in the rootfs's passwd
 
 
 def _read_db(path: Path, min_fields: int) -> list[list[str]]:
@@ -179,8 +179,9 @@ def _apply_image(spec: dict, image: dict, rootfs: Path | None) -> None:
     process["user"] = {"uid": user.uid, "gid": user.gid}
     if user.additional_gids:
         process["user"]["additionalGids"] = user.additional_gids
-    if not any(e.startswith("HOME=") for e in process["env"]):
-        process["env"].append(f"HOME={user.home}")
+    # umoci 0.5+: HOME only from a passwd entry, and never over the image's own.
+    if user.home is not None and not any(e.startswith("HOME=") for e in cfg.get("Env") or []):
+        process["env"] = merge_env(process["env"], [f"HOME={user.home}"])
 
     for volume in sorted(cfg.get("Volumes") or {}):
         spec["mounts"].append({"destination": volume, "type": "tmpfs", "source": "none",

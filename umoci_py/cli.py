@@ -278,7 +278,7 @@ def insert_cmd(image, new_tag, whiteout, opaque, compress, platform, paths, **kw
     """Add SOURCE at TARGET as a new layer: insert [SOURCE] TARGET."""
     if len(paths) > 2:
         raise UsageError("insert takes <source> <target>, or <target> with --whiteout")
-    source, target = (None, paths[0]) if len(paths) == 1 else (Path(paths[0]), paths[1])
+    source, target = (None, paths[0]) if len(paths) == 1 else paths
     opts, history = _maps(kw), _history(kw)
     layout, tag = _open_image(image)
     config_ops.insert(layout, tag, source, target, opts, history, whiteout, opaque, new_tag,

@@ -180,7 +180,7 @@ def _add_layer_from(layout: Layout, tag: str, new_tag: str | None, platform, str
     return mutator.descriptor_path[-1]
 
 
-def insert(layout: Layout, tag: str, source: Path | None, target: str, opts: MapOptions,
+def insert(layout: Layout, tag: str, source: str | Path | None, target: str, opts: MapOptions,
            history: HistoryOptions, whiteout: bool = False, opaque: bool = False,
            new_tag: str | None = None, compress: str = "auto", platform=None,
            environ=os.environ) -> dict:
@@ -189,6 +189,12 @@ def insert(layout: Layout, tag: str, source: Path | None, target: str, opts: Map
         raise UsageError("insert --whiteout takes only <target>, not <source>")
     if not whiteout and source is None:
         raise UsageError("insert needs <source> <target> (or --whiteout <target>)")
+    # Path("") is ".": an empty argument would silently insert the working directory.
+    if source is not None and not os.fspath(source):
+        raise UsageError("insert: <source> path cannot be empty")
+    if not target:
+        raise UsageError("insert: <target> path cannot be empty")
+    source = Path(source) if source is not None else None
     if source is not None and not os.path.lexists(source):
         raise UsageError(f"{source}: no such file or directory")
     with tempfile.TemporaryFile(dir=layout.path) as layer:

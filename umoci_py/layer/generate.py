@@ -85,7 +85,7 @@ class _LayerWriter:
         xattrs.pop(rootless.OWNERS_XATTR, None)
         device = xattrs.pop(DEVICE_XATTR, None)
         for key, value in sorted(xattrs.items()):
-            if key in FORBIDDEN_XATTRS or not value:
+            if key in FORBIDDEN_XATTRS:
                 continue
             if key == rootless.XATTR_NAME and self.opts.rootless:
                 continue
