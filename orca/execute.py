@@ -38,7 +38,7 @@ from orca.resolve import Image, Resolver
 from orca.runstep import CpuSlots, run_isolated
 from orca.copy import remove_tree
 from orca.dockerfile import ignore, lexer
-from orca.dockerfile.instructions import parse_chmod, parse_mount
+from orca.dockerfile.instructions import parse_chmod, parse_mount, parse_ports
 
 if TYPE_CHECKING:
     from orca.snapshot import Snapshot
@@ -441,11 +441,9 @@ class StageRun:
         for a in ins.args:
             try:
                 words = lexer.process_words(a, self.env(), self.b.plan.escape)
+                ports += parse_ports(words)
             except DockerfileError as err:
                 raise err.at(self.b.plan.file, ins.line) from None
-            for p in words:
-                port, _, proto = p.partition("/")
-                ports.append(f"{port}/{(proto or 'tcp').lower()}")
         self.cfg.setdefault("ExposedPorts", {})
         for p in ports:
             self.cfg["ExposedPorts"][p] = {}

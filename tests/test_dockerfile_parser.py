@@ -348,10 +348,35 @@ def test_heredoc_chomp_strips_tabs():
     ("'EOF'", "EOF", False),
     ('"EOF"', "EOF", False),
     ("eo'f'", "eof", False),
-    ("eo\\'f", "eo'f", False),
+    # BuildKit compares quote counts before and after lexing: an escaped quote
+    # or an escaped delimiter is no quoting, and the body expands.
+    ("eo\\'f", "eo'f", True),
+    ("\\EOF", "EOF", True),
 ])
 def test_heredoc_quoting_controls_expansion(delimiter, name, expand):
     assert parse_heredoc_word("<<" + delimiter) == (name, expand, False, 0)
+
+
+@pytest.mark.parametrize("text, cmd, names, expand", [
+    # an escaped delimiter still expands (the body is shell text either way for RUN)
+    ("RUN <<\\EOF\necho $HOME\nEOF\n", ("echo $HOME\n",), ["EOF"], [True]),
+    # spaces after << : one heredoc word, its body is not read as instructions
+    ("RUN <<  EOF\nFROM x\nRUN y\nEOF\n", ("FROM x\nRUN y\n",), ["EOF"], [True]),
+    ("RUN << 'EOF'\necho $X\nEOF\n", ("echo $X\n",), ["EOF"], [False]),
+    ("RUN <<-  EOF\n\techo a\n\tEOF\n", ("echo a\n",), ["EOF"], [True]),
+    ("RUN cat << A 3<< B\na\nA\nb\nB\n", ("cat << A 3<< B\na\nA\nb\nB",), ["A", "B"], [True, True]),
+])
+def test_run_heredoc_delimiter_forms(text, cmd, names, expand):
+    run = one(text)
+    assert run.cmd == cmd
+    assert [h.name for h in run.heredocs] == names and [h.expand for h in run.heredocs] == expand
+
+
+def test_copy_heredoc_with_spaces_after_the_operator():
+    copy = one("COPY <<  one.txt src << \"two.txt\" /dest/\n1\none.txt\n2\ntwo.txt\n")
+    assert copy.sources == ("src",) and copy.dest == "/dest/"
+    assert [(h.name, h.content, h.expand) for h in copy.heredocs] == [("one.txt", "1\n", True),
+                                                                        ("two.txt", "2\n", False)]
 
 
 def test_heredoc_word_chomp_and_fd():

@@ -172,3 +172,16 @@ def test_copy_from_is_keyed_by_the_copied_content(tmp_path, busybox_layout):
     assert "CACHED" not in third.output
     layout, _, manifest, _ = _image(tmp_path, "merged")
     assert _layer_names(layout, manifest["layers"][-1])["copy.txt"].size == 5
+
+
+def test_expose_ranges_give_one_port_each(tmp_path, busybox_layout):
+    ctx = _context(tmp_path, busybox_layout, "FROM BASE\nARG P=53/UDP\nEXPOSE 8000-8002 $P\n")
+    res = _build(tmp_path, ctx, "-t", "app")
+    assert res.exit_code == 0, res.output
+    config = _image(tmp_path, "app")[3]
+    assert config["config"]["ExposedPorts"] == {"8000/tcp": {}, "8001/tcp": {}, "8002/tcp": {}, "53/udp": {}}
+    (tmp_path / "bad").mkdir()
+    bad = _context(tmp_path / "bad", busybox_layout, "FROM BASE\nEXPOSE 90-80\n")
+    res = _build(tmp_path, bad)
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1].endswith("Dockerfile:2: invalid range specified for container port: 90-80")

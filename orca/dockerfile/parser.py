@@ -20,6 +20,7 @@ MAX_LINE = 65536  # bufio.MaxScanTokenSize
 _WS_SPLIT = re.compile(r"[\t\v\f\r ]+")
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _HEREDOC = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$", re.ASCII)
+_HEREDOC_OPERATOR = re.compile(r"^\d*<<-?$", re.ASCII)
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_.]*$")
 _ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
 _NOT_STRINGS = "when using JSON array syntax, arrays must be comprised of strings only"
@@ -80,9 +81,30 @@ def parse_heredoc_word(word: str, escape: str = "\\") -> tuple[str, bool, bool, 
     words = Lexer(escape, skip_unset_env=True).process_words(rest, {})
     if len(words) != 1:
         return None
-    raw = Lexer(escape, raw_quotes=True, raw_escapes=True, skip_unset_env=True).process_words(rest, {})
-    # Any quoting or escaping of the delimiter turns expansion off.
-    return words[0], raw == words, dash == "-", int(fd or 0)
+    raw = Lexer(escape, raw_quotes=True, skip_unset_env=True).process_words(rest, {})
+    # BuildKit turns expansion off when the delimiter holds quotes that lexing
+    # removed, comparing only quote counts: an escaped delimiter (<<\EOF) expands.
+    expand = _quotes(raw[0]) == _quotes(words[0])
+    return words[0], expand, dash == "-", int(fd or 0)
+
+
+def _quotes(word: str) -> int:
+    return word.count("'") + word.count('"')
+
+
+def _join_heredoc_operators(words: list[str]) -> list[str]:
+    """A bare ``<<`` (``<<-``, ``3<<``) and the word after it are one heredoc
+    word, as ``RUN <<  EOF`` is in BuildKit since its March 2025 parser."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        if _HEREDOC_OPERATOR.match(words[i]) and i + 1 < len(words):
+            out.append(words[i] + words[i + 1])
+            i += 2
+        else:
+            out.append(words[i])
+            i += 1
+    return out
 
 
 @dataclass
@@ -208,7 +230,7 @@ class _Reader:
             words = lexer.process_words(line, {})
         except SubstitutionError:
             return i
-        for word in words:
+        for word in _join_heredoc_operators(words):
             try:
                 found = parse_heredoc_word(word, self.escape)
             except SubstitutionError as err:
@@ -603,8 +625,8 @@ class _Builder:
         if len(node.args) < 2:
             raise DockerfileError(f"{what} requires at least two arguments, but only one was "
                                   "provided. Destination could not be determined.")
-        *sources, dest = node.args
         heredocs = [_chomped(h) for h in node.heredocs]
+        *sources, dest = _join_heredoc_operators(node.args) if heredocs else node.args
         if heredocs and parse_heredoc_word(dest, self.escape):
             raise DockerfileError(f"{what} cannot accept a heredoc as a destination")
         paths: list[str] = []
