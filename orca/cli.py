@@ -65,6 +65,11 @@ class LazyClient:
         return getattr(self._client, name)
 
 
+def ssh_options(fn):
+    return click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]",
+                        help="forward an ssh-agent socket to RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)")(fn)
+
+
 cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                                  help="build cache directory (default $XDG_CACHE_HOME/orca)")
 
@@ -93,9 +98,10 @@ def cli():
 @click.option("--cache-to", default=None, metavar="registry:REF", help="export the build cache to a registry")
 @click.option("--cache-from", multiple=True, metavar="registry:REF", help="use a registry build cache")
 @registry_options
+@ssh_options
 @click.argument("context", type=click.Path(path_type=Path))
 def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platform, jobs,
-          progress_mode, cache_dir, push_refs, cache_to, cache_from, tls_ca, insecure, context):
+          progress_mode, cache_dir, push_refs, cache_to, cache_from, tls_ca, insecure, ssh, context):
     """Build the Dockerfile in CONTEXT."""
     from orca.cache import default_cache_dir
     from orca.execute import BuildRequest, run_build
@@ -113,9 +119,10 @@ def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platf
         from orca.registry.reference import parse as parse_ref
 
         targets = _run(lambda: [parse_ref(r) for r in push_refs])
+    agents = _run(lambda: parse_ssh(ssh))
     req = BuildRequest(context=context, dockerfile=dockerfile, tags=list(tags),
                        layout=layout or default_layout(), build_args=parse_build_args(build_args),
-                       target=target, no_cache=no_cache, secrets=parse_secrets(secrets),
+                       target=target, no_cache=no_cache, secrets=parse_secrets(secrets), ssh=agents,
                        platform=platform, jobs=jobs or os.cpu_count() or 1, cache_dir=cache_dir,
                        progress=open_progress(progress_mode, sys.stderr), registry=client, cache=store)
 
@@ -160,6 +167,26 @@ def parse_secrets(values) -> dict[str, Path]:
         if not os.path.isfile(src):
             raise click.BadParameter(f"{item!r}: {src}: no such file", param_hint="--secret")
         out[sid] = Path(src)
+    return out
+
+
+def parse_ssh(values) -> dict[str, Path]:
+    """--ssh ID[=SOCKET]: the agent socket of each id ($SSH_AUTH_SOCK when
+    none is named), as docker buildx takes it."""
+    from orca.sshforward import check_agent_socket
+
+    out = {}
+    for item in values:
+        sid, eq, path = item.partition("=")
+        if not sid or (eq and not path) or "," in path:
+            raise click.BadParameter(f"{item!r}: expected default|ID[=SOCKET] (one agent socket)",
+                                     param_hint="--ssh")
+        if not eq:
+            path = os.environ.get("SSH_AUTH_SOCK", "")
+            if not path:
+                raise click.BadParameter(f"{item!r}: SSH_AUTH_SOCK is not set (name the socket: "
+                                         f"{sid}=SOCKET)", param_hint="--ssh")
+        out[sid] = check_agent_socket(path, f"--ssh {item}")
     return out
 
 

@@ -60,6 +60,7 @@ class BuildOptions:
     bases: list[str] = field(default_factory=list)
     no_cache: bool = False
     secrets: dict[str, Path] = field(default_factory=dict)
+    ssh: dict[str, Path] = field(default_factory=dict)       # --ssh: agent sockets by id
     platform: object = None
     jobs: int = 1
     excluded: object = cp._never
@@ -616,7 +617,7 @@ class StageRun:
         argv = self._argv(ins)
         env = self.env()
         network = ins.flags.get("network") or "default"
-        mounts = [self._mount(m, where) for m in ins.mounts]
+        mounts = self._mounts(ins.mounts, where, env)
         script = ins.flags.get("script")
         if script is not None:
             mounts.append(mnt.script_mount(script, self.b.workroot))
@@ -667,17 +668,17 @@ class StageRun:
                                  f"exit code {status}{shown}")
         return described, key, action
 
-    def _mount(self, raw, where: str) -> mnt.RunMount:
-        env = self.env()
+    def _mounts(self, raws, where: str, env: dict[str, str]) -> list[mnt.RunMount]:
         try:
-            m = parse_mount(raw.spec, lambda v: lexer.process_word(v, env, self.b.plan.escape))
+            parsed = [parse_mount(raw.spec, lambda v: lexer.process_word(v, env, self.b.plan.escape))
+                      for raw in raws]
         except DockerfileError as err:
             raise err.at(self.b.plan.file, int(where.rsplit(":", 1)[1])) from None
         o = self.b.o
         site = mnt.MountSite(where=where, workdir=self.cfg.get("WorkingDir") or "/", workroot=self.b.workroot,
-                             context=o.context, excluded=o.excluded, secrets=o.secrets, cache=o.cache,
-                             source_root=self.b.source_root)
-        return mnt.run_mount(m, site)
+                             context=o.context, excluded=o.excluded, secrets=o.secrets, ssh=o.ssh,
+                             cache=o.cache, source_root=self.b.source_root)
+        return mnt.run_mounts(parsed, site, env)
 
 
 def _json(args: list[str]) -> str:
@@ -728,6 +729,7 @@ class BuildRequest:
     target: str | None = None
     no_cache: bool = False
     secrets: dict[str, Path] = field(default_factory=dict)
+    ssh: dict[str, Path] = field(default_factory=dict)
     platform: str | None = None
     jobs: int = 1
     registry: object = None                 # orca.registry.client.Client, None: no registry access
@@ -759,7 +761,7 @@ def run_build(req: BuildRequest) -> BuildResult:
     opts = BuildOptions(context=context, plan=loaded.plan, layout=Path(req.layout),
                         cache=req.cache or CacheStore(req.cache_dir), progress=progress, tags=req.tags,
                         build_args=req.build_args, global_args=loaded.global_args, bases=loaded.bases,
-                        no_cache=req.no_cache, secrets=req.secrets, platform=platform, jobs=req.jobs,
+                        no_cache=req.no_cache, secrets=req.secrets, ssh=req.ssh, platform=platform, jobs=req.jobs,
                         excluded=context_filter(context, dockerfile),
                         source_date_epoch=int(sde_text) if sde_text else None, registry=req.registry)
     return build(opts)

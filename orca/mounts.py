@@ -9,7 +9,7 @@ import os
 import posixpath
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +23,7 @@ from orca.errors import BuildError
 # /dev as a fresh tmpfs before the spec mounts and cannot make mount points
 # inside it, so the scripts go to /run/pipes instead.
 PIPES = "/run/pipes"
+SSH_AGENT_DIR = "/run/buildkit"
 
 # prepare(rootfs) -> (the sandbox's Mount or None, undo)
 Prepare = Callable[[Path], tuple[object, Callable[[], None]]]
@@ -52,6 +53,7 @@ class MountSite:
     context: Path
     excluded: Callable
     secrets: dict[str, Path] = field(default_factory=dict)
+    ssh: dict[str, Path] = field(default_factory=dict)   # --ssh: agent sockets by id
     cache: CacheStore | None = None
     # (directory, cache identity) of a stage's or image's filesystem
     source_root: Callable[[str, str], tuple[Path, str]] | None = None
@@ -65,6 +67,25 @@ def _sandbox_mount(source: str, target: str, kind: str, options: tuple):
 
 def _holder(site: MountSite) -> Path:
     return Path(tempfile.mkdtemp(dir=site.workroot))
+
+
+def run_mounts(parsed: list[Mount], site: MountSite, env: dict[str, str]) -> list[RunMount]:
+    """The RunMounts of one RUN's expanded --mount flags.  As BuildKit's LLB
+    does, ssh mounts without a target get /run/buildkit/ssh_agent.N, N
+    counting the RUN's ssh mounts, and the first one is SSH_AUTH_SOCK unless
+    the environment has it."""
+    out = []
+    n = 0
+    for m in parsed:
+        if m.type == "ssh":
+            if not m.target:
+                m = replace(m, target=f"{SSH_AGENT_DIR}/ssh_agent.{n}")
+            n += 1
+        mount = run_mount(m, site)
+        if m.type == "ssh" and n == 1 and "SSH_AUTH_SOCK" not in env:
+            mount = replace(mount, env=("SSH_AUTH_SOCK", mount.key["target"]))
+        out.append(mount)
+    return out
 
 
 def run_mount(m: Mount, site: MountSite) -> RunMount:
@@ -189,11 +210,42 @@ def bind_mount(m: Mount, target: str, site: MountSite) -> RunMount:
                      "content": identity}, prepare)
 
 
+def ssh_mount(m: Mount, target: str, site: MountSite) -> RunMount:
+    """The --ssh agent of the mount's id, relayed through a socket of the
+    build's own (orca.sshforward); neither that socket nor the agent's path
+    reaches the cache key or the rootfs.  uid and gid are accepted but do not
+    show: the emulation cannot record owners of sockets (they read 0:0), and
+    every user of the step can connect."""
+    sid = m.id or "default"
+    mode = m.mode if m.mode is not None else 0o600
+    key = {"type": "ssh", "id": sid, "target": target, "required": m.required,
+           "mode": mode, "uid": m.uid or 0, "gid": m.gid or 0}
+    upstream = site.ssh.get(sid)
+    if upstream is None:
+        if m.required:
+            raise BuildError(f"{site.where}: ssh agent {sid!r} required but not provided (--ssh {sid}=SOCKET)")
+        return RunMount(key)
+
+    def prepare(rootfs: Path):
+        from orca.sshforward import AgentForward
+        holder = _holder(site)
+        forward = AgentForward(holder / "agent.sock", upstream, mode)
+        undo_point = cp.mount_point(rootfs, target, is_dir=False)
+
+        def undo():
+            forward.close()
+            undo_point()
+            remove_tree(holder)
+        return _sandbox_mount(str(forward.path), target, "bind", ("bind",)), undo
+    return RunMount(key, prepare)
+
+
 MOUNT_KINDS: dict[str, Callable[[Mount, str, MountSite], RunMount]] = {
     "secret": secret_mount,
     "tmpfs": tmpfs_mount,
     "cache": cache_mount,
     "bind": bind_mount,
+    "ssh": ssh_mount,
 }
 
 
