@@ -1,4 +1,4 @@
-"""refs: tag syntax, resolution through indexes by platform, tagging, gc, stat.
+"""refs: tag syntax, resolution through indexes by platform, tagging, gc.
 
 Cross-checked with umoci 0.4.7, skopeo and oci-image-tool.
 """
@@ -102,7 +102,7 @@ def test_resolve_fixture_and_missing_tag(busybox_layout):
     layout = Layout.open(busybox_layout)
     path = refs.resolve(layout, "latest")
     assert len(path) == 1 and path[0]["mediaType"] == mediatypes.MANIFEST
-    with pytest.raises(RefError, match="tag 'nope' not found"):
+    with pytest.raises(RefError, match="tag not found: nope"):
         refs.resolve(layout, "nope")
 
 
@@ -133,7 +133,7 @@ def test_resolve_nested_and_ambiguous(tmp_path):
     root = layout.read_index()["manifests"][0]
     assert refs.resolve(layout, "nested") == [root, inner, one]
     refs.set_tag(layout, "twice", make_index(layout, [one, two]))
-    with pytest.raises(RefError, match="tag 'twice' is ambiguous: 2 manifests for platform linux/amd64"):
+    with pytest.raises(RefError, match=r"tag is ambiguous: twice \(2 manifests for platform linux/amd64\)"):
         refs.resolve(layout, "twice", Platform("linux", "amd64"))
     refs.set_tag(layout, "single", one)
     with pytest.raises(RefError, match="no manifest for platform linux/arm64"):
@@ -311,37 +311,3 @@ def test_gc_beside_writers_deletes_none_of_their_blobs(tmp_path):
         manifest = layout.read_json(manifest_desc, "manifest")
         layout.read_json(manifest["config"], "config")
         layout.read_blob(manifest["layers"][0]["digest"], manifest["layers"][0]["size"])
-
-
-# -- stat --------------------------------------------------------------------
-
-def test_stat_json_matches_umoci_history(busybox_layout):
-    layout = Layout.open(busybox_layout)
-    ours = refs.stat(layout, "latest")
-    theirs = json.loads(_umoci("stat", "--json", "--image", f"{busybox_layout}:latest"))
-    assert ours["history"] == theirs["history"]
-    assert ours["manifest"]["descriptor"] == layout.read_index()["manifests"][0]
-    assert ours["config"]["blob"]["rootfs"]["type"] == "layers"
-
-
-def test_stat_human_output(busybox_layout, tmp_path):
-    layout = Layout.open(busybox_layout)
-    text = refs.format_stat(refs.stat(layout, "latest"))
-    history = text.split("== HISTORY ==\n")[1]
-    assert history == _umoci("stat", "--image", f"{busybox_layout}:latest")
-    img = Layout.init(tmp_path / "img")
-    refs.set_tag(img, "t", make_image(img))
-    st = refs.stat(img, "t")
-    text = refs.format_stat(st)
-    assert text.startswith("== MANIFEST ==\nSchema Version: 2\n") and "\n\n== CONFIG ==\n" in text
-    assert f"    Size:       {st['config']['descriptor']['size']}B\n" in text
-    assert '    Volumes:           /data, "/v w"\n' in text
-    assert "    Command:\n        sh\n" in text
-    rows = text.split("== HISTORY ==\n")[1].splitlines()
-    assert rows[2].startswith("<none>") and rows[2].split()[-3:] == ["config", "<none>", "c"]
-    assert rows[1].startswith(st["history"][0]["layer"]["digest"] + " 2025-01-02T03:04:05Z test add")
-
-
-def test_human_size():
-    assert [refs.human_size(n) for n in (0, 135, 999, 1000, 1088710, 12345678901)] == \
-        ["0B", "135B", "999B", "1kB", "1.089MB", "12.35GB"]

@@ -40,6 +40,12 @@ _CHUNK = 1 << 20
 _INDEX_ORDER = ("schemaVersion", "mediaType", "artifactType", "manifests", "subject", "annotations")
 _DESCRIPTOR_ORDER = ("mediaType", "digest", "size", "urls", "annotations", "data", "platform",
                      "artifactType")
+_MANIFEST_ORDER = ("schemaVersion", "mediaType", "artifactType", "config", "layers", "subject",
+                   "annotations")
+# Manifests and indexes we write say what they are (image-spec 1.1, after
+# CVE-2021-41190), as umoci 0.5+ does; reads refuse a blob that says otherwise.
+_EMBEDDED = {"manifest": (mediatypes.MANIFEST, _MANIFEST_ORDER),
+             "index": (mediatypes.INDEX, _INDEX_ORDER)}
 
 
 def _ordered(doc: dict, order: tuple[str, ...]) -> dict:
@@ -307,10 +313,18 @@ class Layout:
         data = self.read_blob(descriptor["digest"], descriptor["size"])
         source = str(self.blob_path(descriptor["digest"]))
         doc = _parse_json(data, source)
+        # Before the schema: "this is an index, not a manifest" is the clearer message.
+        embedded = doc.get("mediaType") if kind in _EMBEDDED and isinstance(doc, dict) else None
+        if embedded is not None and embedded != descriptor["mediaType"]:
+            raise SchemaError(f"{source}: embedded mediaType {embedded!r} does not match the "
+                              f"descriptor's {descriptor['mediaType']!r}")
         schemas.validate(doc, kind, source)
         return doc
 
     def put_json(self, doc: dict, kind: str) -> tuple[str, int]:
+        if kind in _EMBEDDED:
+            media_type, order = _EMBEDDED[kind]
+            doc = _ordered({"mediaType": media_type, **doc}, order)
         schemas.validate(doc, kind, f"new {kind} blob for {self.path}")
         return self.put_blob(jsonenc.dumps(doc))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from umoci_py import bundle as bundle_files
-from umoci_py import config_ops, jsonenc, refs
+from umoci_py import config_ops, image_stat, jsonenc, refs
 from umoci_py.cas import Layout
 from umoci_py.errors import UmociError, UsageError
 from umoci_py.mutate import HistoryOptions, check_created
@@ -250,11 +250,11 @@ def list_cmd(layout):
 def stat_cmd(image, as_json, platform):
     """Show the manifest, config and history of an image."""
     layout, tag = _open_image(image)
-    info = refs.stat(layout, tag, platform=_platform(platform))
+    info = image_stat.stat(layout, tag, platform=_platform(platform))
     if as_json:
         sys.stdout.buffer.write(jsonenc.dumps(info))
     else:
-        click.echo(refs.format_stat(info), nl=False)
+        click.echo(image_stat.format_stat(info), nl=False)
 
 
 @cli.command("gc")

@@ -159,9 +159,9 @@ def tag_image(layout: Layout, tag: str, new_tag: str) -> dict:
     entries = [m for m in layout.read_index().get("manifests", [])
                if (m.get("annotations") or {}).get(REF_NAME) == tag]
     if not entries:
-        raise RefError(f"{layout.path}: tag {tag!r} not found")
+        raise RefError(f"{layout.path}: tag not found: {tag}")
     if len(entries) > 1:
-        raise RefError(f"{layout.path}: tag {tag!r} is ambiguous ({len(entries)} index entries)")
+        raise RefError(f"{layout.path}: tag is ambiguous: {tag} ({len(entries)} index entries)")
     descriptor = dict(entries[0])
     annotations = {k: v for k, v in (descriptor.get("annotations") or {}).items() if k != REF_NAME}
     descriptor.pop("annotations", None)

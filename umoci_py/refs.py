@@ -1,4 +1,4 @@
-"""Tags, image references, platform selection, garbage collection and stat.
+"""Tags, image references, platform selection and garbage collection.
 
 A tag is an index.json entry annotated ``org.opencontainers.image.ref.name``.
 Resolution walks nested indexes down to image manifests; unlike umoci, a
@@ -121,12 +121,15 @@ def resolve(layout: Layout, tag: str, platform: Platform | None = None) -> list[
     check_tag(tag)
     entries = _tag_entries(layout.read_index(), tag)
     if not entries:
-        raise RefError(f"{layout.path}: tag {tag!r} not found in index.json")
+        raise RefError(f"{layout.path}: tag not found: {tag}")
     candidates = [p for entry in entries for p in _manifest_paths(layout, [entry])]
     if not candidates:
         raise RefError(f"{layout.path}: tag {tag!r} does not point to an image manifest")
     if len(candidates) == 1 and platform is None:
         return candidates[0]
+    if platform is None and not any("platform" in p[-1] for p in candidates):
+        # Nothing to choose by: umoci's "ambiguous" (two entries of one name, too).
+        raise RefError(f"{layout.path}: tag is ambiguous: {tag} ({len(candidates)} manifests)")
     want = platform or host_platform()
     if len(candidates) == 1:
         # A lone manifest without platform information is taken as is.
@@ -138,8 +141,8 @@ def resolve(layout: Layout, tag: str, platform: Platform | None = None) -> list[
     if not matching:
         raise RefError(f"{layout.path}: no manifest for platform {want} in tag {tag!r}")
     if len(matching) > 1:
-        raise RefError(f"{layout.path}: tag {tag!r} is ambiguous: {len(matching)} manifests "
-                       f"for platform {want}")
+        raise RefError(f"{layout.path}: tag is ambiguous: {tag} ({len(matching)} manifests "
+                       f"for platform {want})")
     return matching[0]
 
 
@@ -204,150 +207,3 @@ def gc(layout: Layout) -> list[str]:
             layout.delete_blob(digest)
         layout.clean_temp_dirs()
     return removed
-
-
-def stat(layout: Layout, tag: str, platform: Platform | None = None) -> dict:
-    """umoci HEAD's ``stat --json`` document for the image manifest ``tag`` names."""
-    path = resolve(layout, tag, platform)
-    manifest_desc = path[-1]
-    manifest = layout.read_json(manifest_desc, "manifest")
-    config = layout.read_json(manifest["config"], "config")
-    layers = iter(manifest["layers"])
-    diff_ids = iter(config["rootfs"].get("diff_ids") or [])
-    history = []
-    for entry in config.get("history") or []:
-        empty = bool(entry.get("empty_layer", False))
-        layer = None if empty else next(layers, None)
-        item = {"layer": layer, "diff_id": "" if empty else next(diff_ids, "")}
-        # Go's omitempty: unset strings and a false empty_layer are left out.
-        for key in ("created", "created_by", "author", "comment"):
-            if entry.get(key):
-                item[key] = entry[key]
-        if empty:
-            item["empty_layer"] = True
-        history.append(item)
-    return {
-        "manifest": {"descriptor": manifest_desc, "blob": manifest},
-        "config": {"descriptor": manifest["config"], "blob": config},
-        "history": history,
-    }
-
-
-def human_size(size: float) -> str:
-    """go-units HumanSize: decimal units, 4 significant digits (``135B``, ``1.089MB``)."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.4g}{units[i]}"
-
-
-def _tabwrite(lines: list[str], minwidth: int = 4, padding: int = 1) -> str:
-    """Go text/tabwriter with padchar ' ': tab-terminated cells aligned per column block."""
-    out: list[str] = []
-    rows = [line.split("\t") for line in lines]
-
-    def emit(start: int, end: int, widths: list[int]) -> None:
-        for cells in rows[start:end]:
-            text = ""
-            for j, cell in enumerate(cells):
-                text += cell.ljust(widths[j]) if j < len(widths) and j < len(cells) - 1 else cell
-            out.append(text)
-
-    def block(start: int, end: int, widths: list[int]) -> None:
-        column = len(widths)
-        line0 = start
-        this = start
-        while this < end:
-            if column >= len(rows[this]) - 1:
-                this += 1
-                continue
-            emit(line0, this, widths)
-            line0 = this
-            width = minwidth
-            while this < end and column < len(rows[this]) - 1:
-                width = max(width, len(rows[this][column]) + padding)
-                this += 1
-            block(line0, this, widths + [width])
-            line0 = this
-        emit(line0, end, widths)
-
-    # A line without tabs flushes the writer, so it ends every column block.
-    start = 0
-    for i, cells in enumerate(rows):
-        if len(cells) == 1:
-            block(start, i, [])
-            out.append(cells[0])
-            start = i + 1
-    block(start, len(rows), [])
-    return "".join(line + "\n" for line in out)
-
-
-def _quote_volume(path: str) -> str:
-    if re.search(r'[\s,"\\]', path):
-        return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return path
-
-
-def _descriptor_lines(desc: dict, indent: str) -> list[str]:
-    lines = [f"{indent}Media Type:\t{desc['mediaType']}",
-             f"{indent}Digest:\t{desc['digest']}",
-             f"{indent}Size:\t{human_size(desc['size'])}"]
-    for key, value in sorted((desc.get("annotations") or {}).items()):
-        lines.append(f"{indent}Annotation {key}:\t{value}")
-    return lines
-
-
-def format_stat(st: dict) -> str:
-    """The human ``umoci stat`` text for a :func:`stat` document."""
-    manifest = st["manifest"]["blob"]
-    config = st["config"]["blob"]
-    image = config.get("config") or {}
-    lines = ["== MANIFEST ==",
-             f"Schema Version:\t{manifest['schemaVersion']}",
-             f"Media Type:\t{manifest.get('mediaType', '')}"]
-    if "artifactType" in manifest:
-        lines.append(f"Artifact Type:\t{manifest['artifactType']}")
-    lines.append("Config:")
-    lines += _descriptor_lines(st["config"]["descriptor"], "\t")
-    lines.append("Layers:")
-    for layer in manifest["layers"]:
-        lines += _descriptor_lines(layer, "\t")
-    if "subject" in manifest:
-        lines.append("Subject:")
-        lines += _descriptor_lines(manifest["subject"], "\t")
-    lines += ["", "== CONFIG ==",
-              f"Created:\t{config.get('created', '')}",
-              f"Author:\t{config.get('author', '')}",
-              "Platform:",
-              f"\tOS:\t{config['os']}",
-              f"\tArchitecture:\t{config['architecture']}"]
-    if config.get("variant"):
-        lines.append(f"\tVariant:\t{config['variant']}")
-    # Single-valued lines first: list items would otherwise share a tabwriter
-    # column block with them and push their values far to the right.
-    lines += ["Image Config:",
-              f"\tUser:\t{image.get('User', '')}",
-              f"\tWorking Directory:\t{image.get('WorkingDir', '')}"]
-    if image.get("Volumes"):
-        lines.append("\tVolumes:\t" + ", ".join(_quote_volume(v) for v in sorted(image["Volumes"])))
-    if image.get("ExposedPorts"):
-        lines.append("\tExposed Ports:\t" + ", ".join(sorted(image["ExposedPorts"])))
-    for key, title in (("Entrypoint", "Entrypoint"), ("Cmd", "Command"), ("Env", "Environment")):
-        if image.get(key):
-            lines.append(f"\t{title}:")
-            lines += [f"\t\t{value}" for value in image[key]]
-    if image.get("Labels"):
-        lines.append("\tLabels:")
-        lines += [f"\t\t{k}:\t{v}" for k, v in sorted(image["Labels"].items())]
-    lines += ["", "== HISTORY ==", "LAYER\tCREATED\tCREATED BY\tSIZE\tCOMMENT"]
-    for entry in st["history"]:
-        layer = entry["layer"]
-        fields = [layer["digest"] if layer else "<none>",
-                  entry.get("created", "0001-01-01T00:00:00Z"),
-                  entry.get("created_by", ""),
-                  human_size(layer["size"]) if layer else "<none>",
-                  entry.get("comment", "")]
-        lines.append("\t".join(f.replace("\t", " ").replace("\n", " ") for f in fields))
-    return _tabwrite(lines)
