@@ -126,7 +126,9 @@ def test_insert_tree_opaque_and_whiteout(tmp_path):
     generate_insert_layer(src, "/opt/../srv/app", ROOTLESS, out, opaque=True)
     tar = out.getvalue()
     assert tar[-1024:] == b"\0" * 1024  # properly terminated, unlike umoci 0.4.7
-    assert raw_names(tar) == ["srv/app/.wh..wh..opq", "srv/app/", "srv/app/sub/", "srv/app/sub/f"]
+    # The target's whiteout first (a lower symlink there must not be followed),
+    # the opaque marker after the directory's own entry.
+    assert raw_names(tar) == ["srv/.wh.app", "srv/app/", "srv/app/.wh..wh..opq", "srv/app/sub/", "srv/app/sub/f"]
     assert (headers(tar)["srv/app/sub/f"].uid, headers(tar)["srv/app/sub/f"].gid) == (7, 8)
     out = io.BytesIO()
     generate_insert_layer(src / "sub/f", "etc/file", ROOTLESS, out)

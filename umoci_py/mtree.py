@@ -161,9 +161,11 @@ class DigestCache:
 
 
 class Manifest:
-    def __init__(self, entries: list[Entry], tree: str = ""):
+    def __init__(self, entries: list[Entry], tree: str = "", inodes: dict[str, tuple[int, int]] | None = None):
         self.entries = entries
         self.tree = tree
+        # (st_dev, st_ino) of each hard-linked non-directory, from a walk (not in the text)
+        self.inodes = inodes or {}
 
     def by_path(self) -> dict[str, Entry]:
         return {e.path: e for e in self.entries}
@@ -274,13 +276,14 @@ def walk(rootfs: str | os.PathLike, keywords=KEYWORDS, rootless: bool = True,
     Rootless: paths that deny us are opened temporarily and their original
     modes recorded."""
     root = os.fspath(rootfs)
-    entries: list[Entry] = []
+    manifest = Manifest([], root)
     with unpriv.Access(root) as access:
-        _walk_dir(access, "", keywords, rootless, cache, entries)
-    return Manifest(entries, root)
+        _walk_dir(access, "", keywords, rootless, cache, manifest)
+    return manifest
 
 
-def _walk_dir(access, rel, keywords, rootless, cache, entries) -> None:
+def _walk_dir(access, rel, keywords, rootless, cache, manifest) -> None:
+    entries = manifest.entries
     path = access.host(rel)
     st = os.lstat(path)
     entries.append(Entry(rel or ".", _keywords(access, rel, path, st, keywords, rootless, cache)))
@@ -294,8 +297,10 @@ def _walk_dir(access, rel, keywords, rootless, cache, entries) -> None:
             subdirs.append(child)
         else:
             entries.append(Entry(child, _keywords(access, child, cpath, cst, keywords, rootless, cache)))
+            if cst.st_nlink > 1:
+                manifest.inodes[child] = (cst.st_dev, cst.st_ino)
     for child in subdirs:
-        _walk_dir(access, child, keywords, rootless, cache, entries)
+        _walk_dir(access, child, keywords, rootless, cache, manifest)
 
 
 def _keywords(access, rel, path, st, keywords, rootless, cache) -> dict[str, str]:
@@ -396,6 +401,35 @@ def compare(old: Manifest, new: Manifest) -> list[Delta]:
             deltas.append(Delta(path, "modified"))
     deltas.extend(Delta(p, "missing") for p in olds if p not in news)
     return deltas
+
+
+def layer_deltas(old: Manifest, new: Manifest) -> list[Delta]:
+    """compare() as a layer must see it.  A path whose type changed is
+    missing (a whiteout) and then extra: a whiteout is the one way every
+    extractor drops the old thing, a symlink to a directory included, and
+    it covers what the old directory held.  A hard-link group with any
+    member changed is written whole (new is a walk), or a name that kept
+    its path would stay a separate inode below the layer."""
+    olds, news = old.by_path(), new.by_path()
+    deltas = []
+    for d in compare(old, new):
+        if d.kind == "modified" and olds[d.path].type != news[d.path].type:
+            deltas += [Delta(d.path, "missing"), Delta(d.path, "extra")]
+        else:
+            deltas.append(d)
+    groups: dict[tuple[int, int], list[str]] = {}
+    for path, key in new.inodes.items():
+        groups.setdefault(key, []).append(path)
+    changed = {d.path for d in deltas if d.kind != "missing"}
+    for members in groups.values():
+        if changed.intersection(members):
+            deltas += [Delta(p, "modified") for p in members if p not in changed]
+    return deltas
+
+
+def layer_order(delta: Delta) -> tuple[bytes, bool]:
+    """Path order, a path's whiteout before its new entry."""
+    return os.fsencode(delta.path), delta.kind != "missing"
 
 
 def _under(path: str, prefix: str) -> bool:

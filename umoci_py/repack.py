@@ -23,7 +23,7 @@ from umoci_py.unpack import digest_cache_path, write_bundle_state
 def filter_deltas(deltas: list, masks: list[str]) -> list:
     """umoci's MaskFilter then SimplifyFilter, in path order."""
     kept = mtree.simplify_filter(mtree.mask_filter(deltas, masks))
-    return sorted(kept, key=lambda d: d.path)
+    return sorted(kept, key=mtree.layer_order)
 
 
 def _load_cache(bundle: Path, manifest_digest: str):
@@ -56,7 +56,7 @@ def repack_bundle(layout: Layout, tag: str, bundle: Path, mask_paths=(), mask_vo
         masks = list(mask_paths)
         if mask_volumes:
             masks += list((mutator.config.get("config") or {}).get("Volumes") or {})
-        deltas = filter_deltas(mtree.compare(old, current), masks)
+        deltas = filter_deltas(mtree.layer_deltas(old, current), masks)
         author = mutator.config.get("author")
         if deltas:
             with tempfile.TemporaryFile(dir=bundle) as layer:

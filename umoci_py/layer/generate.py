@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from .. import rootless, unpriv
 from ..errors import LayerError
-from ..mtree import Delta, read_xattrs
+from ..mtree import Delta, layer_order, read_xattrs
 from .extract import DEVICE_XATTR, FORBIDDEN_XATTRS, OPAQUE, PAX_XATTR, WHITEOUT, MapOptions, clean, map_id
 
 log = logging.getLogger(__name__)
@@ -91,16 +91,16 @@ class _LayerWriter:
                 continue
             ti.pax_headers[PAX_XATTR + key] = value.decode("utf-8", "surrogateescape")
         data = None
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and (st.st_dev, st.st_ino) in self.inodes:
+        # Any non-directory can have more names (ln -P of a symlink too).
+        inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else None
+        if inode is not None and inode in self.inodes:
             ti.type = tarfile.LNKTYPE
-            ti.linkname = self.inodes[(st.st_dev, st.st_ino)]
+            ti.linkname = self.inodes[inode]
         elif stat.S_ISREG(st.st_mode) and device is not None and st.st_size == 0:
             ti.type, ti.devmajor, ti.devminor = _parse_device(device, path)
         elif stat.S_ISREG(st.st_mode):
             ti.type = tarfile.REGTYPE
             ti.size = st.st_size
-            if st.st_nlink > 1:
-                self.inodes[(st.st_dev, st.st_ino)] = name
             data = unpriv.open_read(access, rel)
         elif stat.S_ISDIR(st.st_mode):
             ti.type = tarfile.DIRTYPE
@@ -112,6 +112,8 @@ class _LayerWriter:
         else:
             ti.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
             ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        if inode is not None:
+            self.inodes.setdefault(inode, name)
         try:
             self.tar.addfile(ti, data)
         except OSError as e:
@@ -147,7 +149,7 @@ def generate_layer(rootfs: str | os.PathLike, deltas: list[Delta], opts: MapOpti
     one, in path order."""
     writer = _LayerWriter(out_fileobj, opts, source_date_epoch)
     with unpriv.Access(os.fspath(rootfs)) as access:
-        for delta in sorted(deltas, key=lambda d: os.fsencode(d.path)):
+        for delta in sorted(deltas, key=layer_order):
             if delta.kind == "missing":
                 writer.whiteout(delta.path)
             else:
@@ -159,8 +161,9 @@ def generate_insert_layer(source: str | os.PathLike | None, target: str, opts: M
                           out_fileobj: BinaryIO, whiteout: bool = False, opaque: bool = False,
                           source_date_epoch: int | None = None) -> None:
     """Uncompressed tar putting source (a file or a tree) at target, as umoci
-    insert: with whiteout, only a whiteout of target; with opaque, an opaque
-    whiteout of target first so the lower layers' contents are hidden."""
+    insert: with whiteout, only a whiteout of target; with opaque, a
+    whiteout of target first (and an opaque one in a directory target), so
+    nothing of the lower layers' target shows."""
     name = clean(target) or "."
     writer = _LayerWriter(out_fileobj, opts, source_date_epoch)
     if whiteout:
@@ -174,11 +177,19 @@ def generate_insert_layer(source: str | os.PathLike | None, target: str, opts: M
     src = os.path.abspath(os.fspath(source))
     if not os.path.lexists(src):
         raise LayerError(f"insert: source {src} does not exist")
-    if opaque:
-        writer.opaque(name)
+    if opaque and name != ".":
+        # Not just the opaque marker: below a lower symlink it would empty the
+        # directory the link points to, and below a lower file it is nothing.
+        writer.whiteout(name)
     if os.path.isdir(src) and not os.path.islink(src):
         with unpriv.Access(src) as access:
-            _insert_tree(writer, access, "", name)
+            writer.add(access, "", name)
+            if opaque:
+                # After the directory's own entry, where overlay-style appliers
+                # (a whiteout device there first) need it too.
+                writer.opaque(name)
+            for child in unpriv.listdir(access, ""):
+                _insert_tree(writer, access, child, child if name == "." else f"{name}/{child}")
     else:
         with unpriv.Access(os.path.dirname(src)) as access:
             writer.add(access, os.path.basename(src), name)
