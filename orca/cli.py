@@ -30,7 +30,7 @@ class DefaultGroup(click.Group):
     """A group whose unknown first word means `build`, so `orca-build CONTEXT` works."""
 
     def parse_args(self, ctx, args):
-        if not args or args[0] not in self.commands and args[0] not in ("--help", "-h"):
+        if not args or args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["build", *args]
         return super().parse_args(ctx, args)
 
@@ -65,9 +65,31 @@ class LazyClient:
         return getattr(self._client, name)
 
 
-def ssh_options(fn):
-    return click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]",
-                        help="forward an ssh-agent socket to RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)")(fn)
+def buildx_options(fn):
+    """docker buildx build's flags for the image's metadata and the RUN sandbox."""
+    options = [
+        click.option("-q", "--quiet", is_flag=True, help="print only the image digest (as --progress quiet)"),
+        click.option("--iidfile", type=click.Path(path_type=Path, dir_okay=False), help="write the image digest here"),
+        click.option("--metadata-file", type=click.Path(path_type=Path, dir_okay=False),
+                     help="write the build's result here as JSON (containerimage.digest, ...)"),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="add a label to the image config"),
+        click.option("--annotation", "annotations", multiple=True, metavar="[KIND:]KEY=VALUE",
+                     help="annotate the manifest (KIND manifest, manifest-descriptor or index)"),
+        click.option("--pull", is_flag=True, help="take a base named NAME[:TAG] from its registry, "
+                                                  "never from the layout"),
+        click.option("--no-cache-filter", "no_cache_filter", multiple=True, metavar="STAGE",
+                     help="run the steps of this stage, ignoring the cache"),
+        click.option("--network", default=None, type=click.Choice(["default", "none", "host"]),
+                     help="network of RUN steps without --network"),
+        click.option("--add-host", "add_hosts", multiple=True, metavar="NAME:IP", help="add a line to RUN's /etc/hosts"),
+        click.option("--shm-size", default=None, metavar="SIZE", help="size of RUN's /dev/shm (e.g. 128m)"),
+        click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]", help="resource limit of RUN"),
+        click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]",
+                     help="forward an ssh-agent socket to RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
@@ -75,6 +97,8 @@ cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path), 
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rootless-oci-tools", prog_name="orca-build",
+                      message="%(prog)s version %(version)s")
 def cli():
     """Build OCI images from Dockerfiles with no privileges."""
 
@@ -98,11 +122,14 @@ def cli():
 @click.option("--cache-to", default=None, metavar="registry:REF", help="export the build cache to a registry")
 @click.option("--cache-from", multiple=True, metavar="registry:REF", help="use a registry build cache")
 @registry_options
-@ssh_options
+@buildx_options
 @click.argument("context", type=click.Path(path_type=Path))
 def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platform, jobs,
-          progress_mode, cache_dir, push_refs, cache_to, cache_from, tls_ca, insecure, ssh, context):
+          progress_mode, cache_dir, push_refs, cache_to, cache_from, tls_ca, insecure,
+          quiet, iidfile, metadata_file, labels, annotations, pull, no_cache_filter, network, add_hosts,
+          shm_size, ulimits, ssh, context):
     """Build the Dockerfile in CONTEXT."""
+    from orca import metadata, runsettings
     from orca.cache import default_cache_dir
     from orca.execute import BuildRequest, run_build
     from orca.progress import open_progress
@@ -120,9 +147,15 @@ def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platf
 
         targets = _run(lambda: [parse_ref(r) for r in push_refs])
     agents = _run(lambda: parse_ssh(ssh))
+    run_settings = _run(lambda: runsettings.from_flags(network, ulimits, shm_size, add_hosts))
+    annotated = _run(lambda: tuple(a for text in annotations for a in metadata.parse_annotation(text)))
+    if quiet:
+        progress_mode = "quiet"
     req = BuildRequest(context=context, dockerfile=dockerfile, tags=list(tags),
                        layout=layout or default_layout(), build_args=parse_build_args(build_args),
                        target=target, no_cache=no_cache, secrets=parse_secrets(secrets), ssh=agents,
+                       no_cache_stages=frozenset(s.lower() for s in no_cache_filter), run=run_settings,
+                       labels=_run(lambda: metadata.parse_labels(labels)), annotations=annotated, pull=pull,
                        platform=platform, jobs=jobs or os.cpu_count() or 1, cache_dir=cache_dir,
                        progress=open_progress(progress_mode, sys.stderr), registry=client, cache=store)
 
@@ -140,6 +173,11 @@ def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platf
 
         for ref in targets:
             _run(lambda: push(client, Layout.open(req.layout), result.descriptor, ref))
+    if iidfile:
+        _run(lambda: metadata.write_file(iidfile, result.descriptor["digest"]))
+    if metadata_file:
+        _run(lambda: metadata.write_metadata(metadata_file, metadata.image_metadata(req.layout, result.descriptor,
+                                                                                    req.tags)))
     click.echo(result.descriptor["digest"])
 
 
@@ -191,11 +229,15 @@ def parse_ssh(values) -> dict[str, Path]:
 
 
 def _run(fn):
+    """The one error sink: a line on stderr and exit status 1."""
     try:
         return fn()
     except UmociError as err:
         click.echo(f"orca-build: {err}", err=True)
-        sys.exit(1)
+    except OSError as err:  # what no layer of the build turned into its own message
+        where = f"{err.filename}: " if err.filename else ""
+        click.echo(f"orca-build: {where}{err.strerror or err}", err=True)
+    sys.exit(1)
 
 
 @cli.command("pull")

@@ -35,7 +35,9 @@ from orca.errors import BuildError, DockerfileError, OrcaError
 from orca.plan import Instr, Plan, Stage, load_plan, parse_triggers
 from orca.progress import Progress
 from orca.resolve import Image, Resolver
+from orca.runsettings import RunSettings
 from orca.runstep import CpuSlots, run_isolated
+from orca.metadata import Annotation, of_kind
 from orca.copy import remove_tree
 from orca.dockerfile import ignore, lexer
 from orca.dockerfile.instructions import parse_chmod, parse_mount, parse_ports
@@ -59,8 +61,13 @@ class BuildOptions:
     global_args: dict[str, str] = field(default_factory=dict)
     bases: list[str] = field(default_factory=list)
     no_cache: bool = False
+    no_cache_stages: frozenset[str] = frozenset()            # --no-cache-filter: stage names
     secrets: dict[str, Path] = field(default_factory=dict)
     ssh: dict[str, Path] = field(default_factory=dict)       # --ssh: agent sockets by id
+    run: RunSettings = RunSettings()                          # --network, --ulimit, --shm-size, --add-host
+    labels: dict[str, str] = field(default_factory=dict)      # --label: the image config's Labels
+    annotations: tuple[Annotation, ...] = ()                  # --annotation
+    pull: bool = False                                        # --pull: bare base names from the registry
     platform: object = None
     jobs: int = 1
     excluded: object = cp._never
@@ -107,7 +114,7 @@ class Builder:
         self.o = opts
         self.plan = opts.plan
         self.store = opts.cache.layout
-        self.resolver = Resolver(opts.layout, self.store, opts.platform, opts.registry)
+        self.resolver = Resolver(opts.layout, self.store, opts.platform, opts.registry, opts.pull)
         self.results: dict[int, StageResult] = {}
         self.workroot = Path(tempfile.mkdtemp(prefix="build-", dir=opts.cache.root))
         self.slots = CpuSlots()
@@ -216,6 +223,10 @@ class Builder:
 
     # -- output -------------------------------------------------------------
     def _export(self, image: Image) -> dict:
+        if self.o.labels:
+            image = Image(pycopy.deepcopy(image.config), image.layers, image.key)
+            cfg = image.config.setdefault("config", {})
+            cfg["Labels"] = {**(cfg.get("Labels") or {}), **self.o.labels}
         try:
             out = Layout.open(self.o.layout)
         except UmociError:
@@ -235,10 +246,18 @@ class Builder:
                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                                    "digest": cdigest, "size": csize},
                         "layers": [mediatypes.oci_descriptor(d) for d in image.layers]}
+            annotations = self.o.annotations
+            if of_kind(annotations, "manifest"):
+                manifest["annotations"] = of_kind(annotations, "manifest")
             mdigest, msize = out.put_json(manifest, "manifest")
             desc = {"mediaType": manifest["mediaType"], "digest": mdigest, "size": msize}
+            if of_kind(annotations, "manifest-descriptor"):
+                desc["annotations"] = of_kind(annotations, "manifest-descriptor")
             for tag in self.o.tags:
                 refs.set_tag(out, tag, desc)
+            if of_kind(annotations, "index"):
+                with out.update_index() as index:
+                    index["annotations"] = {**(index.get("annotations") or {}), **of_kind(annotations, "index")}
         return desc
 
 
@@ -278,6 +297,7 @@ class StageRun:
         self.cmd_set = False
         self.snap: Snapshot | None = None
         self.label = f"{st.label}"
+        self.no_cache = b.o.no_cache or (st.name or "").lower() in b.o.no_cache_stages
 
     # helpers
     @property
@@ -356,11 +376,11 @@ class StageRun:
             described, key, action, *more = handler(ins)
             slow = more[0] if more else None
             store = self.b.o.cache
-            rec = None if self.b.o.no_cache else store.get(key)
+            rec = None if self.no_cache else store.get(key)
             chain = rec.get("chain", key) if rec is not None else key
             if rec is None and slow is not None:
                 chain = slow()
-                rec = None if self.b.o.no_cache else store.get(chain)
+                rec = None if self.no_cache else store.get(chain)
                 if rec is not None:
                     store.put(key, described, rec["image"], chain)
             link = bool(ins.flags.get("link"))
@@ -616,7 +636,8 @@ class StageRun:
                              f"(a rootless build has no privileges to grant)")
         argv = self._argv(ins)
         env = self.env()
-        network = ins.flags.get("network") or "default"
+        settings = self.b.o.run
+        network = ins.flags.get("network") or settings.network
         mounts = self._mounts(ins.mounts, where, env)
         script = ins.flags.get("script")
         if script is not None:
@@ -625,7 +646,7 @@ class StageRun:
         user = self.cfg.get("User") or ""
         cwd = self.cfg.get("WorkingDir") or "/"
         instr = {"kind": "RUN", "argv": argv, "user": user, "cwd": cwd, "network": network,
-                 "mounts": [m.key for m in mounts]}
+                 "mounts": [m.key for m in mounts], **settings.key()}
         run_env = dict(env)
         for m in mounts:
             if m.env:
@@ -648,6 +669,8 @@ class StageRun:
                     cleanup.append(undo)
                     if spec is not None:
                         specs.append(spec)
+                if settings.shm_size is not None:
+                    specs.append(mnt.shm_mount(settings.shm_size))
                 spec = rr.RunSpec(
                     rootfs=rootfs, args=argv, env=[f"{k}={v}" for k, v in run_env.items()], cwd=cwd,
                     uid=u.uid if u else 0, gid=u.gid if u else 0,
@@ -655,7 +678,7 @@ class StageRun:
                     mounts=tuple(specs), network="none" if network == "none" else "host")
                 try:
                     status = run_isolated(spec, lambda data: self.b.o.progress.output(pstep, data),
-                                          self.b.slots)
+                                          self.b.slots, settings.ulimits)
                 except BuildError as err:
                     raise BuildError(f"{where}: {ins.text}: {err}") from None
             finally:
@@ -728,8 +751,13 @@ class BuildRequest:
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     no_cache: bool = False
+    no_cache_stages: frozenset[str] = frozenset()
     secrets: dict[str, Path] = field(default_factory=dict)
     ssh: dict[str, Path] = field(default_factory=dict)
+    run: RunSettings = RunSettings()
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: tuple[Annotation, ...] = ()
+    pull: bool = False
     platform: str | None = None
     jobs: int = 1
     registry: object = None                 # orca.registry.client.Client, None: no registry access
@@ -761,7 +789,9 @@ def run_build(req: BuildRequest) -> BuildResult:
     opts = BuildOptions(context=context, plan=loaded.plan, layout=Path(req.layout),
                         cache=req.cache or CacheStore(req.cache_dir), progress=progress, tags=req.tags,
                         build_args=req.build_args, global_args=loaded.global_args, bases=loaded.bases,
-                        no_cache=req.no_cache, secrets=req.secrets, ssh=req.ssh, platform=platform, jobs=req.jobs,
+                        no_cache=req.no_cache, no_cache_stages=req.no_cache_stages, secrets=req.secrets,
+                        ssh=req.ssh, run=req.run, labels=req.labels, annotations=req.annotations, pull=req.pull,
+                        platform=platform, jobs=req.jobs,
                         excluded=context_filter(context, dockerfile),
                         source_date_epoch=int(sde_text) if sde_text else None, registry=req.registry)
     return build(opts)

@@ -249,6 +249,11 @@ MOUNT_KINDS: dict[str, Callable[[Mount, str, MountSite], RunMount]] = {
 }
 
 
+def shm_mount(size: int):
+    """--shm-size: a /dev/shm of that many bytes over the sandbox's own."""
+    return _sandbox_mount("shm", "/dev/shm", "tmpfs", ("nosuid", "nodev", "mode=1777", f"size={size}"))
+
+
 def script_mount(script, workroot: Path) -> RunMount:
     """A shebang heredoc: a 0755 file mounted read-only at PIPES/<name>."""
     target = f"{PIPES}/{script.name}"

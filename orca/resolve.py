@@ -7,7 +7,7 @@ Forms understood:
                     an image in a registry (with a registry client)
   NAME[:TAG]        a tag of the output layout: NAME:TAG itself if it is a
                     valid tag, then TAG, then NAME; failing that, with a
-                    registry client, NAME[:TAG] on Docker Hub
+                    registry client, NAME[:TAG] on Docker Hub (first, with pull)
 The image's blobs are imported into the cache layout, so everything a build
 touches afterwards lives in one place.
 """
@@ -47,11 +47,12 @@ def scratch_image(platform) -> Image:
 
 
 class Resolver:
-    def __init__(self, output: Path, store: Layout, platform, registry=None):
+    def __init__(self, output: Path, store: Layout, platform, registry=None, pull: bool = False):
         self.output = Path(output)
         self.store = store
         self.platform = platform
         self.registry = registry  # orca.registry.client.Client, or None: no registry access
+        self.pull = pull          # a bare NAME[:TAG] comes from its registry, never the layout
         self._lock = threading.Lock()
         self._memo: dict[str, Image] = {}
         self._pulled = False  # an image came from a registry: its layers may be missing
@@ -68,7 +69,7 @@ class Resolver:
         if ref.startswith("oci:"):
             path, tag = refs.parse_image_arg(ref[4:])
             return self._from_layout(Path(path), [tag], ref)
-        if self.registry is not None and (ref.startswith("docker://") or looks_remote(ref)):
+        if self.registry is not None and (ref.startswith("docker://") or looks_remote(ref) or self.pull):
             return self._from_registry(ref)
         candidates = [ref]
         if ":" in ref:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -57,9 +58,11 @@ def _spec_from_json(d: dict):
     return api.RunSpec(**d)
 
 
-def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots) -> int:
+def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits=()) -> int:
     """Run a runrootless RunSpec; output gets the merged output as it comes;
-    the exit status (128+signal when killed).  Sandbox failures raise BuildError."""
+    the exit status (128+signal when killed).  ulimits (orca.runsettings.Ulimit)
+    are set in the helper process, so the container inherits them.  Sandbox
+    failures raise BuildError."""
     cpu = slots.acquire()
     status_r, status_w = os.pipe()
     try:
@@ -68,7 +71,8 @@ def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots) -> int:
                                 pass_fds=(status_w,), close_fds=True)
         os.close(status_w)
         status_w = None
-        proc.stdin.write(json.dumps(_spec_to_json(spec)).encode())
+        limits = [[u.resource, u.soft, u.hard] for u in ulimits]
+        proc.stdin.write(json.dumps({"spec": _spec_to_json(spec), "rlimits": limits}).encode())
         proc.stdin.close()
         fd = proc.stdout.fileno()
         while data := os.read(fd, 65536):
@@ -95,12 +99,15 @@ def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots) -> int:
 def _child(cpu: int, status_fd: int) -> None:
     from runrootless import api
     from umoci_py.errors import UmociError
-    spec = _spec_from_json(json.loads(sys.stdin.buffer.read()))
+    request = json.loads(sys.stdin.buffer.read())
+    spec = _spec_from_json(request["spec"])
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     os.sched_setaffinity(0, {cpu})
     try:
+        for res, soft, hard in request["rlimits"]:
+            resource.setrlimit(res, (soft, hard))
         result = {"status": api.run(spec, None, pin_cpu=True)}
     except (UmociError, OSError) as err:
         result = {"error": str(err)}

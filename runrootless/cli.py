@@ -21,6 +21,8 @@ def _state_dir(root: str | None) -> Path:
 
 
 @click.group()
+@click.version_option(package_name="rootless-oci-tools", prog_name="runrootless",
+                      message="%(prog)s version %(version)s")
 def main() -> None:
     """Run OCI bundles without privileges, emulating root for package managers."""
 

@@ -5,6 +5,7 @@ labels and annotations, RUN sandbox flags."""
 from __future__ import annotations
 
 import gzip
+import json
 import io
 import os
 import re
@@ -129,3 +130,110 @@ def test_ssh_errors_are_one_line(tmp_path, busybox_layout, ssh_agent):
     assert res.output.strip() == f"orca-build: --ssh default={tmp_path / 'keys' / 'id'}: {tmp_path / 'keys' / 'id'}: " \
                                  "not a socket (give an ssh-agent socket; key files are not loaded, add them " \
                                  "to an agent with ssh-add)"
+
+
+# --- the image's metadata ----------------------------------------------------------------------
+
+META_FILE = "FROM BASE\nLABEL from.dockerfile=1 both=dockerfile\nCOPY Dockerfile /\n"
+
+
+def test_quiet_iidfile_and_metadata_file_match_the_layout(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout, META_FILE)
+    res = orca_build(tmp_path, ctx, "-q", "-t", "app", "-t", "app:2", "--iidfile", str(tmp_path / "iid"),
+                     "--metadata-file", str(tmp_path / "meta.json"))
+    assert res.exit_code == 0, res.output
+    layout, desc, manifest, _ = image(tmp_path, "app")
+    assert res.output == desc["digest"] + "\n"                 # -q: nothing but the digest
+    assert (tmp_path / "iid").read_text() == desc["digest"]
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta == {"containerimage.digest": desc["digest"],
+                    "containerimage.config.digest": manifest["config"]["digest"],
+                    "containerimage.descriptor": {k: desc[k] for k in ("mediaType", "digest", "size")},
+                    "image.name": "app,app:2"}
+
+
+def test_labels_go_to_the_config_and_annotations_where_their_kind_says(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout, META_FILE)
+    res = orca_build(tmp_path, ctx, "-t", "app", "--label", "org.example.team=build", "--label", "both=cli",
+                     "--annotation", "org.opencontainers.image.source=https://example.test/app",
+                     "--annotation", "manifest-descriptor:org.example.desc=d",
+                     "--annotation", "index,manifest:org.example.both=x")
+    assert res.exit_code == 0, res.output
+    layout, desc, manifest, config = image(tmp_path, "app")
+    assert config["config"]["Labels"] == {"from.dockerfile": "1", "both": "cli", "org.example.team": "build"}
+    assert manifest["annotations"] == {"org.opencontainers.image.source": "https://example.test/app",
+                                       "org.example.both": "x"}
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    (entry,) = index["manifests"]
+    assert entry["annotations"] == {"org.example.desc": "d", "org.opencontainers.image.ref.name": "app"}
+    assert index["annotations"] == {"org.example.both": "x"}
+
+    for bad, message in [("novalue", "--annotation novalue: expected [KIND:]KEY=VALUE"),
+                         ("index-descriptor:k=v", "unknown kind 'index-descriptor'"),
+                         ("manifest[linux/amd64]:k=v", "platform-qualified annotations are not supported")]:
+        res = orca_build(tmp_path, ctx, "--annotation", bad)
+        assert res.exit_code == 1 and message in res.output and len(res.output.splitlines()) == 1, res.output
+
+
+def test_no_cache_filter_reruns_only_the_named_stage(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout,
+                  "FROM BASE AS Tools\nRUN echo tools > /t\n"
+                  "FROM BASE AS app\nRUN echo app > /a\nCOPY --from=tools /t /t\n")
+    first = orca_build(tmp_path, ctx)
+    assert first.exit_code == 0, first.output
+    again = orca_build(tmp_path, ctx, "--no-cache-filter", "tools")
+    assert again.exit_code == 0, again.output
+    steps = {}
+    for line in again.output.splitlines():
+        if m := re.match(r"#(\d+) \[(\S+)\] (.*)", line):
+            steps[m.group(1)] = m.group(3)
+    cached = {steps[n] for n in re.findall(r"#(\d+) CACHED", again.output)}
+    assert cached == {"RUN echo app > /a", "COPY --from=tools /t /t"}
+
+
+# --- the RUN sandbox ---------------------------------------------------------------------------
+
+SANDBOX_FILE = """\
+FROM BASE
+RUN cat /proc/net/dev > /net; ulimit -n > /nofile; ulimit -Hn >> /nofile; grep ' /dev/shm ' /proc/mounts > /shm
+"""
+
+
+def test_network_ulimit_and_shm_size_reach_the_run(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout, SANDBOX_FILE)
+    res = orca_build(tmp_path, ctx, "-t", "app", "--network", "none", "--ulimit", "nofile=100:200",
+                     "--shm-size", "2m")
+    assert res.exit_code == 0, res.output
+    layout, _, manifest, _ = image(tmp_path, "app")
+    files = layer_files(layout, manifest["layers"][-1])
+    assert [line.split(":")[0].strip() for line in files["net"].decode().splitlines()[2:]] == ["lo"]
+    assert files["nofile"] == b"100\n200\n"
+    assert "size=2048k" in files["shm"].decode()
+    # the defaults: the host's network, the build's own limits, a 64 MiB /dev/shm; and a new key
+    plain = orca_build(tmp_path, ctx, "-t", "plain")
+    assert plain.exit_code == 0 and "CACHED" not in plain.output, plain.output
+    files = layer_files(*(lambda l, _d, m, _c: (l, m["layers"][-1]))(*image(tmp_path, "plain")))
+    assert len(files["net"].decode().splitlines()[2:]) > 1
+    assert "size=65536k" in files["shm"].decode()
+
+
+def test_sandbox_flag_errors_are_one_line(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout, SANDBOX_FILE)
+    for flags, message in [
+        (["--ulimit", "nofile=1:100000000000"], "--ulimit nofile=1:100000000000: the hard limit cannot be raised"),
+        (["--ulimit", "bogus=1"], "--ulimit bogus=1: expected NAME=SOFT[:HARD]"),
+        (["--shm-size", "lots"], "--shm-size lots: expected a size such as 64m or 1g"),
+        (["--add-host", "db"], "--add-host db: expected NAME:IP"),
+        (["--cache-dir", "/proc/1/nope"], "orca-build: /proc/1/nope"),
+    ]:
+        res = orca_build(tmp_path, ctx, *flags)
+        assert res.exit_code == 1, res.output
+        assert len(res.output.splitlines()) == 1 and message in res.output, res.output
+
+
+def test_version_on_every_cli():
+    from runrootless.cli import main as runrootless_main
+    from umoci_py.cli import cli as umoci_cli
+    for command, name in [(cli, "orca-build"), (runrootless_main, "runrootless"), (umoci_cli, "umoci-py")]:
+        res = CliRunner().invoke(command, ["--version"])
+        assert res.exit_code == 0 and re.match(rf"{name} version \d+\.\d+\.\d+\n", res.output), res.output
