@@ -38,3 +38,12 @@ def debian_layout(tmp_path) -> Path:
 def debian_layout_ro() -> Path:
     """The shared read-only bookworm layout, for tests that only read it."""
     return _fixture_layout("debian")
+
+
+@pytest.fixture(scope="session")
+def gomtree() -> Path:
+    """go-mtree's manifest writer, built by tools/make-gomtree."""
+    path = FIXTURES / "gomtree" / "gomtree"
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} missing: run tools/make-gomtree (setup-host does) as root")
+    return path

@@ -13,7 +13,7 @@ from pathlib import Path
 from umoci_py import bundle as bundle_files
 from umoci_py import mediatypes, mtree, refs
 from umoci_py.cas import Layout
-from umoci_py.errors import LayerError, RefError, UsageError
+from umoci_py.errors import BundleError, LayerError, RefError, UsageError
 from umoci_py.layer.extract import MapOptions
 from umoci_py.layer.generate import generate_insert_layer
 from umoci_py.mutate import HistoryOptions, Mutator, default_created, source_date_epoch
@@ -240,31 +240,26 @@ def raw_runtime_config(layout: Layout, tag: str, out: Path, opts: MapOptions,
     return spec
 
 
-def _restricted(manifest: mtree.Manifest, keywords: set[str]) -> mtree.Manifest:
-    def wanted(key: str) -> bool:
-        return key in keywords or (key.startswith("xattr.") and "xattr" in keywords)
-    return mtree.Manifest([mtree.Entry(e.path, {k: v for k, v in e.keywords.items() if wanted(k)})
-                           for e in manifest.entries])
-
-
 def validate_tree(manifest_path: Path, root: Path, use_keywords: list[str],
                   add_keywords: list[str], umoci_keywords: bool, rootless: bool) -> list:
-    """`raw mtree-validate`: deltas between a tree and an mtree manifest.
-
-    The keywords default to those the manifest records (go-mtree's rule).
-    """
+    """`raw mtree-validate`: deltas between a tree and an mtree manifest (ours,
+    umoci's or `gomtree -c`'s).  The keywords are, as gomtree's: those the
+    manifest records, or -k's (with "type"), or umoci's; plus -K's."""
     try:
         recorded = mtree.parse(Path(manifest_path).read_text(), str(manifest_path))
     except FileNotFoundError:
         raise UsageError(f"{manifest_path}: no such file") from None
     if use_keywords:
-        keywords = set(use_keywords)
+        keywords = ["type"] + [mtree.canonical_keyword(k) for k in use_keywords]
     elif umoci_keywords:
-        keywords = set(mtree.KEYWORDS)
+        keywords = list(mtree.KEYWORDS)
     else:
-        keywords = {k.split(".", 1)[0] if k.startswith("xattr.") else k
-                    for e in recorded.entries for k in e.keywords}
-    keywords |= set(add_keywords)
-    current = mtree.walk(root, tuple(k for k in mtree.KEYWORDS if k in keywords)
-                         + tuple(sorted(keywords - set(mtree.KEYWORDS))), rootless)
-    return mtree.compare(_restricted(recorded, keywords), _restricted(current, keywords))
+        keywords = [mtree.canonical_keyword(k.split(".", 1)[0])
+                    for e in recorded.entries for k in e.keywords]
+    keywords = list(dict.fromkeys(keywords + [mtree.canonical_keyword(k) for k in add_keywords]))
+    try:
+        mtree.check_keywords(keywords)
+    except BundleError as err:
+        raise UsageError(f"{manifest_path}: {err}") from None
+    current = mtree.walk(root, tuple(keywords), rootless)
+    return mtree.compare(recorded, current, set(keywords))

@@ -25,6 +25,13 @@ from .rootless import read_side, side_owner
 from .errors import BundleError, LayerError
 
 KEYWORDS = ("size", "type", "uid", "gid", "mode", "link", "nlink", "tar_time", "sha256digest", "xattr")
+# What else `gomtree -c` may record (its default set has "time"), by go-mtree's
+# canonical names; the synonyms it accepts on the command line map onto them.
+_DIGESTS = {"md5digest": "md5", "sha1digest": "sha1", "sha256digest": "sha256",
+            "sha384digest": "sha384", "sha512digest": "sha512"}
+SUPPORTED = frozenset(KEYWORDS) | frozenset(_DIGESTS) | {"time", "uname", "gname", "flags"}
+_SYNONYMS = {"md5": "md5digest", "sha1": "sha1digest", "sha256": "sha256digest",
+             "sha384": "sha384digest", "sha512": "sha512digest", "xattrs": "xattr"}
 
 # go-mtree's defaultSetKeyVals and SetKeywords, in its order.
 _SET_DEFAULTS = (("type", "file"), ("nlink", "1"), ("mode", "0664"))
@@ -322,15 +329,48 @@ def _keywords(access, rel, path, st, keywords, rootless, cache) -> dict[str, str
             out["nlink"] = str(st.st_nlink)
         elif kw == "tar_time":
             out["tar_time"] = f"{st.st_mtime_ns // 1_000_000_000}.000000000"
+        elif kw == "time":
+            out["time"] = "{}.{:09d}".format(*divmod(st.st_mtime_ns, 1_000_000_000))
         elif kw == "sha256digest":
             if kind == "file":
                 out["sha256digest"] = file_digest(access, rel, st, rootless, cache)
+        elif kw in _DIGESTS:
+            if kind == "file":
+                out[kw] = file_digest(access, rel, st, rootless, algorithm=_DIGESTS[kw])
+        elif kw in ("uname", "gname"):
+            name = _owner_name(kw, _owner(path, st, rootless)[kw == "gname"])
+            if name is not None:
+                out[kw] = name
+        elif kw == "flags":
+            pass  # BSD file flags: go-mtree records nothing on Linux either
         elif kw == "xattr":
             for name, value in sorted(read_xattrs(access, rel, rootless, path).items()):
                 out[f"xattr.{name}"] = base64.b64encode(value).decode()
         else:
             raise BundleError(f"mtree keyword {kw!r} is not supported")
     return out
+
+
+def canonical_keyword(name: str) -> str:
+    """go-mtree's KeywordSynonym: sha256 -> sha256digest and so on."""
+    return _SYNONYMS.get(name, name)
+
+
+def check_keywords(keywords) -> None:
+    unknown = sorted(set(keywords) - SUPPORTED)
+    if unknown:
+        raise BundleError(f"mtree keyword {unknown[0]!r} is not supported "
+                          f"(supported: {', '.join(sorted(SUPPORTED))})")
+
+
+def _owner_name(kind: str, ident: int) -> str | None:
+    import grp
+    import pwd
+
+    try:
+        return pwd.getpwuid(ident).pw_name if kind == "uname" else grp.getgrgid(ident).gr_name
+    except KeyError:
+        return None
 
 
 def _owner(path: str, st: os.stat_result, rootless: bool) -> tuple[int, int]:
@@ -370,12 +410,12 @@ def read_xattrs(access: unpriv.Access, rel: str, rootless: bool = True, path: st
 
 
 def file_digest(access: unpriv.Access, rel: str, st: os.stat_result, rootless: bool = True,
-                cache: DigestCache | None = None) -> str:
+                cache: DigestCache | None = None, algorithm: str = "sha256") -> str:
     if cache is not None:
         digest = cache.lookup(rel, st)
         if digest is not None:
             return digest
-    h = hashlib.sha256()
+    h = hashlib.new(algorithm)
     opener = unpriv.open_read if rootless else (lambda a, r: open(a.host(r), "rb", buffering=0))
     with opener(access, rel) as f:
         while True:
@@ -389,8 +429,36 @@ def file_digest(access: unpriv.Access, rel: str, st: os.stat_result, rootless: b
     return digest
 
 
-def compare(old: Manifest, new: Manifest) -> list[Delta]:
-    """go-mtree Check: entries changed in any keyword, only in new, only in old."""
+def _tar_time(value: str, source: str) -> str:
+    try:
+        return f"{int(float(value))}.000000000"
+    except ValueError:
+        raise BundleError(f"{source}: time={value!r} is not a number of seconds") from None
+
+
+def changed_keywords(old: dict[str, str], new: dict[str, str], path: str = "") -> set[str]:
+    """go-mtree's compareEntry: keywords that differ.  A keyword recorded on
+    one side only does not count, except times and xattrs; "time" against
+    "tar_time" compares whole seconds."""
+    def kept(key: str, other: dict) -> bool:
+        return key in other or key in ("time", "tar_time") or key.startswith("xattr.")
+
+    o = {k: v for k, v in old.items() if kept(k, new)}
+    n = {k: v for k, v in new.items() if kept(k, old)}
+    if ("time" in o or "time" in n) and ("tar_time" in o or "tar_time" in n):
+        old_time, new_time = o.pop("time", None), n.pop("time", None)
+        if "tar_time" not in o and old_time is not None:
+            o["tar_time"] = _tar_time(old_time, path)
+        elif "tar_time" not in n and new_time is not None:
+            n["tar_time"] = _tar_time(new_time, path)
+        else:
+            raise BundleError(f"{path}: time and tar_time set in the same manifest")
+    return {k for k in o.keys() | n.keys() if o.get(k) != n.get(k)}
+
+
+def compare(old: Manifest, new: Manifest, keywords=None) -> list[Delta]:
+    """go-mtree Compare: entries changed in a keyword (of ``keywords``, when
+    given, by prefix: "xattr" covers xattr.*), only in new, only in old."""
     olds, news = old.by_path(), new.by_path()
     deltas = []
     for path, n in news.items():
@@ -398,7 +466,11 @@ def compare(old: Manifest, new: Manifest) -> list[Delta]:
         if o is None:
             deltas.append(Delta(path, "extra"))
         elif o.keywords != n.keywords:
-            deltas.append(Delta(path, "modified"))
+            changed = changed_keywords(o.keywords, n.keywords, path)
+            if keywords is not None:
+                changed = {k for k in changed if k.split(".", 1)[0] in keywords}
+            if changed:
+                deltas.append(Delta(path, "modified"))
     deltas.extend(Delta(p, "missing") for p in olds if p not in news)
     return deltas
 
