@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from umoci_py import jsonenc, schemas
+from umoci_py import jsonenc, schemas, unpriv
 from umoci_py.errors import BundleError, UsageError
-from umoci_py.layer.extract import IdMap, MapOptions
+from umoci_py.layer.extract import IdMap, MapOptions, secure_resolve
 
 CONFIG_JSON = "config.json"
 UMOCI_JSON = "umoci.json"
@@ -40,12 +40,17 @@ class ExecUser:
     home: str | None = None  # only for a user found in the rootfs's passwd
 
 
-def _read_db(path: Path, min_fields: int) -> list[list[str]]:
-    """Entries of a colon-separated passwd/group file; a missing file is empty."""
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return []
+def _read_db(rootfs: Path, name: str, min_fields: int) -> list[list[str]]:
+    """Entries of a colon-separated passwd/group file of the rootfs; a missing
+    file is empty.  Its symlinks resolve inside the rootfs, and a mode-000
+    directory or file on the way is opened up for the read (unpriv)."""
+    with unpriv.Access(str(rootfs)) as access:
+        try:
+            rel = access.call(name, lambda: secure_resolve(access.root, name))
+            with unpriv.open_read(access, rel) as f:
+                text = f.read().decode(errors="replace")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return []
     rows = []
     for line in text.splitlines():
         line = line.strip()
@@ -76,7 +81,7 @@ def resolve_user(spec: str, rootfs: Path | None) -> ExecUser:
         result.gid = _int_or_none(group_part) or 0
         return result
 
-    passwd = _read_db(rootfs / "etc/passwd", 7)
+    passwd = _read_db(rootfs, "etc/passwd", 7)
     uid_arg = _int_or_none(user_part)
     match = next((p for p in passwd if p[0] == user_part or
                   (uid_arg is not None and p[2] == user_part)), None)
@@ -88,7 +93,7 @@ def resolve_user(spec: str, rootfs: Path | None) -> ExecUser:
     else:
         raise BundleError(f"{rootfs / 'etc/passwd'}: no matching entries for user {user_part!r}")
 
-    groups = _read_db(rootfs / "etc/group", 4)
+    groups = _read_db(rootfs, "etc/group", 4)
     if group_part:
         gid_arg = _int_or_none(group_part)
         gmatch = next((g for g in groups if g[0] == group_part or

@@ -302,11 +302,10 @@ class _Extractor:
                 self.dirs[name] = rel
                 return
             if st is not None and self.keep_dirlinks and stat.S_ISLNK(st.st_mode):
-                target = secure_resolve(self.root, rel)
-                tst = os.lstat(self.host(target)) if os.path.lexists(self.host(target)) else None
-                if tst is not None and stat.S_ISDIR(tst.st_mode):
+                target = self.dirlink_target(rel)
+                if target is not None:
+                    # The directory keeps its own metadata, as with umoci.
                     self.mark_upper(target)
-                    self.directory(ti, target, existing=True)
                     self.dirs[name] = target
                     return
         self.touch_dir(parent)
@@ -321,6 +320,18 @@ class _Extractor:
         if ti.isdir():
             # Its entries need not resolve it component by component.
             self.dirs[name] = rel
+
+    def dirlink_target(self, rel: str) -> str | None:
+        """Where symlink rel leads if that is a directory (--keep-dirlinks
+        writes through it, as tar --keep-directory-symlink); None for a
+        link to anything else, a dangling one or a loop (then it is an
+        ordinary path, replaced like umoci's)."""
+        try:
+            target = secure_resolve(self.root, rel)
+            tst = self.access.call(target, lambda: os.lstat(self.host(target)))
+        except (LayerError, FileNotFoundError, NotADirectoryError):
+            return None
+        return target if stat.S_ISDIR(tst.st_mode) else None
 
     def make(self, tar: TarStream, ti: tarfile.TarInfo, rel: str, path: str) -> None:
         """Create the entry at rel, failing with FileExistsError if taken."""
