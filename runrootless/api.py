@@ -85,11 +85,9 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
         if spec.emulate:
             tracer = Tracer(TABLE, initial, stats=stats if stats is not None else Stats(),
                             user_filter=user_filter(), setid=SETID, follow_all_execs=notify)
-            if chans.user_filter is not None:
-                tracer.filtered.add(pid)
             tracer.on_new_child = state.child_seen
             if chans.stop_for_tracer:
-                tracer.attach(pid)
+                tracer.attach(pid, filtered=chans.user_filter is not None)
             if notify:
                 status = Supervisor(tracer, NOTIFY_TABLE, prefilter).run(pid, runner_sock, start_r, state.child_seen)
             else:

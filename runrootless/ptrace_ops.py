@@ -25,6 +25,9 @@ PTRACE_EVENT_SECCOMP = 7
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_EVENT_STOP = 128
+PTRACE_GET_SYSCALL_INFO = 0x420E
+PTRACE_SYSCALL_INFO_ENTRY = 1
+PTRACE_SYSCALL_INFO_EXIT = 2
 PTRACE_O_TRACESYSGOOD = func.PTRACE_O_TRACESYSGOOD
 PTRACE_O_TRACEFORK = func.PTRACE_O_TRACEFORK
 PTRACE_O_TRACEVFORK = func.PTRACE_O_TRACEVFORK
@@ -35,7 +38,8 @@ PTRACE_EVENT_VFORK = func.PTRACE_EVENT_VFORK
 PTRACE_EVENT_CLONE = func.PTRACE_EVENT_CLONE
 PTRACE_EVENT_EXEC = func.PTRACE_EVENT_EXEC
 
-__all__ = ["Regs", "seize", "interrupt", "detach", "setoptions", "cont", "syscall", "get_regs", "set_regs", "event_msg"]
+__all__ = ["Regs", "seize", "interrupt", "detach", "setoptions", "cont", "syscall", "get_regs", "set_regs", "event_msg",
+           "syscall_info"]
 
 
 def _os_error(err: PtraceError) -> OSError:
@@ -108,3 +112,15 @@ def event_msg(pid: int) -> int:
     except PtraceError as err:
         raise _os_error(err) from None
 
+
+
+_INFO = ctypes.create_string_buffer(8)   # struct ptrace_syscall_info: op (u8), 3 bytes pad, arch (u32)
+
+
+def syscall_info(pid: int) -> tuple[int, int]:
+    """(op, arch) of a syscall stop: PTRACE_SYSCALL_INFO_ENTRY or _EXIT, and its AUDIT_ARCH_*."""
+    try:
+        func.ptrace(PTRACE_GET_SYSCALL_INFO, pid, ctypes.sizeof(_INFO), ctypes.addressof(_INFO))
+    except PtraceError as err:
+        raise _os_error(err) from None
+    return _INFO.raw[0], int.from_bytes(_INFO.raw[4:8], "little")

@@ -30,9 +30,9 @@ import threading
 from collections import deque
 from typing import Callable
 
-from . import linux, notify
+from . import linux, notify, syscalls
 from .prefilter import Prefilter
-from .emulate import EXEC, MUTATING, SETID, ids
+from .emulate import EXEC, MUTATING, ids
 from .emulate.base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, Call, Return, emulated_owner
 from .tracer import Tracer
 
@@ -133,7 +133,7 @@ class Supervisor:
         notif_id, tid, nr, args = got
         self.listener.send(notif_id, self.answer(tid, nr, args))
         tracer = self.tracer
-        if nr in MUTATING and tid in tracer.exec_traced and tracer.creds.get(tid) == tracer.initial:
+        if nr in MUTATING and tracer.is_seized(tid) and tracer.creds_of(tid) == tracer.initial:
             # A temporary seteuid and back (apt as root does): untraced again, after the answer
             # (the call then completes without a restart).
             tracer.request_detach(tid)
@@ -143,7 +143,7 @@ class Supervisor:
         tracer = self.tracer
         stats = tracer.stats
         stats.notified[nr] += 1
-        creds = tracer.creds.get(tid)
+        creds = tracer.creds_of(tid)
         try:
             if nr in EXEC:
                 return self._exec(tid, nr, args, creds)
@@ -161,8 +161,8 @@ class Supervisor:
                 view = tracer.tracee(tid)
                 call = Call(nr, args, tracer.initial if creds is None else creds, view.mem, view.files)
                 result = notify.run_handler(handler, call)
-            if nr in SETID and tracer.wants_filter(tid, creds):
-                tracer.request_filter(tid, result.value)
+            if nr in MUTATING and result is not None:
+                tracer.after_change(tid, result.value)
             return notify.response(result)
         except OSError as err:
             return notify.response(Return(-(err.errno or errno.EIO)))
@@ -179,7 +179,7 @@ class Supervisor:
         files = view.files
         call = Call(nr, args, tracer.initial, view.mem, files)
         try:
-            if nr == 59:
+            if nr == syscalls.EXECVE:
                 fd = files.open(AT_FDCWD, call.path_arg(0))
             else:
                 flags = call.int_arg(4)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runrootless import api
-from umoci_py.rootless import XATTR_NAME, decode_owner
+from runrootless_helpers import host_owner, run_sh  # noqa: F401 - also imported from here by other tests
 from umoci_py_helpers import top_layer, umoci_py
 
 STRESS_C = r"""
@@ -99,23 +99,6 @@ def private_bundle(debian_bundle, tmp_path) -> Path:
     dest = tmp_path / "bundle"
     subprocess.run(["cp", "-a", str(debian_bundle), str(dest)], check=True)
     return dest
-
-
-def run_sh(bundle, script, notify=True, **kw):
-    spec = api.spec_from_bundle(bundle)
-    spec.args = ["/bin/sh", "-c", script]
-    for key, value in kw.items():
-        setattr(spec, key, value)
-    chunks = []
-    status = api.run(spec, output=chunks.append, notify=notify)
-    return status, b"".join(chunks).decode()
-
-
-def host_owner(path):
-    try:
-        return decode_owner(os.getxattr(path, XATTR_NAME))
-    except OSError:
-        return None
 
 
 def assert_no_children():

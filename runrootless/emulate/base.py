@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Protocol
 
 from umoci_py.errors import LayerError
-from umoci_py.rootless import OWNERS_XATTR, XATTR_NAME, put_xattr, resolve_owner
+from umoci_py.rootless import OWNERS_XATTR, XATTR_NAME, put_xattr, read_side, resolve_owner, side_owner, write_side
 
 from .. import linux
 
@@ -226,6 +226,47 @@ def emulated_owner(files: TraceeFiles, fd: int, info: os.stat_result) -> tuple[i
     if not can_hold_xattr(info.st_mode):
         return base
     return owner_from(stored_owner(fd), base)
+
+
+def keeps_side_record(mode: int) -> bool:
+    """Symlinks, FIFOs and sockets: no xattr of their own, their owner is in the parent's OWNERS_XATTR."""
+    return st.S_ISLNK(mode) or st.S_ISFIFO(mode) or st.S_ISSOCK(mode)
+
+
+def _names(parent_fd: int, name: bytes, info: os.stat_result) -> bool:
+    """Is info the entry name of the directory parent_fd (not a file a symlink there leads to)?"""
+    try:
+        return os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_ino == info.st_ino
+    except OSError:
+        return False
+
+
+def side_entry_owner(parent_fd: int, name: bytes, info: os.stat_result) -> tuple[int, int] | None:
+    """The owner recorded in the parent's side record for entry name (info: its lstat), if any."""
+    if not _names(parent_fd, name, info):
+        return None
+    try:
+        return side_owner(read_side(fd_path(parent_fd)), name, info.st_ino)
+    except LayerError:
+        return None   # a corrupt record counts as none (a chown replaces it)
+
+
+def record_side(parent_fd: int, name: bytes, info: os.stat_result, owner: tuple[int, int]) -> None:
+    """Record entry name's owner in its parent's side record (0:0 drops the record)."""
+    if _names(parent_fd, name, info):
+        with_owner_write(parent_fd, os.fstat(parent_fd),
+                         lambda: write_side(fd_path(parent_fd), name, info.st_ino, owner))
+
+
+def entry_owner(files: "TraceeFiles", dirfd: int, path: bytes, fd: int, info: os.stat_result) -> tuple[int, int]:
+    """The emulated owner of fd, opened from path: its own record, or its parent's side record."""
+    if keeps_side_record(info.st_mode) and path:
+        parent_fd, name = files.open_parent(dirfd, path)
+        try:
+            return side_entry_owner(parent_fd, name, info) or files.real_owner(info)
+        finally:
+            os.close(parent_fd)
+    return emulated_owner(files, fd, info)
 
 
 def with_owner_write(fd: int, info: os.stat_result, apply: Callable[[], None]) -> None:

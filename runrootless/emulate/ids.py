@@ -13,6 +13,7 @@ import errno
 import stat as st
 import struct
 
+from .. import syscalls as nr
 from .base import NOCHANGE, Call, Creds, Return
 
 NGROUPS_MAX = 65536
@@ -227,22 +228,22 @@ def capset(call: Call) -> Return | None:
 
 
 HANDLERS = {
-    102: lambda call: Return(call.creds.ruid),   # getuid
-    104: lambda call: Return(call.creds.rgid),   # getgid
-    107: lambda call: Return(call.creds.euid),   # geteuid
-    108: lambda call: Return(call.creds.egid),   # getegid
-    105: setuid,
-    106: setgid,
-    113: setreuid,
-    114: setregid,
-    115: getgroups,
-    116: setgroups,
-    117: setresuid,
-    118: getresuid,
-    119: setresgid,
-    120: getresgid,
-    122: setfsuid,
-    123: setfsgid,
-    126: capset,
-    157: prctl,
+    nr.GETUID: lambda call: Return(call.creds.ruid),
+    nr.GETGID: lambda call: Return(call.creds.rgid),
+    nr.GETEUID: lambda call: Return(call.creds.euid),
+    nr.GETEGID: lambda call: Return(call.creds.egid),
+    nr.SETUID: setuid,
+    nr.SETGID: setgid,
+    nr.SETREUID: setreuid,
+    nr.SETREGID: setregid,
+    nr.GETGROUPS: getgroups,
+    nr.SETGROUPS: setgroups,
+    nr.SETRESUID: setresuid,
+    nr.GETRESUID: getresuid,
+    nr.SETRESGID: setresgid,
+    nr.GETRESGID: getresgid,
+    nr.SETFSUID: setfsuid,
+    nr.SETFSGID: setfsgid,
+    nr.CAPSET: capset,
+    nr.PRCTL: prctl,
 }

@@ -1,8 +1,11 @@
-"""chown family: the tracer records the owner in user.rootlesscontainers and skips the call.
+"""chown family: the tracer records the owner and skips the call.
 
--1 keeps the current emulated id (merged, unlike the PRoot fork).  The real
-owner never changes.  Symlinks, FIFOs and sockets cannot carry user.* xattrs:
-chown on them succeeds and is not recorded (they stay 0:0).
+Regular files and directories carry it in user.rootlesscontainers;
+symlinks, FIFOs and sockets, which cannot carry user.* xattrs, in their
+parent directory's side record (umoci_py.rootless.OWNERS_XATTR), when named
+by a path (fchown of one is accepted and not recorded).  -1 keeps the
+current emulated id (merged, unlike the PRoot fork).  The real owner never
+changes.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import stat as st
 
 from umoci_py.rootless import XATTR_NAME, encode_owner
 
-from .base import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, NOCHANGE, Call, Return,
-                   can_hold_xattr, emulated_owner, errno_of, fd_path, set_xattr_forced)
+from .. import syscalls as nr
+from .base import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, NOCHANGE, Call, Return, can_hold_xattr,
+                   entry_owner, errno_of, fd_path, keeps_side_record, record_side, set_xattr_forced)
 
 
-def chown_fd(call: Call, fd: int, uid: int, gid: int) -> Return:
+def chown_fd(call: Call, fd: int, uid: int, gid: int, dirfd: int = AT_FDCWD, path: bytes = b"") -> Return:
+    """chown of what fd is; path (from dirfd) names it, b"" for an fd alone."""
     info = os.fstat(fd)
-    cur_uid, cur_gid = emulated_owner(call.files, fd, info)
+    cur_uid, cur_gid = entry_owner(call.files, dirfd, path, fd, info)
     new_uid = cur_uid if uid == NOCHANGE else uid
     new_gid = cur_gid if gid == NOCHANGE else gid
     c = call.creds
@@ -28,8 +33,15 @@ def chown_fd(call: Call, fd: int, uid: int, gid: int) -> Return:
         groups = (c.fsgid, *c.groups)
         if cur_uid != c.fsuid or new_uid != cur_uid or (new_gid != cur_gid and new_gid not in groups):
             return Return(-errno.EPERM)
-    if can_hold_xattr(info.st_mode) and (new_uid, new_gid) != (cur_uid, cur_gid):
-        set_xattr_forced(fd, info, XATTR_NAME, encode_owner(new_uid, new_gid))
+    if (new_uid, new_gid) != (cur_uid, cur_gid):
+        if can_hold_xattr(info.st_mode):
+            set_xattr_forced(fd, info, XATTR_NAME, encode_owner(new_uid, new_gid))
+        elif keeps_side_record(info.st_mode) and path:
+            parent_fd, name = call.files.open_parent(dirfd, path)
+            try:
+                record_side(parent_fd, name, info, (new_uid, new_gid))
+            finally:
+                os.close(parent_fd)
     if st.S_ISREG(info.st_mode) and info.st_mode & (st.S_ISUID | st.S_ISGID):
         # The kernel drops set-id bits on chown, setgid only with group-exec.
         mode = st.S_IMODE(info.st_mode) & ~st.S_ISUID
@@ -43,10 +55,11 @@ def _chown_path(call: Call, dirfd: int, path_arg: int, uid_arg: int, flags: int)
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
         return Return(-errno.EINVAL)
     try:
-        fd = call.files.open(dirfd, call.path_arg(path_arg), follow=not flags & AT_SYMLINK_NOFOLLOW,
+        path = call.path_arg(path_arg)
+        fd = call.files.open(dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW,
                              empty_path=bool(flags & AT_EMPTY_PATH))
         try:
-            return chown_fd(call, fd, call.id_arg(uid_arg), call.id_arg(uid_arg + 1))
+            return chown_fd(call, fd, call.id_arg(uid_arg), call.id_arg(uid_arg + 1), dirfd, path)
         finally:
             os.close(fd)
     except OSError as err:
@@ -76,4 +89,4 @@ def fchown(call: Call) -> Return:
         return errno_of(err)
 
 
-HANDLERS = {92: chown, 93: fchown, 94: lchown, 260: fchownat}
+HANDLERS = {nr.CHOWN: chown, nr.FCHOWN: fchown, nr.LCHOWN: lchown, nr.FCHOWNAT: fchownat}

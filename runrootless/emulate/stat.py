@@ -10,15 +10,13 @@ the exit stop patches the owner.
 from __future__ import annotations
 
 import os
-import stat as st
 import struct
 
-from umoci_py.errors import LayerError
-from umoci_py.rootless import XATTR_NAME, read_side, side_owner
+from umoci_py.rootless import XATTR_NAME
 
 from ..linux import statx as statx_raw
 from .base import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, Return, can_hold_xattr, fd_path,
-                   owner_from)
+                   keeps_side_record, owner_from, side_entry_owner)
 
 STAT_UID_OFFSET = 28          # struct stat on x86_64: st_uid, st_gid follow
 STATX_UID_OFFSET = 20         # struct statx: stx_uid, stx_gid follow
@@ -64,17 +62,17 @@ def lookup(call: Call, dirfd: int, path_arg: int, flags: int) -> Found | None:
 
 
 def _side_lookup(call: Call, dirfd: int, path: bytes, fd: int) -> Found | None:
-    """A symlink's or FIFO's owner from its parent's side record (OWNERS_XATTR)."""
+    """A symlink's, FIFO's or socket's owner from its parent's side record (OWNERS_XATTR)."""
     try:
         info = os.fstat(fd)
-        if can_hold_xattr(info.st_mode) or st.S_ISCHR(info.st_mode) or st.S_ISBLK(info.st_mode):
+        if not keeps_side_record(info.st_mode):
             return None
         parent_fd, name = call.files.open_parent(dirfd, path)
         try:
-            found = side_owner(read_side(fd_path(parent_fd)), name, info.st_ino)
+            found = side_entry_owner(parent_fd, name, info)
         finally:
             os.close(parent_fd)
-    except (OSError, LayerError):
+    except OSError:
         return None
     return None if found is None else (found, info)
 

@@ -7,20 +7,23 @@ set*id; root processes never stop for them.
 Emulated, judged from the emulated owner (user.rootlesscontainers) and the
 real mode bits, for the caller's fsuid/fsgid and supplementary groups:
   - open/openat/openat2/creat of an existing file: read/write permission on it;
-  - creating anything (O_CREAT, creat, mkdir, mknod, symlink, link): write and
-    search permission on the parent directory;
+  - creating anything (O_CREAT, creat, mkdir, mknod, symlink, link, bind of
+    a Unix socket to a path): write and search permission on the parent
+    directory;
   - unlink/rmdir/rename: the same on the parent(s), plus the sticky-bit rule;
   - access/faccessat/faccessat2: the requested bits, for the real ids unless
     AT_EACCESS;
-  - chmod/fchmod/fchmodat(2) by someone other than the owner: EPERM
-    (chown rules are in owner.py).
+  - chmod/fchmod/fchmodat(2) by someone other than the owner (a FIFO's or
+    socket's as recorded in its parent's side record): EPERM (chown rules
+    are in owner.py).
 What a fake non-root process creates is recorded as owned by its fsuid and
-by its fsgid, or the parent's group when the parent is setgid; symlinks and
-FIFOs, which cannot carry the xattr, get their parent's side record
+by its fsgid, or the parent's group when the parent is setgid; symlinks,
+FIFOs and sockets, which cannot carry the xattr, get their parent's side record
 (umoci_py.rootless.OWNERS_XATTR), moved along by rename.
 Not emulated: search permission on the directories above the last one, ACLs,
 capabilities other than "fsuid 0 may do anything", O_PATH opens, exec
-permission, protected_hardlinks/symlinks, renames and unlinks of side-record
+permission, protected_hardlinks/symlinks, the i386 socketcall(2) form of
+bind (i386 bind(2) is refused), renames and unlinks of side-record
 entries done by root (the stale record is ignored by its inode number).
 """
 
@@ -30,10 +33,11 @@ import errno
 import os
 import stat as st
 
-from umoci_py.rootless import XATTR_NAME, encode_owner, read_side, side_owner, write_side
+from umoci_py.rootless import XATTR_NAME, encode_owner
 
-from .base import (AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, Creds, Return, emulated_owner,
-                   fd_path, set_xattr_forced, with_owner_write)
+from .. import syscalls as nr
+from .base import (AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, Creds, Return, emulated_owner, entry_owner,
+                   keeps_side_record, record_side, set_xattr_forced, side_entry_owner)
 
 O_ACCMODE = 3
 O_CREAT = 0o100
@@ -44,6 +48,8 @@ O_PATH = 0o10000000
 AT_EACCESS = 0x200
 AT_REMOVEDIR = 0x200
 RENAME_EXCHANGE = 2
+AF_UNIX = 1
+SOCKADDR_UN_SIZE = 110   # sa_family_t and sun_path[108]
 R, W, X = 4, 2, 1
 
 
@@ -93,9 +99,8 @@ class _Parent:
             info = os.stat(self.name, dir_fd=self.fd, follow_symlinks=False)
         except OSError:
             return None
-        if st.S_ISLNK(info.st_mode) or st.S_ISFIFO(info.st_mode) or st.S_ISSOCK(info.st_mode):
-            found = side_owner(read_side(fd_path(self.fd)), self.name, info.st_ino)
-            return info, found or call.files.real_owner(info)
+        if keeps_side_record(info.st_mode):
+            return info, side_entry_owner(self.fd, self.name, info) or call.files.real_owner(info)
         fd = os.open(self.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
         try:
             return info, emulated_owner(call.files, fd, info)
@@ -115,8 +120,7 @@ def _record_new(call: Call, dirfd: int, path: bytes, owner: tuple[int, int]) -> 
             finally:
                 os.close(fd)
         else:
-            with_owner_write(parent.fd, parent.info,
-                             lambda: write_side(fd_path(parent.fd), parent.name, info.st_ino, owner))
+            record_side(parent.fd, parent.name, info, owner)
     finally:
         parent.close()
 
@@ -144,7 +148,7 @@ def _create(call: Call, dirfd: int, path_arg: int) -> Return | AtExit | None:
     except OSError:
         return None   # the kernel reports the same failure
     owner = _new_owner(call, dirfd, path)
-    if owner is None or isinstance(owner, Return) or call.nr in (86, 265):   # link: the inode keeps its owner
+    if owner is None or isinstance(owner, Return) or call.nr in (nr.LINK, nr.LINKAT):   # link: the inode keeps its owner
         return owner
 
     def done(call: Call, result: int) -> None:
@@ -233,8 +237,7 @@ def _rename(call: Call, old_dirfd: int, old_arg: int, new_dirfd: int, new_arg: i
             if (moved is not None and old.sticky_denies(c, moved[1][0])) or \
                     (replaced is not None and new.sticky_denies(c, replaced[1][0])):
                 return Return(-errno.EPERM)
-        if moved is None or flags & RENAME_EXCHANGE or not (
-                st.S_ISLNK(moved[0].st_mode) or st.S_ISFIFO(moved[0].st_mode) or st.S_ISSOCK(moved[0].st_mode)):
+        if moved is None or flags & RENAME_EXCHANGE or not keeps_side_record(moved[0].st_mode):
             return None
         owner = moved[1]
     finally:
@@ -264,10 +267,10 @@ def _access(call: Call, dirfd: int, path_arg: int, mode: int, flags: int) -> Ret
     return None if ok else Return(-errno.EACCES)
 
 
-def _chmod_fd(call: Call, fd: int) -> Return | None:
+def _chmod_fd(call: Call, fd: int, dirfd: int = AT_FDCWD, path: bytes = b"") -> Return | None:
+    """chmod by someone other than the owner (a FIFO's or socket's from its parent's side record) is refused."""
     try:
-        info = os.fstat(fd)
-        owner = emulated_owner(call.files, fd, info)
+        owner = entry_owner(call.files, dirfd, path, fd, os.fstat(fd))
     finally:
         os.close(fd)
     return None if owner[0] == call.creds.fsuid else Return(-errno.EPERM)
@@ -277,10 +280,11 @@ def _chmod(call: Call, dirfd: int, path_arg: int, flags: int = 0) -> Return | No
     if call.creds.fsuid == 0:
         return None
     try:
-        fd = call.files.open(dirfd, call.path_arg(path_arg), follow=not flags & AT_SYMLINK_NOFOLLOW)
+        path = call.path_arg(path_arg)
+        fd = call.files.open(dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW)
     except OSError:
         return None
-    return _chmod_fd(call, fd)
+    return _chmod_fd(call, fd, dirfd, path)
 
 
 def fchmod(call: Call) -> Return | None:
@@ -293,37 +297,57 @@ def fchmod(call: Call) -> Return | None:
     return _chmod_fd(call, fd)
 
 
+def bind(call: Call) -> Return | AtExit | None:
+    """bind of a Unix socket to a path creates the socket file: checked and recorded as a creation."""
+    if _quiet(call.creds):
+        return None
+    size = call.int_arg(2)
+    address = call.mem.read(call.args[1], min(max(size, 0), SOCKADDR_UN_SIZE))
+    if len(address) <= 2 or int.from_bytes(address[:2], "little") != AF_UNIX or address[2] == 0:
+        return None   # another family, an unnamed or abstract socket (no file), or bad: the kernel's answer
+    path = address[2:].split(b"\0", 1)[0]
+    owner = _new_owner(call, AT_FDCWD, path)
+    if owner is None or isinstance(owner, Return):
+        return owner
+
+    def done(call: Call, result: int) -> None:
+        if result == 0:
+            _record_new(call, AT_FDCWD, path, owner)
+    return AtExit(done)
+
+
 def create_fifo(call: Call, dirfd: int, path_arg: int) -> Return | AtExit | None:
     """mknod of a FIFO, socket or regular file (devices are mknod.py's)."""
     return _create(call, dirfd, path_arg)
 
 
 HANDLERS = {
-    2: lambda call: _open(call, AT_FDCWD, 0, call.int_arg(1)),                          # open
-    257: lambda call: _open(call, call.int_arg(0), 1, call.int_arg(2)),                 # openat
-    437: lambda call: _open(call, call.int_arg(0), 1,                                   # openat2
-                            int.from_bytes(call.mem.read(call.args[2], 8).ljust(8, b"\0"), "little")),
-    85: lambda call: _open(call, AT_FDCWD, 0, O_CREAT | os.O_WRONLY | O_TRUNC),          # creat
-    83: lambda call: _create(call, AT_FDCWD, 0),                                         # mkdir
-    258: lambda call: _create(call, call.int_arg(0), 1),                                 # mkdirat
-    88: lambda call: _create(call, AT_FDCWD, 1),                                         # symlink
-    266: lambda call: _create(call, call.int_arg(1), 2),                                 # symlinkat
-    86: lambda call: _create(call, AT_FDCWD, 1),                                         # link
-    265: lambda call: _create(call, call.int_arg(2), 3),                                 # linkat
-    82: lambda call: _rename(call, AT_FDCWD, 0, AT_FDCWD, 1),                            # rename
-    264: lambda call: _rename(call, call.int_arg(0), 1, call.int_arg(2), 3),             # renameat
-    316: lambda call: _rename(call, call.int_arg(0), 1, call.int_arg(2), 3, call.int_arg(4)),  # renameat2
-    87: lambda call: _remove(call, AT_FDCWD, 0),                                         # unlink
-    84: lambda call: _remove(call, AT_FDCWD, 0),                                         # rmdir
-    263: lambda call: _remove(call, call.int_arg(0), 1),                                 # unlinkat
-    21: lambda call: _access(call, AT_FDCWD, 0, call.int_arg(1), 0),                     # access
-    269: lambda call: _access(call, call.int_arg(0), 1, call.int_arg(2), 0),             # faccessat
-    439: lambda call: _access(call, call.int_arg(0), 1, call.int_arg(2), call.int_arg(3)),  # faccessat2
-    90: lambda call: _chmod(call, AT_FDCWD, 0),                                          # chmod
-    91: fchmod,
-    268: lambda call: _chmod(call, call.int_arg(0), 1),                                  # fchmodat
-    452: lambda call: _chmod(call, call.int_arg(0), 1, call.int_arg(3)),                 # fchmodat2
+    nr.OPEN: lambda call: _open(call, AT_FDCWD, 0, call.int_arg(1)),
+    nr.OPENAT: lambda call: _open(call, call.int_arg(0), 1, call.int_arg(2)),
+    nr.OPENAT2: lambda call: _open(call, call.int_arg(0), 1,
+                                   int.from_bytes(call.mem.read(call.args[2], 8).ljust(8, b"\0"), "little")),
+    nr.CREAT: lambda call: _open(call, AT_FDCWD, 0, O_CREAT | os.O_WRONLY | O_TRUNC),
+    nr.MKDIR: lambda call: _create(call, AT_FDCWD, 0),
+    nr.MKDIRAT: lambda call: _create(call, call.int_arg(0), 1),
+    nr.SYMLINK: lambda call: _create(call, AT_FDCWD, 1),
+    nr.SYMLINKAT: lambda call: _create(call, call.int_arg(1), 2),
+    nr.LINK: lambda call: _create(call, AT_FDCWD, 1),
+    nr.LINKAT: lambda call: _create(call, call.int_arg(2), 3),
+    nr.RENAME: lambda call: _rename(call, AT_FDCWD, 0, AT_FDCWD, 1),
+    nr.RENAMEAT: lambda call: _rename(call, call.int_arg(0), 1, call.int_arg(2), 3),
+    nr.RENAMEAT2: lambda call: _rename(call, call.int_arg(0), 1, call.int_arg(2), 3, call.int_arg(4)),
+    nr.UNLINK: lambda call: _remove(call, AT_FDCWD, 0),
+    nr.RMDIR: lambda call: _remove(call, AT_FDCWD, 0),
+    nr.UNLINKAT: lambda call: _remove(call, call.int_arg(0), 1),
+    nr.ACCESS: lambda call: _access(call, AT_FDCWD, 0, call.int_arg(1), 0),
+    nr.FACCESSAT: lambda call: _access(call, call.int_arg(0), 1, call.int_arg(2), 0),
+    nr.FACCESSAT2: lambda call: _access(call, call.int_arg(0), 1, call.int_arg(2), call.int_arg(3)),
+    nr.CHMOD: lambda call: _chmod(call, AT_FDCWD, 0),
+    nr.FCHMOD: fchmod,
+    nr.FCHMODAT: lambda call: _chmod(call, call.int_arg(0), 1),
+    nr.FCHMODAT2: lambda call: _chmod(call, call.int_arg(0), 1, call.int_arg(3)),
+    nr.BIND: bind,
 }
 
 # i386 numbers of the same calls: refused (ENOSYS) in the user filter, never run unchecked.
-I386 = (5, 8, 9, 10, 15, 33, 38, 39, 40, 83, 94, 295, 296, 301, 302, 303, 304, 306, 307, 353, 437, 439, 452)
+I386 = (5, 8, 9, 10, 15, 33, 38, 39, 40, 83, 94, 295, 296, 301, 302, 303, 304, 306, 307, 353, 361, 437, 439, 452)

@@ -1,0 +1,80 @@
+"""x86_64 syscall numbers (asm/unistd_64.h) of the calls runrootless traps, injects or names.
+
+One home for them: handler tables, filters and the tracer refer to these
+names, and NAMES (for statistics) is derived from them.
+"""
+
+from __future__ import annotations
+
+OPEN = 2
+STAT = 4
+FSTAT = 5
+LSTAT = 6
+ACCESS = 21
+BIND = 49
+GETPID = 39
+EXECVE = 59
+RENAME = 82
+MKDIR = 83
+RMDIR = 84
+CREAT = 85
+LINK = 86
+UNLINK = 87
+SYMLINK = 88
+CHMOD = 90
+FCHMOD = 91
+CHOWN = 92
+FCHOWN = 93
+LCHOWN = 94
+GETUID = 102
+GETGID = 104
+SETUID = 105
+SETGID = 106
+GETEUID = 107
+GETEGID = 108
+SETREUID = 113
+SETREGID = 114
+GETGROUPS = 115
+SETGROUPS = 116
+SETRESUID = 117
+GETRESUID = 118
+SETRESGID = 119
+GETRESGID = 120
+SETFSUID = 122
+SETFSGID = 123
+CAPSET = 126
+MKNOD = 133
+PRCTL = 157
+SETXATTR = 188
+LSETXATTR = 189
+FSETXATTR = 190
+GETXATTR = 191
+LGETXATTR = 192
+FGETXATTR = 193
+LISTXATTR = 194
+LLISTXATTR = 195
+FLISTXATTR = 196
+REMOVEXATTR = 197
+LREMOVEXATTR = 198
+FREMOVEXATTR = 199
+OPENAT = 257
+MKDIRAT = 258
+MKNODAT = 259
+FCHOWNAT = 260
+NEWFSTATAT = 262
+UNLINKAT = 263
+RENAMEAT = 264
+LINKAT = 265
+SYMLINKAT = 266
+FCHMODAT = 268
+FACCESSAT = 269
+SECCOMP = 317
+EXECVEAT = 322
+RENAMEAT2 = 316
+STATX = 332
+OPENAT2 = 437
+FACCESSAT2 = 439
+FCHMODAT2 = 452
+
+NAMES = {value: name.lower() for name, value in list(globals().items())
+         if name.isupper() and isinstance(value, int)}
