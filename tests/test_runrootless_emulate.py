@@ -5,16 +5,19 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import socket
 import stat
 import struct
 
 import pytest
 
 from runrootless import notify, seccomp_filter
-from runrootless.emulate import TABLE, ids, mknod, owner, xattr
+from runrootless import syscalls as nr
+from runrootless.emulate import TABLE, ids, mknod, owner, user, xattr
 from runrootless.emulate import stat as stat_h
 from runrootless.emulate.base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, Creds, Return, TraceeFiles
-from umoci_py.rootless import XATTR_NAME, encode_owner
+from runrootless.tracer import needs_user_emulation, settled
+from umoci_py.rootless import XATTR_NAME, encode_owner, read_side, side_owner, write_side
 
 BASE = 0x10000
 
@@ -152,6 +155,34 @@ def test_exec_of_setuid_file_raises_euid_unless_no_new_privs():
     assert (creds.rgid, creds.egid, creds.sgid) == (1000, 42, 42)
 
 
+def test_perl_partial_drop_keeps_saved_root_until_exec():
+    """pg_createcluster: $> = $< = uid is setreuid(uid, -1), then setresuid(-1, uid, -1)."""
+    creds = Creds()
+    assert ids.setreuid(make_call(nr.SETREUID, (1234, -1), creds=creds)) == Return(0)
+    assert (creds.ruid, creds.euid, creds.suid) == (1234, 0, 0)
+    assert ids.setresuid(make_call(nr.SETRESUID, (-1, 1234, -1), creds=creds)) == Return(0)
+    assert (creds.ruid, creds.euid, creds.suid, creds.fsuid) == (1234, 1234, 0, 1234)
+    assert needs_user_emulation(creds) and not settled(creds)    # may still go back: followed call by call
+    assert (creds.cap_effective, creds.cap_permitted) == (False, True)
+    ids.on_exec(creds, stat.S_IFREG | 0o755, (0, 0), False)
+    assert (creds.ruid, creds.euid, creds.suid, creds.fsuid) == (1234, 1234, 1234, 1234)
+    assert settled(creds)                                          # the user filter from here on
+    assert ids.setuid(make_call(nr.SETUID, (0,), creds=creds)) == Return(-errno.EPERM)
+
+
+def test_setfsuid_alone_needs_emulation_and_setreuid_moves_the_saved_uid():
+    creds = Creds()
+    assert ids.setfsuid(make_call(nr.SETFSUID, (1234,), creds=creds)) == Return(0)
+    assert (creds.euid, creds.fsuid) == (0, 1234) and needs_user_emulation(creds) and not settled(creds)
+    assert ids.setfsuid(make_call(nr.SETFSUID, (-1,), creds=creds)) == Return(1234)   # a query
+    creds = Creds()
+    assert ids.setreuid(make_call(nr.SETREUID, (1234, 1234), creds=creds)) == Return(0)
+    assert (creds.ruid, creds.euid, creds.suid) == (1234, 1234, 1234) and settled(creds)
+    kept = Creds(keep_caps=True)
+    assert ids.setresuid(make_call(nr.SETRESUID, (5, 5, 5), creds=kept)) == Return(0)
+    assert not settled(kept)          # PR_SET_KEEPCAPS: capset can still raise CAP_SETUID
+
+
 # ---- chown ----------------------------------------------------------------
 
 def test_chown_merges_minus_one_with_the_recorded_owner(env):
@@ -204,6 +235,70 @@ def test_lchown_of_symlink_is_accepted_without_touching_the_target(env):
     assert owner_of(tmp / "target") is None
     assert owner.chown(make_call(92, (path, 5, 6), files, mem=mem)) == Return(0)
     assert owner_of(tmp / "target") == (5, 6)
+
+
+def test_chown_of_symlink_fifo_and_socket_is_recorded_in_the_parents_side_record(env):
+    tmp, files = env
+    os.symlink("target", tmp / "link")
+    os.mkfifo(tmp / "fifo")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp / "sock"))
+    mem = FakeMemory()
+    link, fifo, sock_path = mem.put(b"link\0"), mem.put(b"fifo\0"), mem.put(b"sock\0")
+    assert owner.lchown(make_call(nr.LCHOWN, (link, 5, 6), files, mem=mem)) == Return(0)
+    assert owner.chown(make_call(nr.CHOWN, (fifo, 7, -1), files, mem=mem)) == Return(0)
+    assert owner.fchownat(make_call(nr.FCHOWNAT, (AT_FDCWD, sock_path, 8, 9, AT_SYMLINK_NOFOLLOW), files,
+                                    mem=mem)) == Return(0)
+    records = read_side(tmp)
+    assert [side_owner(records, name, os.lstat(tmp / name).st_ino) for name in ("link", "fifo", "sock")] == \
+        [(5, 6), (7, 0), (8, 9)]
+    # Their owner may change them further (group), and no one else.
+    owner_creds = Creds.of(7, 7, (20,))
+    assert owner.chown(make_call(nr.CHOWN, (fifo, -1, 20), files, owner_creds, mem)) == Return(0)
+    assert side_owner(read_side(tmp), "fifo", os.lstat(tmp / "fifo").st_ino) == (7, 20)
+    assert owner.chown(make_call(nr.CHOWN, (sock_path, -1, 20), files, owner_creds, mem)) == Return(-errno.EPERM)
+    # Back to root: the record goes.
+    assert owner.lchown(make_call(nr.LCHOWN, (link, 0, 0), files, mem=mem)) == Return(0)
+    assert side_owner(read_side(tmp), "link", os.lstat(tmp / "link").st_ino) is None
+
+
+def test_chmod_of_fifo_and_socket_by_their_recorded_owner(env):
+    tmp, files = env
+    os.mkfifo(tmp / "fifo")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp / "sock"))
+    write_side(tmp, "fifo", os.lstat(tmp / "fifo").st_ino, (70, 70))
+    write_side(tmp, "sock", os.lstat(tmp / "sock").st_ino, (70, 70))
+    mem = FakeMemory()
+    fifo, sock_path = mem.put(b"fifo\0"), mem.put(b"sock\0")
+    for path in (fifo, sock_path):
+        assert user.HANDLERS[nr.CHMOD](make_call(nr.CHMOD, (path, 0o600), files, Creds.of(70, 70), mem)) is None
+        assert user.HANDLERS[nr.CHMOD](make_call(nr.CHMOD, (path, 0o600), files, Creds.of(71, 70), mem)) == \
+            Return(-errno.EPERM)
+
+
+def test_bind_of_a_unix_socket_is_a_recorded_creation(env):
+    tmp, files = env
+    os.chmod(tmp, 0o1777)
+    mem = FakeMemory()
+    address = mem.put(struct.pack("H", socket.AF_UNIX) + str(tmp / "sock").encode() + b"\0")
+    creds = Creds.of(70, 71)
+    done = user.bind(make_call(nr.BIND, (3, address, 110), files, creds, mem))
+    assert isinstance(done, AtExit)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp / "sock"))
+    done.fn(make_call(nr.BIND, (3, address, 110), files, creds, mem), 0)
+    assert side_owner(read_side(tmp), "sock", os.lstat(tmp / "sock").st_ino) == (70, 71)
+    # Abstract sockets and other families create no file; root creates as root.
+    abstract = mem.put(struct.pack("H", socket.AF_UNIX) + b"\0name")
+    inet = mem.put(struct.pack("H", socket.AF_INET) + bytes(14))
+    assert user.bind(make_call(nr.BIND, (3, abstract, 7), files, creds, mem)) is None
+    assert user.bind(make_call(nr.BIND, (3, inet, 16), files, creds, mem)) is None
+    assert user.bind(make_call(nr.BIND, (3, address, 110), files, Creds(), mem)) is None
+    # Not in a writable directory: refused as the kernel would.
+    os.chmod(tmp, 0o755)
+    elsewhere = mem.put(struct.pack("H", socket.AF_UNIX) + str(tmp / "other").encode() + b"\0")
+    assert user.bind(make_call(nr.BIND, (3, elsewhere, 110), files, creds, mem)) == Return(-errno.EACCES)
 
 
 def test_absolute_symlinks_resolve_inside_the_tracee_root(tmp_path):
