@@ -99,7 +99,7 @@ class Snapshot:
         the store: (descriptor, diff_id), or None when nothing changed.
         root=False leaves the root directory itself out of the layer."""
         current = self._walk()
-        deltas = with_parents(mtree.compare(self.baseline, current))
+        deltas = with_parents(mtree.simplify_filter(mtree.layer_deltas(self.baseline, current)))
         if not root:
             deltas = [d for d in deltas if d.path != "."]
         if not deltas:

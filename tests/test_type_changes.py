@@ -14,7 +14,7 @@ import pytest
 from umoci_py.rootless import encode_owner
 
 from layer_tars import entry, make_tar
-from umoci_py_helpers import tree_snapshot, umoci, umoci_py
+from umoci_py_helpers import top_layer, tree_snapshot, umoci, umoci_py
 
 DEVICE_XATTR = "user.orca.device"
 TYPES = ("file", "dir", "symlink", "hardlink", "fifo", "device")
@@ -105,14 +105,20 @@ def _device_markers(root) -> dict[str, bytes]:
     return out
 
 
-def _assert_unpacks_to(layout, tag: str, expected: dict, markers: dict, tmp_path, keep_dirlinks=True) -> None:
-    """umoci 0.4.7 and umoci-py (also with --keep-dirlinks) all unpack tag to expected."""
+def _assert_unpacks_to(layout, tag: str, expected: dict, markers: dict, tmp_path, keep_dirlinks=True,
+                       umoci_raw=False) -> None:
+    """umoci 0.4.7 and umoci-py (also with --keep-dirlinks) all unpack tag to expected.
+    umoci_raw: umoci only unpacks the rootfs (it cannot write that config.json)."""
     runs = [("theirs", umoci, []), ("ours", umoci_py, [])]
     if keep_dirlinks:
         runs.append(("ours-kd", umoci_py, ["--keep-dirlinks"]))
     for name, run, flags in runs:
         bundle = tmp_path / f"{tag}-{name}"
-        run("unpack", "--rootless", *flags, "--image", f"{layout}:{tag}", bundle)
+        if run is umoci and umoci_raw:
+            bundle.mkdir()
+            run("raw", "unpack", "--rootless", "--image", f"{layout}:{tag}", bundle / "rootfs")
+        else:
+            run("unpack", "--rootless", *flags, "--image", f"{layout}:{tag}", bundle)
         got = tree_snapshot(bundle / "rootfs")
         assert sorted(set(got) ^ set(expected)) == [], name
         assert {p: (expected[p], got[p]) for p in got if got[p] != expected[p]} == {}, name
@@ -134,6 +140,7 @@ def test_repack_of_every_type_change_unpacks_to_the_repacked_tree(tmp_path):
     _assert_unpacks_to(layout, "new", expected, markers, tmp_path)
 
 
+@pytest.mark.slow  # 60 to 120 insert commands each
 @pytest.mark.parametrize("mode", ["insert", "opaque", "whiteout"])
 def test_insert_of_every_type_change_unpacks_to_the_inserted_tree(tmp_path, mode):
     layout = _base_image(tmp_path)
@@ -158,3 +165,48 @@ def test_insert_of_every_type_change_unpacks_to_the_inserted_tree(tmp_path, mode
     # A plain insert of a directory over a lower symlink to one goes through
     # the link under --keep-dirlinks, as umoci's does: not a type change there.
     _assert_unpacks_to(layout, "base", expected, markers, tmp_path, keep_dirlinks=mode != "insert")
+
+
+@pytest.mark.parametrize("change", ["passwd-to-dir", "etc-to-file"])
+def test_etc_passwd_changing_type_still_unpacks(busybox_layout, tmp_path, change):
+    """config.json reads the rootfs's passwd: a directory there, or a file in place of /etc,
+    is no passwd at all (was `[Errno 20] Not a directory`).  umoci 0.4.7 refuses to
+    write config.json over a passwd directory ("is a directory"), so it is checked with
+    raw unpack there."""
+    umoci_py("unpack", "--rootless", "--image", f"{busybox_layout}:latest", tmp_path / "b")
+    root = tmp_path / "b/rootfs"
+    victim = root / ("etc/passwd" if change == "passwd-to-dir" else "etc")
+    _remove(victim)
+    _make(root, str(victim.relative_to(root)), "dir" if change == "passwd-to-dir" else "file")
+    expected = tree_snapshot(root)
+    umoci_py("repack", "--image", f"{busybox_layout}:new", tmp_path / "b")
+    _assert_unpacks_to(busybox_layout, "new", expected, {}, tmp_path, umoci_raw=change == "passwd-to-dir")
+
+
+ORCA_RUN = """\
+FROM oci:{base}:latest
+RUN ln -s /tmp /opt
+RUN rm -r /var/spool && echo now-a-file > /var/spool && rm /etc/shadow && mkdir /etc/shadow \\
+ && echo inside > /etc/shadow/f && rm -r /home && ln -s /tmp /home && rm /opt && mkdir /opt && echo o > /opt/f
+"""
+
+
+def test_orca_build_run_changing_types_unpacks_to_the_built_tree(busybox_layout, tmp_path):
+    """An orca-build RUN layer is a diff too: a symlink turned into a directory is not
+    written through the old link by unpack --keep-dirlinks; a directory turned into a
+    file leaves no whiteouts below the file.  umoci 0.4.7 agrees."""
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx/Dockerfile").write_text(ORCA_RUN.format(base=busybox_layout))
+    proc = subprocess.run(["orca-build", "--layout", tmp_path / "out", "--cache-dir", tmp_path / "cache",
+                           "--progress", "plain", "-t", "t", tmp_path / "ctx"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    layer = top_layer(tmp_path / "out", "t")
+    assert "var/spool/.wh.mail" not in layer and "var/.wh.spool" in layer
+    for run, name in ((umoci, "theirs"), (umoci_py, "ours")):
+        run("unpack", "--rootless", "--keep-dirlinks", "--image", f"{tmp_path / 'out'}:t", tmp_path / name)
+        root = tmp_path / name / "rootfs"
+        assert (root / "var/spool").read_text() == "now-a-file\n"
+        assert (root / "etc/shadow/f").read_text() == "inside\n"
+        assert os.readlink(root / "home") == "/tmp"
+        assert not (root / "opt").is_symlink() and (root / "opt/f").read_text() == "o\n"
+        assert not (root / "tmp/f").exists()
