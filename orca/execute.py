@@ -36,7 +36,7 @@ from orca.plan import Instr, Plan, Stage, load_plan, parse_triggers
 from orca.progress import Progress
 from orca.resolve import Image, Resolver
 from orca.runsettings import RunSettings
-from orca.runstep import CpuSlots, run_isolated
+from orca.runstep import BUILD_HOSTNAME, CpuSlots, Notes, run_isolated
 from orca.metadata import Annotation, of_kind
 from orca.copy import remove_tree
 from orca.dockerfile import ignore, lexer
@@ -118,6 +118,7 @@ class Builder:
         self.results: dict[int, StageResult] = {}
         self.workroot = Path(tempfile.mkdtemp(prefix="build-", dir=opts.cache.root))
         self.slots = CpuSlots()
+        self.notes = Notes(lambda text: opts.progress.info(f"note: {text}"))
         self.platform_str = "/".join(p for p in (opts.platform.os, opts.platform.architecture,
                                                   opts.platform.variant) if p)
 
@@ -675,10 +676,11 @@ class StageRun:
                     rootfs=rootfs, args=argv, env=[f"{k}={v}" for k, v in run_env.items()], cwd=cwd,
                     uid=u.uid if u else 0, gid=u.gid if u else 0,
                     additional_gids=tuple(u.additional_gids) if u else (),
-                    mounts=tuple(specs), network="none" if network == "none" else "host")
+                    mounts=tuple(specs), network="none" if network == "none" else "host",
+                    hostname=BUILD_HOSTNAME)
                 try:
                     status = run_isolated(spec, lambda data: self.b.o.progress.output(pstep, data),
-                                          self.b.slots, settings.ulimits)
+                                          self.b.slots, settings.ulimits, self.b.notes)
                 except BuildError as err:
                     raise BuildError(f"{where}: {ins.text}: {err}") from None
             finally:

@@ -20,6 +20,26 @@ from typing import Callable
 
 from orca.errors import BuildError
 
+# The hostname RUN steps see, BuildKit's: the hosts file mounted into the step
+# resolves it (runrootless adds it), so `sudo` and the like find their host.
+BUILD_HOSTNAME = "buildkitsandbox"
+
+
+class Notes:
+    """The sandbox's notes (a masked /proc, a refused hostname), each shown once per build."""
+
+    def __init__(self, show: Callable[[str], None]):
+        self._show = show
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> None:
+        with self._lock:
+            if text in self._seen:
+                return
+            self._seen.add(text)
+        self._show(text)
+
 
 class CpuSlots:
     """Hands each running step the CPU fewest running steps are pinned to."""
@@ -58,11 +78,12 @@ def _spec_from_json(d: dict):
     return api.RunSpec(**d)
 
 
-def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits=()) -> int:
-    """Run a runrootless RunSpec; output gets the merged output as it comes;
-    the exit status (128+signal when killed).  ulimits (orca.runsettings.Ulimit)
-    are set in the helper process, so the container inherits them.  Sandbox
-    failures raise BuildError."""
+def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits=(),
+                 note: Callable[[str], None] | None = None) -> int:
+    """Run a runrootless RunSpec; output gets the merged output as it comes,
+    note the sandbox's notes; the exit status (128+signal when killed).
+    ulimits (orca.runsettings.Ulimit) are set in the helper process, so the
+    container inherits them.  Sandbox failures raise BuildError."""
     cpu = slots.acquire()
     status_r, status_w = os.pipe()
     try:
@@ -91,6 +112,8 @@ def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits
         result = json.loads(outcome)
     except ValueError:
         raise BuildError(f"the RUN helper process died (exit {proc.returncode})") from None
+    for text in result.get("notes", ()) if note is not None else ():
+        note(text)
     if "error" in result:
         raise BuildError(result["error"])
     return result["status"]
@@ -105,12 +128,14 @@ def _child(cpu: int, status_fd: int) -> None:
     os.dup2(null, 0)
     os.close(null)
     os.sched_setaffinity(0, {cpu})
+    notes: list[str] = []
     try:
         for res, soft, hard in request["rlimits"]:
             resource.setrlimit(res, (soft, hard))
-        result = {"status": api.run(spec, None, pin_cpu=True)}
+        result = {"status": api.run(spec, None, pin_cpu=True, note=notes.append)}
     except (UmociError, OSError) as err:
         result = {"error": str(err)}
+    result["notes"] = notes
     sys.stdout.flush()
     with os.fdopen(status_fd, "w") as f:
         f.write(json.dumps(result))

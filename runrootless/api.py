@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 from typing import Callable
 
@@ -22,7 +23,8 @@ __all__ = ["Mount", "RunSpec", "SandboxError", "Stats", "UsageError", "run", "sp
 
 def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
         on_start: Callable[[int], None] | None = None, pin_cpu: bool = True,
-        notify: bool = True, prefilter: bool = True, stats: Stats | None = None) -> int:
+        notify: bool = True, prefilter: bool = True, stats: Stats | None = None,
+        note: Callable[[str], None] | None = None) -> int:
     """Run spec.args in the container; the exit status (128+signal when killed).
 
     output None inherits stdin/stdout/stderr; otherwise stdin is /dev/null and
@@ -37,7 +39,10 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     every task and traps every emulated call with ptrace.  prefilter (the
     default, with notify) answers the stats and execs no emulation applies to
     in C before Python sees them (prefilter.py); off, every notification
-    reaches the Python listener (the same answers, slower).
+    reaches the Python listener (the same answers, slower).  note gets one
+    line for each setting the container had to do without (a masked /proc
+    shares the pid namespace, a refused hostname keeps the inherited one);
+    by default they go to stderr.
     """
     if spec.network not in ("host", "none"):
         raise UsageError(f"network must be 'host' or 'none', not {spec.network!r}")
@@ -46,6 +51,7 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
                          "(only root is mapped)")
     points, host_files, mounts = prepare_mount_points(spec)
     err_r, err_w = os.pipe()
+    notes_r, notes_w = os.pipe()
     out_r, out_w = os.pipe() if output is not None else (None, None)
     start_r, start_w = os.pipe()
     notify = notify and spec.emulate
@@ -53,7 +59,7 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
     initial = Creds.of(spec.uid, spec.gid, spec.additional_gids)
     as_user = spec.emulate and (spec.uid or spec.gid)
     base = [nr for nr in sorted(TABLE) if nr not in USER_ONLY]
-    chans = Channels(err_w, out_w, emulate=spec.emulate,
+    chans = Channels(err_w, notes_w, out_w, emulate=spec.emulate,
                      stop_for_tracer=spec.emulate and (as_user or not notify),
                      trapped=[] if notify else base,
                      notified=sorted({*NOTIFY_TABLE, *EXEC}) if notify else [],
@@ -72,10 +78,10 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
             os.close(start_r)
             setup_main(spec, chans, host_files, mounts, start_w)
         state.setup_pid = pid
-        for fd in (err_w, out_w, start_w):
+        for fd in (err_w, notes_w, out_w, start_w):
             if fd is not None:
                 os.close(fd)
-        err_w = out_w = start_w = None
+        err_w = notes_w = out_w = start_w = None
         if container_sock is not None:
             container_sock.close()
             container_sock = None
@@ -100,11 +106,9 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
             status = os.WEXITSTATUS(raw) if os.WIFEXITED(raw) else 128 + os.WTERMSIG(raw)
         if reader is not None:
             reader.join()
-        os.set_blocking(err_r, False)
-        try:
-            message = os.read(err_r, 4096).decode(errors="replace")
-        except BlockingIOError:
-            message = ""
+        for line in _pending(notes_r).splitlines():
+            (note or _note_to_stderr)(line)
+        message = _pending(err_r)
         if message:
             raise SandboxError(message)
         return status
@@ -114,12 +118,25 @@ def run(spec: RunSpec, output: Callable[[bytes], None] | None = None, *,
         for sock in (runner_sock, container_sock):
             if sock is not None:
                 sock.close()
-        for fd in (err_r, err_w, out_w, start_r, start_w):
+        for fd in (err_r, err_w, notes_r, notes_w, out_w, start_r, start_w):
             if fd is not None:
                 os.close(fd)
         if out_r is not None and (reader is None or not reader.is_alive()):
             os.close(out_r)
         points.cleanup()
+
+
+def _pending(fd: int) -> str:
+    """What the container side wrote to a pipe (all of it has exited)."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 65536).decode(errors="replace")
+    except BlockingIOError:
+        return ""
+
+
+def _note_to_stderr(line: str) -> None:
+    sys.stderr.write(f"runrootless: note: {line}\n")
 
 
 def _pump(fd: int, output: Callable[[bytes], None]) -> None:

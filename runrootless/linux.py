@@ -6,6 +6,7 @@ Every wrapper raises OSError with the C errno, like the os module does.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 import struct
@@ -36,6 +37,7 @@ MNT_DETACH = 2
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 SECCOMP_MODE_FILTER = 2
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
@@ -65,24 +67,60 @@ def _check(result: int) -> int:
     return result
 
 
+class CallError(OSError):
+    """A refused call of the container's setup, named with its arguments.
+
+    str() is one line, "unshare(CLONE_NEWUSER): EPERM (Operation not permitted)",
+    for errors that must say which call the kernel (or a seccomp or LSM
+    profile) refused."""
+
+    def __init__(self, err: int, call: str):
+        super().__init__(err, os.strerror(err))
+        self.call = call
+
+    def __str__(self) -> str:
+        return f"{self.call}: {errno.errorcode.get(self.errno, self.errno)} ({self.strerror})"
+
+
+def _check_call(result: int, call) -> None:
+    """call: the text naming the call, or a function making it (built only on failure)."""
+    if result == -1:
+        raise CallError(ctypes.get_errno(), call() if callable(call) else call)
+
+
+_CLONE_NAMES = {CLONE_NEWUSER: "CLONE_NEWUSER", CLONE_NEWNS: "CLONE_NEWNS", CLONE_NEWUTS: "CLONE_NEWUTS",
+                CLONE_NEWIPC: "CLONE_NEWIPC", CLONE_NEWPID: "CLONE_NEWPID", CLONE_NEWNET: "CLONE_NEWNET"}
+
+
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(ctypes.c_int(flags)))
+    _check_call(_libc.unshare(ctypes.c_int(flags)),
+                lambda: f"unshare({'|'.join(n for f, n in _CLONE_NAMES.items() if flags & f)})")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
     enc = (lambda s: None if s is None else s.encode())
-    if _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+    _check_call(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+                lambda: f"mount({_mount_kind(fstype, flags)} {source + ' on ' if source else ''}{target})")
+
+
+def _mount_kind(fstype: str | None, flags: int) -> str:
+    if fstype:
+        return fstype
+    if flags & MS_REMOUNT:
+        return "remount"
+    if flags & MS_BIND:
+        return "rbind" if flags & MS_REC else "bind"
+    return "propagation"
 
 
 def umount2(target: str, flags: int) -> None:
-    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)))
+    _check_call(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount2({target})")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), new_root.encode(), put_old.encode()))
+    _check_call(_libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), new_root.encode(), put_old.encode()),
+                f"pivot_root({new_root}, {put_old})")
 
 
 def seccomp(operation: int, flags: int, args: int) -> int:
@@ -92,7 +130,7 @@ def seccomp(operation: int, flags: int, args: int) -> int:
 
 def sethostname(name: str) -> None:
     data = name.encode()
-    _check(_libc.sethostname(data, ctypes.c_size_t(len(data))))
+    _check_call(_libc.sethostname(data, ctypes.c_size_t(len(data))), f"sethostname({name})")
 
 
 def prctl(option: int, arg2: int | ctypes.c_void_p = 0, arg3: int = 0) -> None:

@@ -26,6 +26,12 @@ def busybox_layout(tmp_path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def busybox_layout_ro() -> Path:
+    """The shared read-only busybox layout, for tests that only read it."""
+    return _fixture_layout("busybox")
+
+
 @pytest.fixture
 def debian_layout(tmp_path) -> Path:
     """A private copy of the mmdebstrap bookworm layout (tag 'bookworm')."""
