@@ -74,6 +74,13 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(b")") + 2:][:1] != b"Z"
 
 
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
 def test_unmasked_proc_keeps_the_pid_namespace_and_notes_nothing(bundle):
     set_process(bundle, "echo $$; exit 3")
     proc = run(bundle)
@@ -146,21 +153,15 @@ def test_refused_sethostname_keeps_the_inherited_name_with_a_note(bundle):
 
 def test_refused_user_namespace_is_one_line_naming_call_errno_and_setting(bundle):
     set_process(bundle, "echo never")
-    proc = run(bundle, *refusing("userns"))
-    assert proc.returncode == 1 and proc.stdout == ""
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("runrootless: unprivileged user namespaces are unavailable: "
+    line = one_line_error(run(bundle, *refusing("userns")))
+    assert line.startswith("runrootless: unprivileged user namespaces are unavailable: "
                                "unshare(CLONE_NEWUSER): EPERM (Operation not permitted): "
                                "the container's seccomp profile blocks user namespaces")
-    assert "seccomp=unconfined" in lines[0] and "Unconfined" in lines[0]
+    assert "seccomp=unconfined" in line and "Unconfined" in line
 
 
 def test_refused_essential_mount_is_one_line(bundle):
     set_process(bundle, "echo never")
-    proc = run(bundle, *refusing("pivot_root"))
-    assert proc.returncode == 1 and proc.stdout == ""
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
+    line = one_line_error(run(bundle, *refusing("pivot_root")))
     assert "container setup failed: pivot_root(., .): EPERM (Operation not permitted): the container's " \
-           "seccomp profile blocks it" in lines[0]
+           "seccomp profile blocks it" in line
