@@ -165,3 +165,33 @@ def test_refused_essential_mount_is_one_line(bundle):
     line = one_line_error(run(bundle, *refusing("pivot_root")))
     assert "container setup failed: pivot_root(., .): EPERM (Operation not permitted): the container's " \
            "seccomp profile blocks it" in line
+
+
+def orca_build(tmp_path: Path, base: Path, dockerfile: str, *prefix: str) -> subprocess.CompletedProcess:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile.replace("BASE", f"oci:{base}"))
+    return subprocess.run([*prefix, str(BIN / "orca-build"), "--progress", "plain", "--layout", str(tmp_path / "out"),
+                           "--cache-dir", str(tmp_path / "cache"), str(ctx)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_masked_proc_in_a_build_is_noted_once_and_run_steps_resolve_their_hostname(tmp_path, busybox_layout_ro):
+    proc = orca_build(tmp_path, busybox_layout_ro, "FROM BASE:latest\nRUN hostname; grep -w \"$(hostname)\" /etc/hosts\n"
+                      "RUN sleep 1000 & echo $!; setsid sleep 1000 & echo $!\n", *MASKED)
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stderr.splitlines()
+    assert "#1 buildkitsandbox" in log and "#1 127.0.0.1\tbuildkitsandbox" in log
+    assert [line for line in log if line.startswith("note: ")] == [
+        "note: /proc is masked by the container runtime (mount(proc on /proc): EPERM (Operation not permitted)): "
+        "the container shares the pid namespace it runs in and sees its processes; every process it starts "
+        "still ends with it"]
+    pids = [int(line.split()[1]) for line in log if line.startswith("#2 ") and line.split()[1].isdigit()]
+    assert len(pids) == 2 and [p for p in pids if alive(p)] == []
+
+
+@pytest.mark.slow
+def test_run_steps_hostname_resolves_through_the_c_library(tmp_path, debian_layout_ro):
+    proc = orca_build(tmp_path, debian_layout_ro, "FROM BASE:bookworm\nRUN getent hosts \"$(hostname)\"\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "#1 127.0.0.1       buildkitsandbox" in proc.stderr.splitlines()
