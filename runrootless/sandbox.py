@@ -145,8 +145,12 @@ def prepare_mount_points(spec: RunSpec) -> tuple[MountPoints, list[tuple[str, st
             if os.path.exists(f) and points.ensure(f, directory=False):
                 source = f
                 if f == "/etc/hosts":
-                    with open(f, "rb") as fh:
-                        source = points.scratch_file(hosts_file(spec.hostname, fh.read()))
+                    try:
+                        with open(f, "rb") as fh:
+                            host_hosts = fh.read()
+                    except OSError:
+                        continue   # optional, like the mount that would bind it
+                    source = points.scratch_file(hosts_file(spec.hostname, host_hosts))
                 host_files.append((source, f))
         mounts = []
         for m in spec.mounts:

@@ -52,16 +52,17 @@ def bundle(tmp_path_factory, busybox_layout_ro) -> Path:
     return bundle
 
 
-def set_process(bundle: Path, script: str, hostname: str = "umoci-default") -> None:
+def set_process(bundle: Path, script: str, hostname: str = "umoci-default", uid: int = 0) -> None:
     config = json.loads((bundle / "config.json").read_text())
     config["process"]["args"] = ["sh", "-c", script]
+    config["process"]["user"] = {"uid": uid, "gid": uid}
     config["process"]["terminal"] = False
     config["hostname"] = hostname
     (bundle / "config.json").write_text(json.dumps(config))
 
 
-def run(bundle: Path, *prefix: str, name: str = "c") -> subprocess.CompletedProcess:
-    return subprocess.run([*prefix, str(BIN / "runrootless"), "run", "-b", str(bundle), "--root",
+def run(bundle: Path, *prefix: str, name: str = "c", flags=()) -> subprocess.CompletedProcess:
+    return subprocess.run([*prefix, str(BIN / "runrootless"), "run", *flags, "-b", str(bundle), "--root",
                            str(bundle.parent / "state"), name], capture_output=True, text=True, timeout=120)
 
 
@@ -99,10 +100,13 @@ def test_masked_proc_shares_the_pid_namespace_and_says_so_once(bundle):
     assert "mount(proc on /proc): EPERM" in lines[0]
 
 
-def test_masked_proc_ends_every_process_the_workload_started(bundle):
+@pytest.mark.parametrize("flags, uid", [((), 0), (("--no-notify",), 0), ((), 1000)],
+                         ids=["notify", "ptrace", "as-user"])
+def test_masked_proc_ends_every_process_the_workload_started(bundle, flags, uid):
     # A daemon in its own session, an orphan, and a background child still running at exit.
-    set_process(bundle, "(setsid sleep 1000 & echo $!); (sleep 1000 & echo $!) ; sleep 1000 & echo $!; exit 5")
-    proc = run(bundle, *MASKED)
+    set_process(bundle, "(setsid sleep 1000 & echo $!); (sleep 1000 & echo $!) ; sleep 1000 & echo $!; exit 5",
+                uid=uid)
+    proc = run(bundle, *MASKED, flags=flags)
     assert proc.returncode == 5, proc.stderr
     pids = [int(p) for p in proc.stdout.split()]
     assert len(pids) == 3
