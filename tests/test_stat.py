@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import tarfile
 
@@ -121,7 +122,6 @@ def test_stat_empty_lists_entrypoint_escaped_and_descriptor_extras(image):
     config = json.loads(blob_path(image, manifest["config"]["digest"]).read_bytes())
     config["config"].update(Env=[], Labels={}, ArgsEscaped=True)
     data = json.dumps(config).encode()
-    import hashlib
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     blob_path(image, digest).write_bytes(data)
     manifest["config"] = {"mediaType": CONFIG, "digest": digest, "size": len(data)}

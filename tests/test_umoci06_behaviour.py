@@ -3,6 +3,7 @@ runtime config's HOME, embedded media types, empty xattrs and umoci's error text
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -67,7 +68,6 @@ def test_empty_xattr_survives_repack_and_unpack(busybox_layout, tmp_path):
 
 def _put(layout, doc) -> dict:
     data = json.dumps(doc).encode()
-    import hashlib
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     blob_path(layout, digest).write_bytes(data)
     return {"mediaType": doc.get("mediaType", MANIFEST), "digest": digest, "size": len(data)}
