@@ -232,7 +232,8 @@ def main() -> None:
         n = opts.repeat
         rr = sum(times["runrootless"])
         print(f"  runrootless per run: {stats.trapped // n} trapped syscalls (ptrace), {stats.stops // n} stops "
-              f"({stats.exit_stops // n} exit stops), {stats.stops / rr:.0f} stops/s, "
+              f"({stats.exit_stops // n} exit stops, {stats.stepped // n} syscall entries of tasks followed call "
+              f"by call), {stats.stops / rr:.0f} stops/s, "
               f"tracer busy {sum(stats.ns_by_nr.values()) / 1e9 / n:.2f} s; "
               f"{sum(stats.notified.values()) // n} answered by the notification listener "
               f"({sum(stats.notified.values()) / rr:.0f}/s), {sum(stats.prefiltered.values()) // n} of them "
