@@ -164,7 +164,7 @@ def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platf
         with req.progress:
             return run_build(req)
 
-    result = _run(build_closing_progress)
+    result = _run(build_closing_progress, output_shown=req.progress.mode != "quiet")
     if store is not None:
         _run(store.export)
     if push_refs:
@@ -228,12 +228,16 @@ def parse_ssh(values) -> dict[str, Path]:
     return out
 
 
-def _run(fn):
-    """The one error sink: a line on stderr and exit status 1."""
+def _run(fn, output_shown: bool = False):
+    """The one error sink: a line on stderr and exit status 1.  A failed
+    step's last output lines follow it unless the progress showed them."""
     try:
         return fn()
     except UmociError as err:
         click.echo(f"orca-build: {err}", err=True)
+        if not output_shown:
+            for line in getattr(err, "output", ()):
+                click.echo(f"  {line}", err=True)
     except OSError as err:  # what no layer of the build turned into its own message
         where = f"{err.filename}: " if err.filename else ""
         click.echo(f"orca-build: {where}{err.strerror or err}", err=True)

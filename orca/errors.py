@@ -42,4 +42,11 @@ class IgnoreFileError(OrcaError):
 
 
 class BuildError(OrcaError):
-    """A build step failed (the command exited non-zero, a source is missing, ...)."""
+    """A build step failed (the command exited non-zero, a source is missing, ...).
+
+    ``output`` holds the failing step's last output lines, apart from the
+    one-line message: the progress shows them where it shows output."""
+
+    def __init__(self, message: str, output: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.output = tuple(output)

@@ -688,9 +688,8 @@ class StageRun:
                     undo()
             if status != 0:
                 self.b.o.progress.flush(pstep)
-                shown = "".join(f"\n  {line}" for line in pstep.tail)
-                raise BuildError(f"{where}: {ins.text}: did not complete successfully: "
-                                 f"exit code {status}{shown}")
+                raise BuildError(f"{where}: {ins.text}: did not complete successfully: exit code {status}",
+                                 output=tuple(pstep.tail))
         return described, key, action
 
     def _mounts(self, raws, where: str, env: dict[str, str]) -> list[mnt.RunMount]:
@@ -796,4 +795,5 @@ def run_build(req: BuildRequest) -> BuildResult:
                         platform=platform, jobs=req.jobs,
                         excluded=context_filter(context, dockerfile),
                         source_date_epoch=int(sde_text) if sde_text else None, registry=req.registry)
-    return build(opts)
+    with progress.capturing_logs():
+        return build(opts)

@@ -10,11 +10,13 @@ the caller (tests and the bench read them instead of parsing text).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
@@ -33,7 +35,8 @@ class StepTiming:
     end: float | None = None
     cached: bool = False
     partial: bytes = b""            # output after the last newline
-    tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES))  # for error messages
+    tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES))  # its output, for errors
+    shown: deque = field(default_factory=lambda: deque(maxlen=LIVE_TAIL_LINES))  # output and notes, live
 
 
 @dataclass
@@ -46,12 +49,54 @@ class Progress:
 
     def __post_init__(self):
         self._lock = threading.Lock()
+        self._current = threading.local()   # the step each build thread is on
 
     def __enter__(self) -> "Progress":
         return self
 
     def __exit__(self, *exc) -> None:
         pass
+
+    @contextmanager
+    def capturing_logs(self, logger: str = "umoci_py"):
+        """The library's warnings (e.g. the rootless unpack's device
+        placeholders) become output lines of the step whose thread logged
+        them, instead of lines written across the terminal view: so they are
+        in the plain log under the step's number, kept out of quiet, and in
+        the live view only as that step's last lines."""
+        handler = _StepLogHandler(self)
+        log = logging.getLogger(logger)
+        saved = log.propagate
+        log.addHandler(handler)
+        log.propagate = False
+        try:
+            yield self
+        finally:
+            log.removeHandler(handler)
+            log.propagate = saved
+
+    def _new_step(self, stage: str, text: str) -> StepTiming:
+        with self._lock:
+            step = StepTiming(len(self.steps) + 1, stage, text, self.clock())
+            self.steps.append(step)
+        self._current.step = step
+        return step
+
+    def _ended(self, step: StepTiming) -> None:
+        if getattr(self._current, "step", None) is step:
+            self._current.step = None
+
+    def log_line(self, text: str) -> None:
+        """A line logged by the library: a note of the current step, or a line of its own."""
+        step = getattr(self._current, "step", None)
+        if step is not None and step.end is None:
+            self.note(step, text)
+        else:
+            self.info(text)
+
+    def note(self, step: StepTiming, text: str) -> None:
+        """A line about the step that is not its output (not in its error's tail)."""
+        self._emit(f"#{step.number} {text}")
 
     def _emit(self, line: str) -> None:
         if self.mode == "quiet":
@@ -61,9 +106,7 @@ class Progress:
             self.stream.flush()
 
     def start(self, stage: str, text: str) -> StepTiming:
-        with self._lock:
-            step = StepTiming(len(self.steps) + 1, stage, text, self.clock())
-            self.steps.append(step)
+        step = self._new_step(stage, text)
         self._emit(f"#{step.number} [{stage}] {text}")
         return step
 
@@ -94,16 +137,19 @@ class Progress:
             step.partial = b""
 
     def cached(self, step: StepTiming) -> None:
+        self._ended(step)
         step.cached = True
         step.end = self.clock()
         self._emit(f"#{step.number} CACHED")
 
     def done(self, step: StepTiming) -> None:
+        self._ended(step)
         self.flush(step)
         step.end = self.clock()
         self._emit(f"#{step.number} DONE {step.end - step.start:.1f}s")
 
     def failed(self, step: StepTiming, message: str) -> None:
+        self._ended(step)
         self.flush(step)
         step.end = self.clock()
         self._emit(f"#{step.number} ERROR: {message.splitlines()[0] if message else ''}")
@@ -150,9 +196,7 @@ class LiveProgress(Progress):
         self.redraw()
 
     def start(self, stage: str, text: str) -> StepTiming:
-        with self._lock:
-            step = StepTiming(len(self.steps) + 1, stage, text, self.clock())
-            self.steps.append(step)
+        step = self._new_step(stage, text)
         self.redraw()
         return step
 
@@ -160,15 +204,23 @@ class LiveProgress(Progress):
         text = self._text(raw)
         with self._lock:
             step.tail.append(text)
+            step.shown.append(text)
+
+    def note(self, step: StepTiming, text: str) -> None:
+        with self._lock:
+            step.shown.append(text)
 
     def cached(self, step: StepTiming) -> None:
+        self._ended(step)
         self._finish(step, "CACHED", cached=True)
 
     def done(self, step: StepTiming) -> None:
+        self._ended(step)
         self.flush(step)
         self._finish(step, "DONE")
 
     def failed(self, step: StepTiming, message: str) -> None:
+        self._ended(step)
         self.flush(step)
         first = message.splitlines()[0] if message else ""
         self._finish(step, f"ERROR: {first}", output=True)
@@ -192,7 +244,7 @@ class LiveProgress(Progress):
         lines = [f"[+] Building {now - self._begin:.1f}s ({done}/{len(self.steps)} steps)"]
         for step in running:
             lines.append(f"{self._title(step)}  {now - step.start:.1f}s")
-            tail = list(step.tail)[-LIVE_TAIL_LINES:]
+            tail = list(step.shown)
             if step.partial:
                 tail = (tail + [self._text(step.partial)])[-LIVE_TAIL_LINES:]
             lines += [f"#{step.number}   {text}" for text in tail]
@@ -215,6 +267,18 @@ class LiveProgress(Progress):
     def close(self) -> None:
         """Replace the region by the final summary line."""
         self.redraw(final=True)
+
+
+class _StepLogHandler(logging.Handler):
+    def __init__(self, progress: Progress):
+        super().__init__(logging.INFO)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.progress.log_line(record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must never break the build
+            self.handleError(record)
 
 
 def _terminal_width(stream: TextIO) -> int:

@@ -1,6 +1,7 @@
 """The live progress view, read back through a small terminal emulator."""
 
 import io
+import logging
 import os
 import pty
 import re
@@ -181,3 +182,45 @@ def _drain(fd: int, chunks: list) -> None:
             break
         chunks.append(data)
     os.close(fd)
+
+
+DEVICE_WARNING = ("rootless{%s} creating empty file in place of device %d:%d", "dev/null", 1, 3)
+
+
+def test_library_warnings_are_notes_of_the_step_on_their_thread(capsys):
+    log = logging.getLogger("umoci_py.layer.extract")
+    out = io.StringIO()
+    progress = Progress("plain", out)
+    with progress.capturing_logs():
+        step = progress.start("s 1/1", "RUN x")
+        log.warning(*DEVICE_WARNING)
+        progress.output(step, b"out\n")
+        progress.failed(step, "RUN x: exit code 1")
+        log.warning("after the step")
+    assert out.getvalue().splitlines() == ["#1 [s 1/1] RUN x",
+                                           "#1 rootless{dev/null} creating empty file in place of device 1:3",
+                                           "#1 out", "#1 ERROR: RUN x: exit code 1", "after the step"]
+    assert list(step.tail) == ["out"]          # a failure shows the step's output, not the notes
+    quiet = Progress("quiet", io.StringIO())
+    with quiet.capturing_logs():
+        quiet.start("s 1/1", "RUN x")
+        log.warning(*DEVICE_WARNING)
+    assert quiet.stream.getvalue() == ""
+    assert capsys.readouterr().err == ""       # nothing went past the progress to stderr
+    assert logging.getLogger("umoci_py").propagate  # and the logger is as it was
+
+
+def test_live_view_shows_notes_while_the_step_runs_only():
+    term, clock = FakeTerminal(), Clock()
+    log = logging.getLogger("umoci_py.layer.extract")
+    with LiveProgress(term, width=80, clock=clock) as view, view.capturing_logs():
+        step = view.start("s 1/1", "RUN x")
+        log.warning(*DEVICE_WARNING)
+        view.output(step, b"out\n")
+        view.redraw()
+        assert term.screen.text() == ["[+] Building 0.0s (0/1 steps)", "#1 [s 1/1] RUN x  0.0s",
+                                      "#1   rootless{dev/null} creating empty file in place of device 1:3",
+                                      "#1   out"]
+        view.failed(step, "RUN x: exit code 1")
+    assert term.screen.text() == ["#1 [s 1/1] RUN x  ERROR: RUN x: exit code 1 0.0s", "#1 out",
+                                  "[+] Built in 0.0s (1 steps)"]

@@ -145,7 +145,8 @@ def test_failing_run_names_the_line_and_shows_its_output(tmp_path, busybox_layou
     text = str(err)
     assert text.startswith(f"{ctx / 'Dockerfile'}:4: RUN echo first-line-of-output")
     assert "exit code 3" in text.splitlines()[0]
-    assert "first-line-of-output" in text and "reason-for-failure" in text
+    assert len(text.splitlines()) == 1
+    assert err.output == ("first-line-of-output", "reason-for-failure")
     assert "never" not in log
     assert not (tmp_path / "out").exists()  # nothing half-written
 
