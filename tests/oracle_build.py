@@ -1,0 +1,98 @@
+"""The oracle suite's side of the comparison: build a package set with
+orca-build as the test user, read the image's manifest from its layers, and
+list how it differs from the root-built oracle (tools/make-oracles)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from oracle_manifest import SETS, manifest_of_layers
+
+from umoci_py import compress, refs
+from umoci_py.cas import Layout
+
+FIXTURES = Path(os.environ.get("ORCA_FIXTURES", "/var/cache/orca-fixtures"))
+
+# Paths whose presence or metadata legitimately differ between two installs
+# of the same packages, however made.  The oracle keeps what mmdebstrap's
+# cleanup would remove (logs, /run, /tmp, apt lists and caches: see
+# tools/make-oracles), so they are compared too; only these are left out:
+EXCLUDED = [
+    # ssl-cert's snakeoil certificate is made afresh by each install; its
+    # hash link in /etc/ssl/certs is named after it.
+    r"/etc/ssl/certs/[0-9a-f]{8}\.[0-9]+",
+]
+_EXCLUDED = re.compile("|".join(f"(?:{p})" for p in EXCLUDED))
+FIELDS = ("type", "mode", "uid", "gid", "user", "group", "link", "caps")
+
+
+def oracle(name: str) -> dict:
+    path = FIXTURES / f"oracle-{name}.json"
+    if not path.is_file():
+        raise AssertionError(f"oracle {path} missing: run tools/make-oracles (tools/setup-host) as root")
+    return json.loads(path.read_text())
+
+
+def build_set(name: str, work: Path) -> Path:
+    """Build package set `name` FROM the debian fixture into work/out, tag `name`."""
+    out = work / "out"
+    if not out.exists():
+        shutil.copytree(FIXTURES / "debian", out)
+        for path in out.rglob("*"):
+            path.chmod(path.stat().st_mode | 0o200)
+    ctx = work / f"ctx-{name}"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM bookworm\n"
+        "RUN apt-get update && DEBIAN_FRONTEND=noninteractive"
+        f" apt-get install -y --no-install-recommends {' '.join(SETS[name])}\n")
+    proc = subprocess.run([Path(sys.executable).parent / "orca-build", "build", "--progress", "plain",
+                           "--layout", out, "--cache-dir", work / "cache", "-t", name, ctx],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return out
+
+
+def image_manifest(layout: Path, tag: str) -> dict:
+    store = Layout(layout)
+    manifest = store.read_json(refs.resolve(store, tag)[-1], "manifest")
+    streams = []
+    try:
+        for desc in manifest["layers"]:
+            streams.append(compress.reader(store.open_blob(desc["digest"], desc["size"]), desc["mediaType"]))
+        return manifest_of_layers(streams)
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def differences(ours: dict, theirs: dict) -> list[str]:
+    """One line per difference: packages, then paths (missing, extra, by field)."""
+    out = []
+    for pkg in sorted(set(ours["packages"]) | set(theirs["packages"])):
+        a, b = ours["packages"].get(pkg), theirs["packages"].get(pkg)
+        if a != b:
+            out.append(f"package {pkg}: ours {a or 'not installed'}, root's {b or 'not installed'}")
+    mine = {p: e for p, e in ours["paths"].items() if not _EXCLUDED.fullmatch(p)}
+    root = {p: e for p, e in theirs["paths"].items() if not _EXCLUDED.fullmatch(p)}
+    for path in sorted(set(mine) | set(root)):
+        a, b = mine.get(path), root.get(path)
+        if a is None:
+            out.append(f"{path}: only in root's image ({_brief(b)})")
+        elif b is None:
+            out.append(f"{path}: only in ours ({_brief(a)})")
+        else:
+            diff = [f"{f} ours {a[f]!r} root's {b[f]!r}" for f in FIELDS if a[f] != b[f]]
+            if diff:
+                out.append(f"{path}: " + ", ".join(diff))
+    return out
+
+
+def _brief(entry: dict) -> str:
+    return f"{entry['type']} {entry['mode']} {entry['user']}:{entry['group']}"
