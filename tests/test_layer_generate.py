@@ -136,3 +136,48 @@ def test_insert_tree_opaque_and_whiteout(tmp_path):
     out = io.BytesIO()
     generate_insert_layer(None, "etc/file", ROOTLESS, out, whiteout=True)
     assert raw_names(out.getvalue()) == ["etc/.wh.file"]
+
+
+NET_RAW_V2 = bytes.fromhex("0100000200200000000000000000000000000000")
+NET_RAW_V3 = bytes.fromhex("0100000300200000000000000000000000000000e9030000")
+
+
+def _caps(tar: bytes, name: str) -> str | None:
+    return headers(tar)[name].pax_headers.get("SCHILY.xattr.security.capability")
+
+
+def test_capability_refused_to_us_is_recorded_and_packed_as_revision_2(tmp_path):
+    root = tmp_path / "rootfs"
+    apply(root, entry("ping", data=b"elf", mode=0o755, xattrs={"security.capability": NET_RAW_V3}),
+          entry("plain", data=b"elf"))
+    # The kernel refuses security.* to an unprivileged user: our record holds it.
+    with pytest.raises(OSError):
+        os.getxattr(root / "ping", "security.capability")
+    record = os.getxattr(root / "ping", rootless.CAPS_RECORD_XATTR)
+    assert record == NET_RAW_V2 + rootless.content_sha256(io.BytesIO(b"elf"))
+    everything = mtree.Manifest([mtree.Entry(".", {})])
+    tar = _delta_tar(root, everything)
+    assert _caps(tar, "ping") == NET_RAW_V2.decode("utf-8", "surrogateescape")
+    assert _caps(tar, "plain") is None
+    assert not any(rootless.CAPS_RECORD_XATTR in k for ti in headers(tar).values() for k in ti.pax_headers)
+
+
+def test_capability_survives_chmod_and_utimes_but_not_a_content_write(tmp_path):
+    root = tmp_path / "rootfs"
+    caps = {"security.capability": NET_RAW_V2}
+    apply(root, entry("chmodded", data=b"a", xattrs=caps), entry("touched", data=b"b", xattrs=caps),
+          entry("written", data=b"c", xattrs=caps))
+    before = mtree.walk(root, rootless=True)
+    os.chmod(root / "chmodded", 0o711)
+    os.utime(root / "touched", (2_000_000_000, 2_000_000_000))
+    with open(root / "written", "ab") as f:
+        f.write(b"more")
+    tar = _delta_tar(root, before)
+    assert set(headers(tar)) >= {"chmodded", "touched", "written"}
+    assert _caps(tar, "chmodded") == _caps(tar, "touched") == NET_RAW_V2.decode("utf-8", "surrogateescape")
+    assert _caps(tar, "written") is None
+
+
+def test_bad_capability_in_a_layer_is_a_layer_error(tmp_path):
+    with pytest.raises(LayerError, match="'ping'.*bad security.capability value: 3 bytes"):
+        apply(tmp_path / "rootfs", entry("ping", data=b"x", xattrs={"security.capability": b"\x01\x00\x00"}))

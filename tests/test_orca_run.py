@@ -6,8 +6,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
+
+from layer_tars import entry, make_tar
+from oracle_build import image_manifest
 
 from orca.errors import BuildError
 from orca.execute import BuildRequest, run_build
@@ -167,3 +172,28 @@ def test_run_security_insecure_is_refused(tmp_path, busybox_layout):
     ctx = context(tmp_path, busybox_layout, "FROM BASE\nRUN --security=insecure true\n")
     err, _, _ = build(tmp_path, ctx)
     assert isinstance(err, BuildError) and "Dockerfile:2: RUN --security=insecure: not allowed" in str(err)
+
+
+NET_RAW_V2 = bytes.fromhex("0100000200200000000000000000000000000000")
+CAPS_RUN = """\
+FROM BASE
+RUN chmod 0711 /caps/chmodded && touch /caps/touched && echo more >> /caps/written && chown 0:0 /caps/chowned
+"""
+
+
+def test_base_capability_survives_chmod_and_touch_not_a_write_or_chown(tmp_path, busybox_layout):
+    caps = {"security.capability": NET_RAW_V2}
+    names = ("chmodded", "touched", "written", "chowned", "untouched")
+    (tmp_path / "caps.tar").write_bytes(make_tar(*(entry(f"caps/{n}", data=b"elf", mode=0o755, xattrs=caps)
+                                                   for n in names)))
+    add = subprocess.run([sys.executable, "-m", "umoci_py.cli", "raw", "add-layer", "--image",
+                          f"{busybox_layout}:latest", tmp_path / "caps.tar"], capture_output=True, text=True)
+    assert add.returncode == 0, add.stderr
+    ctx = context(tmp_path, busybox_layout, CAPS_RUN)
+    result, log, _ = build(tmp_path, ctx, tags=["caps"])
+    assert not isinstance(result, BuildError), log
+    paths = image_manifest(tmp_path / "out", "caps")["paths"]
+    assert {n: paths[f"/caps/{n}"]["caps"] for n in names} == {
+        "chmodded": NET_RAW_V2.hex(), "touched": NET_RAW_V2.hex(), "written": "", "chowned": "",
+        "untouched": NET_RAW_V2.hex()}
+    assert paths["/caps/chmodded"]["mode"] == "0711"

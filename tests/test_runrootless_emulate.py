@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
 import socket
 import stat
@@ -17,7 +18,8 @@ from runrootless.emulate import TABLE, ids, mknod, owner, user, xattr
 from runrootless.emulate import stat as stat_h
 from runrootless.emulate.base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, Creds, Return, TraceeFiles
 from runrootless.tracer import needs_user_emulation, settled
-from umoci_py.rootless import XATTR_NAME, encode_owner, read_side, side_owner, write_side
+from umoci_py.rootless import (CAPS_RECORD_XATTR, XATTR_NAME, encode_caps_record, encode_owner, read_side,
+                               side_owner, write_side)
 
 BASE = 0x10000
 
@@ -435,6 +437,73 @@ def test_emulator_xattrs_are_hidden():
     expected = b"user.a\0security.selinux\0"
     assert mem.read(buf, len(expected)) == expected
     assert xattr.listxattr(make_call(194, (0, 0, 0), mem=mem)) is None
+
+
+NET_RAW_V2 = bytes.fromhex("0100000200200000000000000000000000000000")
+NET_RAW_V3 = bytes.fromhex("0100000300200000000000000000000000000000e9030000")
+
+
+def _capfile(tmp, data=b"elf", caps=NET_RAW_V2):
+    """A file carrying a capability the way unpack leaves one the kernel refused."""
+    (tmp / "ping").write_bytes(data)
+    os.setxattr(tmp / "ping", CAPS_RECORD_XATTR, encode_caps_record(caps, hashlib.sha256(data).digest()))
+    return tmp / "ping"
+
+
+def test_getxattr_of_a_capability_reads_our_record(env):
+    tmp, files = env
+    _capfile(tmp)
+    mem = FakeMemory()
+    path, name, buf = mem.put(b"ping\0"), mem.put(b"security.capability\0"), mem.put(bytes(24))
+    assert xattr.getxattr(make_call(nr.GETXATTR, (path, name, 0, 0), files, mem=mem)) == Return(20)   # size query
+    assert xattr.getxattr(make_call(nr.GETXATTR, (path, name, buf, 8), files, mem=mem)) == Return(-errno.ERANGE)
+    assert xattr.getxattr(make_call(nr.GETXATTR, (path, name, buf, 24), files, mem=mem)) == Return(20)
+    assert mem.read(buf, 20) == NET_RAW_V2
+    os.symlink(tmp / "ping", tmp / "fd" / "5")
+    assert xattr.getxattr(make_call(nr.FGETXATTR, (5, name, buf, 24), files, mem=mem)) == Return(20)
+    # Without a record, or once the content changed, the kernel answers.
+    with open(tmp / "ping", "ab") as f:
+        f.write(b"!")
+    assert xattr.getxattr(make_call(nr.GETXATTR, (path, name, buf, 24), files, mem=mem)) is None
+    (tmp / "plain").write_bytes(b"x")
+    assert xattr.getxattr(make_call(nr.GETXATTR, (mem.put(b"plain\0"), name, buf, 24), files, mem=mem)) is None
+
+
+def test_setcap_and_removal_change_our_record(env):
+    tmp, files = env
+    (tmp / "ping").write_bytes(b"elf")
+    (tmp / "ping").chmod(0o555)   # not even owner-writable: the record still goes on
+    mem = FakeMemory()
+    path, name = mem.put(b"ping\0"), mem.put(b"security.capability\0")
+    v3 = mem.put(NET_RAW_V3)
+    assert xattr.setxattr(make_call(nr.SETXATTR, (path, name, v3, 24, 2), files, mem=mem)) == Return(-errno.ENODATA)
+    assert xattr.setxattr(make_call(nr.SETXATTR, (path, name, v3, 24, 0), files, mem=mem)) == Return(0)
+    assert os.getxattr(tmp / "ping", CAPS_RECORD_XATTR)[:20] == NET_RAW_V2   # stored as revision 2
+    assert stat.S_IMODE(os.stat(tmp / "ping").st_mode) == 0o555
+    assert xattr.setxattr(make_call(nr.SETXATTR, (path, name, v3, 24, 1), files, mem=mem)) == Return(-errno.EEXIST)
+    bad = mem.put(b"\x01\x00\x00\x01")
+    assert xattr.setxattr(make_call(nr.SETXATTR, (path, name, bad, 4, 0), files, mem=mem)) == Return(-errno.EINVAL)
+    user = Creds.of(1000, 1000)
+    assert xattr.setxattr(make_call(nr.SETXATTR, (path, name, v3, 24, 0), files, user, mem)) == Return(-errno.EPERM)
+    assert xattr.removexattr(make_call(nr.REMOVEXATTR, (path, name), files, user, mem)) == Return(-errno.EPERM)
+    # listed under its real name, never under ours
+    buf = mem.put(bytes(128))
+    listed = xattr.list_notified(True)(make_call(nr.LISTXATTR, (path, buf, 128), files, mem=mem))
+    assert mem.read(buf, listed.value) == b"security.capability\0"
+    assert xattr.removexattr(make_call(nr.REMOVEXATTR, (path, name), files, mem=mem)) == Return(0)
+    assert CAPS_RECORD_XATTR not in os.listxattr(tmp / "ping")
+    assert xattr.removexattr(make_call(nr.REMOVEXATTR, (path, name), files, mem=mem)) is None   # the kernel's ENODATA
+
+
+def test_chown_drops_a_capability_but_chown_minus_one_keeps_it(env):
+    tmp, files = env
+    _capfile(tmp)
+    mem = FakeMemory()
+    path = mem.put(b"ping\0")
+    assert owner.chown(make_call(nr.CHOWN, (path, -1, -1), files, mem=mem)) == Return(0)
+    assert CAPS_RECORD_XATTR in os.listxattr(tmp / "ping")
+    assert owner.chown(make_call(nr.CHOWN, (path, 0, -1), files, mem=mem)) == Return(0)   # even to the same owner
+    assert CAPS_RECORD_XATTR not in os.listxattr(tmp / "ping")
 
 
 # ---- seccomp program ------------------------------------------------------

@@ -1,15 +1,22 @@
-"""The ``user.rootlesscontainers`` ownership xattr.
+"""What an unprivileged unpack cannot store for real: owners and file capabilities.
 
-The value is the protobuf message ``Resource { uint32 uid = 1; uint32 gid = 2; }``
+Owners go into the ``user.rootlesscontainers`` xattr.  Its value is the protobuf message ``Resource { uint32 uid = 1; uint32 gid = 2; }``
 (rootless-containers/proto).  We encode it exactly as umoci does: a field equal
 to 0 is written as NOOP (0xFFFFFFFF) because proto3 cannot tell 0 from unset,
 and a 0:0 owner is not stored at all.
+
+File capabilities (``security.capability``) the kernel refuses go into a record
+of our own, CAPS_RECORD_XATTR; a layer always carries their revision 2 form.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from .errors import LayerError
 
@@ -169,3 +176,86 @@ def put_xattr(path, name: str, value: bytes | None) -> None:
     except OSError as err:
         if err.errno != errno.ENODATA:
             raise
+
+
+# -- file capabilities --------------------------------------------------------
+# capabilities(7), "File capability extended attribute versioning": a 32-bit
+# magic_etc (revision and the effective flag), then (permitted, inheritable)
+# for capabilities 0-31 and 32-63; revision 3 adds the host uid of the root
+# of the user namespace it was set in, and counts only in namespaces whose
+# root is that uid.  Revision 2 counts everywhere, as in root's own images.
+CAPS_XATTR = "security.capability"
+VFS_CAP_REVISION_MASK = 0xFF000000
+VFS_CAP_REVISION_2 = 0x02000000
+VFS_CAP_REVISION_3 = 0x03000000
+VFS_CAP_FLAGS_EFFECTIVE = 0x000001
+_CAPS_V2 = struct.Struct("<5I")
+_CAPS_V3 = struct.Struct("<6I")
+
+# A capability the kernel refused to set (an unprivileged user outside a user
+# namespace may not) is kept here, hidden like the other emulator xattrs: its
+# revision 2 value, then the sha256 of the file's content when it was set.
+# Writing a file's content drops its capability (the kernel's rule; chmod and
+# utimes keep it): a record whose digest no longer matches is void.  Content
+# rewritten with the very same bytes keeps it, where the kernel would not.
+CAPS_RECORD_XATTR = "user.orca.capability"
+
+
+@dataclass(frozen=True)
+class FileCaps:
+    magic_etc: int        # revision and flags (VFS_CAP_FLAGS_EFFECTIVE)
+    permitted: int        # 64-bit masks
+    inheritable: int
+    rootid: int | None    # revision 3 only
+
+    @property
+    def effective(self) -> bool:
+        return bool(self.magic_etc & VFS_CAP_FLAGS_EFFECTIVE)
+
+    def v2(self) -> bytes:
+        """The namespace-independent revision 2 value (a rootid is dropped)."""
+        magic = VFS_CAP_REVISION_2 | (self.magic_etc & ~VFS_CAP_REVISION_MASK)
+        return _CAPS_V2.pack(magic, self.permitted & 0xFFFFFFFF, self.inheritable & 0xFFFFFFFF,
+                             self.permitted >> 32, self.inheritable >> 32)
+
+
+def decode_caps(value: bytes) -> FileCaps:
+    """A revision 2 or 3 security.capability value (what the kernel accepts)."""
+    if len(value) == _CAPS_V2.size:
+        magic, p0, i0, p1, i1 = _CAPS_V2.unpack(value)
+        rootid = None
+        want = VFS_CAP_REVISION_2
+    elif len(value) == _CAPS_V3.size:
+        magic, p0, i0, p1, i1, rootid = _CAPS_V3.unpack(value)
+        want = VFS_CAP_REVISION_3
+    else:
+        raise LayerError(f"bad {CAPS_XATTR} value: {len(value)} bytes (revision 2 has 20, revision 3 has 24)")
+    if magic & VFS_CAP_REVISION_MASK != want:
+        raise LayerError(f"bad {CAPS_XATTR} value: revision {magic >> 24} in {len(value)} bytes")
+    return FileCaps(magic, p0 | p1 << 32, i0 | i1 << 32, rootid)
+
+
+def caps_v2(value: bytes) -> bytes:
+    """Any accepted security.capability value in its revision 2 form."""
+    return decode_caps(value).v2()
+
+
+def content_sha256(stream: BinaryIO) -> bytes:
+    h = hashlib.sha256()
+    while chunk := stream.read(1 << 20):
+        h.update(chunk)
+    return h.digest()
+
+
+def encode_caps_record(value: bytes, digest: bytes) -> bytes:
+    """The record of capability `value` on a file whose content has sha256 `digest`."""
+    return caps_v2(value) + digest
+
+
+def caps_from_record(record: bytes, digest: bytes) -> bytes | None:
+    """The revision 2 capability a record gives a file whose content has sha256
+    `digest`; None when the content changed since (the capability was dropped)."""
+    if len(record) != _CAPS_V2.size + hashlib.sha256().digest_size:
+        raise LayerError(f"bad {CAPS_RECORD_XATTR} record: {len(record)} bytes")
+    value, recorded = record[:_CAPS_V2.size], record[_CAPS_V2.size:]
+    return caps_v2(value) if recorded == digest else None

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Protocol
 
 from umoci_py.errors import LayerError
-from umoci_py.rootless import OWNERS_XATTR, XATTR_NAME, put_xattr, read_side, resolve_owner, side_owner, write_side
+from umoci_py.rootless import (CAPS_RECORD_XATTR, CAPS_XATTR, OWNERS_XATTR, XATTR_NAME, caps_from_record,
+                               content_sha256, put_xattr, read_side, resolve_owner, side_owner, write_side)
 
 from .. import linux
 
 DEVICE_XATTR = "user.orca.device"
-HIDDEN_XATTRS = frozenset({XATTR_NAME, DEVICE_XATTR, OWNERS_XATTR})
+HIDDEN_XATTRS = frozenset({XATTR_NAME, DEVICE_XATTR, OWNERS_XATTR, CAPS_RECORD_XATTR})
 NOCHANGE = 0xFFFFFFFF
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -269,20 +270,20 @@ def entry_owner(files: "TraceeFiles", dirfd: int, path: bytes, fd: int, info: os
     return emulated_owner(files, fd, info)
 
 
-def with_owner_write(fd: int, info: os.stat_result, apply: Callable[[], None]) -> None:
+def with_owner_write(fd: int, info: os.stat_result, apply: Callable[[], object], bits: int = st.S_IWUSR):
     """Run apply (an xattr change on fd's file) even if the owner lacks write permission.
 
     user.* xattrs need write permission; the tracer owns the file, so it may
-    add u+w for the duration and restore the mode.
+    add u+w (or other owner bits) for the duration and restore the mode.
     """
     try:
-        apply()
+        return apply()
     except PermissionError:
         path = fd_path(fd)
         mode = st.S_IMODE(info.st_mode)
-        os.chmod(path, mode | st.S_IWUSR)
+        os.chmod(path, mode | bits)
         try:
-            apply()
+            return apply()
         finally:
             os.chmod(path, mode)
 
@@ -292,6 +293,43 @@ def set_xattr_forced(fd: int, info: os.stat_result, name: str, value: bytes | No
     path = fd_path(fd)
 
     with_owner_write(fd, info, lambda: put_xattr(path, name, value))
+
+
+def recorded_caps(fd: int, info: os.stat_result) -> bytes | None:
+    """The capability our record gives fd's regular file (revision 2), None
+    without a record or when the content changed since (see CAPS_RECORD_XATTR)."""
+    if not st.S_ISREG(info.st_mode):
+        return None
+    try:
+        record = os.getxattr(fd_path(fd), CAPS_RECORD_XATTR)
+    except OSError:
+        return None
+    try:
+        return caps_from_record(record, content_digest(fd, info))
+    except LayerError:
+        return None   # a corrupt record counts as none (a setcap replaces it)
+
+
+def content_digest(fd: int, info: os.stat_result) -> bytes:
+    """sha256 of the content of fd's file, readable or not."""
+    def digest() -> bytes:
+        with open(fd_path(fd), "rb") as fh:
+            return content_sha256(fh)
+    return with_owner_write(fd, info, digest, st.S_IRUSR)
+
+
+def drop_caps(fd: int, info: os.stat_result) -> None:
+    """Remove fd's file capability, as the kernel does on chown: our record and the real one."""
+    if not st.S_ISREG(info.st_mode):
+        return
+    names = os.listxattr(fd_path(fd))
+    if CAPS_RECORD_XATTR in names:
+        set_xattr_forced(fd, info, CAPS_RECORD_XATTR, None)
+    if CAPS_XATTR in names:
+        try:
+            os.removexattr(fd_path(fd), CAPS_XATTR)
+        except OSError:
+            pass   # outside the user namespace: not ours to remove
 
 
 def errno_of(err: OSError) -> Return:

@@ -5,7 +5,8 @@ symlinks, FIFOs and sockets, which cannot carry user.* xattrs, in their
 parent directory's side record (umoci_py.rootless.OWNERS_XATTR), when named
 by a path (fchown of one is accepted and not recorded).  -1 keeps the
 current emulated id (merged, unlike the PRoot fork).  The real owner never
-changes.
+changes.  A file capability goes, real or recorded, as the kernel's chown
+drops it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from umoci_py.rootless import XATTR_NAME, encode_owner
 
 from .. import syscalls as nr
 from .base import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, NOCHANGE, Call, Return, can_hold_xattr,
-                   entry_owner, errno_of, fd_path, keeps_side_record, record_side, set_xattr_forced)
+                   drop_caps, entry_owner, errno_of, fd_path, keeps_side_record, record_side, set_xattr_forced)
 
 
 def chown_fd(call: Call, fd: int, uid: int, gid: int, dirfd: int = AT_FDCWD, path: bytes = b"") -> Return:
@@ -42,6 +43,8 @@ def chown_fd(call: Call, fd: int, uid: int, gid: int, dirfd: int = AT_FDCWD, pat
                 record_side(parent_fd, name, info, (new_uid, new_gid))
             finally:
                 os.close(parent_fd)
+    if (uid, gid) != (NOCHANGE, NOCHANGE):
+        drop_caps(fd, info)   # the kernel drops a file capability on any chown but chown(-1, -1)
     if st.S_ISREG(info.st_mode) and info.st_mode & (st.S_ISUID | st.S_ISGID):
         # The kernel drops set-id bits on chown, setgid only with group-exec.
         mode = st.S_IMODE(info.st_mode) & ~st.S_ISUID

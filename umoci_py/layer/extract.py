@@ -376,10 +376,12 @@ class _Extractor:
         exact = self.umask is not None and not mode & (0o7000 | self.umask) and mode & 0o200
         fd = os.open(self.host(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      mode if exact else 0o600)
+        # A capability record holds the content's digest: hashed here, inline.
+        caps = self.opts.rootless and PAX_XATTR + rootless.CAPS_XATTR in ti.pax_headers
         try:
             self.started.add(ti.name)
-            h = hashlib.sha256() if self.hasher is not None else None
-            offload = h is not None and ti.size >= _Hasher.INLINE
+            h = hashlib.sha256() if self.hasher is not None or caps else None
+            offload = self.hasher is not None and ti.size >= _Hasher.INLINE and not caps
             for view in tar.data(ti):
                 if offload:
                     self.hasher.update(h, view)
@@ -389,7 +391,7 @@ class _Extractor:
                     view = view[os.write(fd, view):]
             if h is not None:
                 self.hashes[rel] = self.hasher.finish(h) if offload else h.hexdigest()
-            self.metadata_fd(ti, rel, fd, chmod=not exact)
+            self.metadata_fd(ti, rel, fd, chmod=not exact, digest=h.digest() if caps else None)
         finally:
             os.close(fd)
 
@@ -447,8 +449,13 @@ class _Extractor:
                 log.warning("xattr{%s} ignoring forbidden xattr %s", rel, name)
             elif name == rootless.XATTR_NAME and self.opts.rootless:
                 log.warning("rootless{%s} ignoring special xattr %s stored in layer", rel, name)
-            elif name in (DEVICE_XATTR, rootless.OWNERS_XATTR):
+            elif name in (DEVICE_XATTR, rootless.OWNERS_XATTR, rootless.CAPS_RECORD_XATTR):
                 log.warning("xattr{%s} ignoring %s stored in layer", rel, name)
+            elif name == rootless.CAPS_XATTR:
+                try:
+                    out[name] = rootless.caps_v2(value)
+                except LayerError as e:
+                    raise LayerError(f"layer entry {ti.name!r}: {e}") from None
             else:
                 out[name] = value
         if self.opts.rootless:
@@ -470,14 +477,29 @@ class _Extractor:
                 self.warned.add(key)
                 log.warning("xattr{%s} ignoring %s on %s", rel, os.strerror(e.errno), name)
 
+    def set_caps(self, rel: str, fd: int, value: bytes, digest: bytes) -> None:
+        """A file capability, or our record of it when the kernel refuses it (EPERM:
+        not root, nor in a user namespace)."""
+        try:
+            os.setxattr(fd, rootless.CAPS_XATTR, value)
+        except PermissionError:
+            record = rootless.encode_caps_record(value, digest)
+            self.try_xattr(rel, rootless.CAPS_RECORD_XATTR,
+                           lambda: os.setxattr(fd, rootless.CAPS_RECORD_XATTR, record))
+
     def chown(self, ti: tarfile.TarInfo, rel: str, fn) -> None:
         if self.opts.rootless:
             return
         fn(map_id(self.opts.uid_map, ti.uid, "uid", ti.name), map_id(self.opts.gid_map, ti.gid, "gid", ti.name))
 
-    def metadata_fd(self, ti: tarfile.TarInfo, rel: str, fd: int, chmod: bool = True) -> None:
+    def metadata_fd(self, ti: tarfile.TarInfo, rel: str, fd: int, chmod: bool = True,
+                    digest: bytes | None = None) -> None:
+        """digest: the sha256 of a regular file's content, given when it has a capability."""
         for name, value in self.xattrs(ti, rel).items():
-            self.try_xattr(rel, name, lambda n=name, v=value: os.setxattr(fd, n, v))
+            if name == rootless.CAPS_XATTR and digest is not None:
+                self.set_caps(rel, fd, value, digest)
+            else:
+                self.try_xattr(rel, name, lambda n=name, v=value: os.setxattr(fd, n, v))
         self.chown(ti, rel, lambda u, g: os.fchown(fd, u, g))
         if chmod:
             os.fchmod(fd, ti.mode & 0o7777)  # after chown, so setuid/setgid survive

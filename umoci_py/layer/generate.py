@@ -5,7 +5,7 @@ in whole seconds, directories as "dir/", xattrs as SCHILY.xattr.*, hard links
 within the layer as TypeLink to the first path written.  In rootless mode
 the owner comes only from the user.rootlesscontainers xattr (0:0 without it)
 and device placeholders written by extract (or runrootless) become device
-nodes again.
+nodes again.  File capabilities are written in their revision 2 form.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class _LayerWriter:
             ti.uid, ti.gid = side_owner_of(path, st) or (ti.uid, ti.gid)
         xattrs.pop(rootless.OWNERS_XATTR, None)
         device = xattrs.pop(DEVICE_XATTR, None)
+        self.caps(access, rel, st, xattrs, path)
         for key, value in sorted(xattrs.items()):
             if key in FORBIDDEN_XATTRS:
                 continue
@@ -121,6 +122,23 @@ class _LayerWriter:
         finally:
             if data is not None:
                 data.close()
+
+    def caps(self, access: unpriv.Access, rel: str, st: os.stat_result, xattrs: dict[str, bytes],
+             path: str) -> None:
+        """security.capability in its namespace-independent revision 2 form, from
+        our record if it still holds (see rootless.CAPS_RECORD_XATTR), else from
+        the kernel's xattr (revision 3 when set in a user namespace)."""
+        record = xattrs.pop(rootless.CAPS_RECORD_XATTR, None)
+        try:
+            if record is not None and stat.S_ISREG(st.st_mode):
+                with unpriv.open_read(access, rel) as f:
+                    value = rootless.caps_from_record(record, rootless.content_sha256(f))
+                if value is not None:
+                    xattrs[rootless.CAPS_XATTR] = value
+            if rootless.CAPS_XATTR in xattrs:
+                xattrs[rootless.CAPS_XATTR] = rootless.caps_v2(xattrs[rootless.CAPS_XATTR])
+        except LayerError as e:
+            raise LayerError(f"{path}: {e}") from None
 
     def owner(self, xattrs: dict[str, bytes], st: os.stat_result, path: str) -> tuple[int, int]:
         if self.opts.rootless:
