@@ -56,13 +56,16 @@ def test_empty_xattr_survives_repack_and_unpack(busybox_layout, tmp_path):
     umoci_py("unpack", "--rootless", "--image", f"{busybox_layout}:latest", bundle)
     xattr.set(str(bundle / "rootfs/bin"), "user.empty_cont", b"", nofollow=True)
     xattr.set(str(bundle / "rootfs/etc/passwd"), "user.full", b"v", nofollow=True)
+    xattr.set(str(bundle / "rootfs/etc/passwd"), "user.with space", b"s", nofollow=True)
     umoci_py("repack", "--refresh-bundle", "--image", f"{busybox_layout}:new", bundle)
     # The refreshed manifest records it, and a second repack reads that manifest.
-    assert "xattr.user.empty_cont=" in next(bundle.glob("*.mtree")).read_text().split()
+    words = next(bundle.glob("*.mtree")).read_text().split()
+    assert "xattr.user.empty_cont=" in words and "xattr.user.with\\040space=cw==" in words
     umoci_py("repack", "--image", f"{busybox_layout}:again", bundle)
     umoci_py("unpack", "--rootless", "--image", f"{busybox_layout}:new", tmp_path / "c")
     assert xattr.get(str(tmp_path / "c/rootfs/bin"), "user.empty_cont", nofollow=True) == b""
     assert xattr.get(str(tmp_path / "c/rootfs/etc/passwd"), "user.full", nofollow=True) == b"v"
+    assert xattr.get(str(tmp_path / "c/rootfs/etc/passwd"), "user.with space", nofollow=True) == b"s"
     assert tree_snapshot(tmp_path / "c/rootfs") == tree_snapshot(bundle / "rootfs")
 
 

@@ -345,7 +345,8 @@ def _keywords(access, rel, path, st, keywords, rootless, cache) -> dict[str, str
             pass  # BSD file flags: go-mtree records nothing on Linux either
         elif kw == "xattr":
             for name, value in sorted(read_xattrs(access, rel, rootless, path).items()):
-                out[f"xattr.{name}"] = base64.b64encode(value).decode()
+                # go-mtree vis-encodes the name: a space or "=" in it cannot break the line.
+                out[f"xattr.{vis(name)}"] = base64.b64encode(value).decode()
         else:
             raise BundleError(f"mtree keyword {kw!r} is not supported")
     return out
