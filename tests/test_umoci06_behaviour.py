@@ -115,6 +115,8 @@ def test_manifests_and_indexes_we_write_embed_their_media_type(tmp_path):
     assert umoci("stat", "--json", "--image", f"{layout}:old").returncode == 0
     umoci("unpack", "--rootless", "--image", f"{layout}:old", tmp_path / "b")
     assert json.loads((tmp_path / "b/config.json").read_text())["process"]["env"][-1] == "A=1"
+    umoci("unpack", "--rootless", "--image", f"{layout}:nested", tmp_path / "n")
+    assert json.loads((tmp_path / "n/config.json").read_text())["process"]["env"][-1] == "B=2"
 
 
 @pytest.mark.parametrize("case", ["index-as-manifest", "manifest-as-index"])
