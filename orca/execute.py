@@ -677,7 +677,7 @@ class StageRun:
                     uid=u.uid if u else 0, gid=u.gid if u else 0,
                     additional_gids=tuple(u.additional_gids) if u else (),
                     mounts=tuple(specs), network="none" if network == "none" else "host",
-                    hostname=BUILD_HOSTNAME)
+                    hostname=BUILD_HOSTNAME, extra_hosts=settings.add_hosts)
                 try:
                     status = run_isolated(spec, lambda data: self.b.o.progress.output(pstep, data),
                                           self.b.slots, settings.ulimits, self.b.notes)

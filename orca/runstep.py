@@ -75,6 +75,7 @@ def _spec_from_json(d: dict):
     d["mounts"] = tuple(api.Mount(m["source"], m["destination"], m["type"], tuple(m["options"]))
                         for m in d["mounts"])
     d["additional_gids"] = tuple(d["additional_gids"])
+    d["extra_hosts"] = tuple(tuple(h) for h in d["extra_hosts"])
     return api.RunSpec(**d)
 
 

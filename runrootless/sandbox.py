@@ -124,14 +124,15 @@ class MountPoints:
         self.scratch.clear()
 
 
-def hosts_file(hostname: str, host_hosts: bytes) -> bytes:
+def hosts_file(hostname: str, host_hosts: bytes, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
     """The host's hosts file, plus a line resolving the container's hostname if none does
-    (BuildKit's RUN steps resolve theirs, buildkitsandbox, the same way)."""
+    (BuildKit's RUN steps resolve theirs, buildkitsandbox, the same way), then the
+    extra (name, address) lines (docker's --add-host)."""
     named = any(hostname.encode() in line.split(b"#")[0].split()[1:] for line in host_hosts.splitlines())
-    if named:
-        return host_hosts
     sep = b"" if not host_hosts or host_hosts.endswith(b"\n") else b"\n"
-    return host_hosts + sep + f"127.0.0.1\t{hostname}\n".encode()
+    lines = [] if named else [f"127.0.0.1\t{hostname}"]
+    lines += [f"{address}\t{name}" for name, address in extra]
+    return host_hosts + (sep + "".join(line + "\n" for line in lines).encode() if lines else b"")
 
 
 def prepare_mount_points(spec: RunSpec) -> tuple[MountPoints, list[tuple[str, str]], list[Mount]]:
@@ -150,7 +151,7 @@ def prepare_mount_points(spec: RunSpec) -> tuple[MountPoints, list[tuple[str, st
                             host_hosts = fh.read()
                     except OSError:
                         continue   # optional, like the mount that would bind it
-                    source = points.scratch_file(hosts_file(spec.hostname, host_hosts))
+                    source = points.scratch_file(hosts_file(spec.hostname, host_hosts, spec.extra_hosts))
                 host_files.append((source, f))
         mounts = []
         for m in spec.mounts:

@@ -36,6 +36,7 @@ class RunSpec:
     additional_gids: tuple[int, ...] = ()
     mounts: tuple[Mount, ...] = ()
     hostname: str = "runrootless"
+    extra_hosts: tuple[tuple[str, str], ...] = ()   # (name, address) lines added to /etc/hosts
     network: str = "host"
     emulate: bool = True
     # Live processes and threads, zombies included, past which fork/clone fail

@@ -195,26 +195,31 @@ def test_no_cache_filter_reruns_only_the_named_stage(tmp_path, busybox_layout):
 
 SANDBOX_FILE = """\
 FROM BASE
-RUN cat /proc/net/dev > /net; ulimit -n > /nofile; ulimit -Hn >> /nofile; grep ' /dev/shm ' /proc/mounts > /shm
+RUN cat /proc/net/dev > /net; ulimit -n > /nofile; ulimit -Hn >> /nofile; grep ' /dev/shm ' /proc/mounts > /shm; \
+    cat /etc/hosts > /hosts
 """
 
 
-def test_network_ulimit_and_shm_size_reach_the_run(tmp_path, busybox_layout):
+def test_network_ulimit_shm_size_and_add_host_reach_the_run(tmp_path, busybox_layout):
     ctx = context(tmp_path, busybox_layout, SANDBOX_FILE)
     res = orca_build(tmp_path, ctx, "-t", "app", "--network", "none", "--ulimit", "nofile=100:200",
-                     "--shm-size", "2m")
+                     "--shm-size", "2m", "--add-host", "db.internal:10.1.2.3", "--add-host", "v6=[fd00::1]")
     assert res.exit_code == 0, res.output
     layout, _, manifest, _ = image(tmp_path, "app")
     files = layer_files(layout, manifest["layers"][-1])
     assert [line.split(":")[0].strip() for line in files["net"].decode().splitlines()[2:]] == ["lo"]
     assert files["nofile"] == b"100\n200\n"
     assert "size=2048k" in files["shm"].decode()
+    hosts = files["hosts"].decode().splitlines()
+    assert hosts[-2:] == ["10.1.2.3\tdb.internal", "fd00::1\tv6"]
+    assert "buildkitsandbox" in " ".join(hosts[:-2])     # the same file that names the step's host
     # the defaults: the host's network, the build's own limits, a 64 MiB /dev/shm; and a new key
     plain = orca_build(tmp_path, ctx, "-t", "plain")
     assert plain.exit_code == 0 and "CACHED" not in plain.output, plain.output
     files = layer_files(*(lambda l, _d, m, _c: (l, m["layers"][-1]))(*image(tmp_path, "plain")))
     assert len(files["net"].decode().splitlines()[2:]) > 1
     assert "size=65536k" in files["shm"].decode()
+    assert "db.internal" not in files["hosts"].decode()
 
 
 def test_sandbox_flag_errors_are_one_line(tmp_path, busybox_layout):
