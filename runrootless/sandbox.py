@@ -77,6 +77,9 @@ class MountPoints:
         """A host file to bind into the container (removed with the mount points)."""
         fd, path = tempfile.mkstemp(prefix="runrootless-")
         self.scratch.append(path)
+        # Readable by everyone, as the host file it stands for: mkstemp's 0600
+        # would make it unreadable to a fake non-root user (whose DAC is emulated).
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         return path

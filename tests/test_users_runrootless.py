@@ -86,3 +86,10 @@ def test_runuser_drop_creates_as_user_and_repacks(debian_layout, tmp_path):
     assert (members["tmp/by-root"].uid, members["tmp/by-root"].gid) == (0, 0)
     assert (members["home/app"].uid, members["home/app"].gid) == (1234, 1234)
     assert (members["etc/shadow"].uid, members["etc/shadow"].gid) == (0, 42)
+
+
+def test_user_reads_the_mounted_hosts_file_and_resolves_localhost(private):
+    # The hosts file the sandbox mounts is readable by everyone, as the host's is.
+    status, out = run_sh(private, "getent hosts localhost >/dev/null && cat /etc/hosts /etc/resolv.conf >/dev/null && echo ok",
+                         uid=1234, gid=1234)
+    assert (status, out) == (0, "ok\n")
