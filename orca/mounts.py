@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from umoci_py import rootless
+
 from orca import copy as cp
 from orca.cache import CacheStore
 from orca.copy import remove_tree
@@ -213,9 +215,9 @@ def bind_mount(m: Mount, target: str, site: MountSite) -> RunMount:
 def ssh_mount(m: Mount, target: str, site: MountSite) -> RunMount:
     """The --ssh agent of the mount's id, relayed through a socket of the
     build's own (orca.sshforward); neither that socket nor the agent's path
-    reaches the cache key or the rootfs.  uid and gid are accepted but do not
-    show: the emulation cannot record owners of sockets (they read 0:0), and
-    every user of the step can connect."""
+    reaches the cache key or the rootfs.  A socket cannot carry the owner
+    xattr: uid and gid go into its mount point's directory's side record
+    (umoci_py.rootless) for the step, and that record is put back after it."""
     sid = m.id or "default"
     mode = m.mode if m.mode is not None else 0o600
     key = {"type": "ssh", "id": sid, "target": target, "required": m.required,
@@ -231,13 +233,25 @@ def ssh_mount(m: Mount, target: str, site: MountSite) -> RunMount:
         holder = _holder(site)
         forward = AgentForward(holder / "agent.sock", upstream, mode)
         undo_point = cp.mount_point(rootfs, target, is_dir=False)
+        parent = cp.secure_join(rootfs, posixpath.dirname(target))
+        saved = _side_records(parent)
+        rootless.write_side(parent, posixpath.basename(target), os.stat(forward.path).st_ino,
+                            (m.uid or 0, m.gid or 0))
 
         def undo():
             forward.close()
+            rootless.put_xattr(parent, rootless.OWNERS_XATTR, saved)
             undo_point()
             remove_tree(holder)
         return _sandbox_mount(str(forward.path), target, "bind", ("bind",)), undo
     return RunMount(key, prepare)
+
+
+def _side_records(directory: Path) -> bytes | None:
+    try:
+        return os.getxattr(directory, rootless.OWNERS_XATTR)
+    except OSError:
+        return None
 
 
 MOUNT_KINDS: dict[str, Callable[[Mount, str, MountSite], RunMount]] = {

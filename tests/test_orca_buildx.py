@@ -81,9 +81,10 @@ FROM BASE
 RUN --mount=type=bind,source=t,target=/t --mount=type=ssh \
     /t/ld.so --library-path /t /t/ssh-add -l > /keys; \
     echo "$SSH_AUTH_SOCK $(stat -c '%a %F' "$SSH_AUTH_SOCK")" > /sock
-RUN --mount=type=ssh,id=deploy,target=/agent,mode=0660,required \
+RUN --mount=type=ssh,id=deploy,target=/agent,mode=0660,uid=1000,gid=1001,required \
     --mount=type=bind,source=t,target=/t \
-    /t/ld.so --library-path /t /t/ssh-add -l > /deploy && echo "$SSH_AUTH_SOCK" >> /deploy && stat -c %a /agent >> /deploy
+    /t/ld.so --library-path /t /t/ssh-add -l > /deploy && echo "$SSH_AUTH_SOCK" >> /deploy && \
+    stat -c '%a %u:%g' /agent >> /deploy
 RUN --mount=type=ssh,id=absent echo "${SSH_AUTH_SOCK:-unset} $(ls /run/buildkit)" > /absent
 """
 
@@ -99,7 +100,8 @@ def test_ssh_mount_forwards_an_agent_that_answers_and_leaves_nothing(tmp_path, b
     assert b"orca-test-key (ED25519)" in first["keys"]          # the agent answered through the mount
     assert first["sock"] == b"/run/buildkit/ssh_agent.0 600 socket\n"
     deploy = second["deploy"].decode().splitlines()
-    assert "orca-test-key (ED25519)" in deploy[0] and deploy[1:] == ["/agent", "660"]
+    assert "orca-test-key (ED25519)" in deploy[0] and deploy[1:] == ["/agent", "660 1000:1001"]
+    assert set(second) == {".", "deploy"} and set(first) == {".", "keys", "sock"}
     # an optional agent that was not given is not mounted; SSH_AUTH_SOCK still names its place
     assert third["absent"] == b"/run/buildkit/ssh_agent.0 \n"
     for files in (first, second, third):
