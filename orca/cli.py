@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -96,6 +97,15 @@ cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path), 
                                  help="build cache directory (default $XDG_CACHE_HOME/orca)")
 
 
+def output_options(fn):
+    fn = click.option("--load", is_flag=True, help="also write the image into the layout when -o is given")(fn)
+    fn = click.option("--push", is_flag=True, help="push every -t to its registry (type=registry)")(fn)
+    return click.option("-o", "--output", "outputs", multiple=True,
+                        metavar="type=TYPE[,dest=PATH][,name=N][,push=true]",
+                        help="oci, docker, local, tar, image, registry or cacheonly; "
+                             "DIR means type=local, - means type=tar to stdout")(fn)
+
+
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rootless-oci-tools", prog_name="orca-build",
                       message="%(prog)s version %(version)s")
@@ -105,7 +115,7 @@ def cli():
 
 @cli.command()
 @click.option("-f", "--file", "dockerfile", type=click.Path(path_type=Path), default=None,
-              help="Dockerfile (default CONTEXT/Dockerfile)")
+              help="Dockerfile (default CONTEXT/Dockerfile; - reads it from stdin)")
 @click.option("-t", "--tag", "tags", multiple=True, help="tag the result in the layout (NAME[:TAG])")
 @click.option("--layout", type=click.Path(path_type=Path), default=None,
               help="output OCI layout (default $XDG_DATA_HOME/orca/layout)")
@@ -118,67 +128,89 @@ def cli():
 @click.option("--progress", "progress_mode", type=click.Choice(MODES), default="auto",
               help="plain: numbered step log; quiet: only the digest; auto: a live view on a terminal, else plain")
 @cache_dir_option
-@click.option("--push", "push_refs", multiple=True, metavar="REF", help="push the result to a registry")
-@click.option("--cache-to", default=None, metavar="registry:REF", help="export the build cache to a registry")
-@click.option("--cache-from", multiple=True, metavar="registry:REF", help="use a registry build cache")
+@output_options
+@click.option("--cache-to", default=None, metavar="type=local,dest=DIR|type=registry,ref=REF",
+              help="export the build cache (also registry:REF; ,mode=max for every stage's steps)")
+@click.option("--cache-from", multiple=True, metavar="type=local,src=DIR|type=registry,ref=REF",
+              help="read a build cache exported by --cache-to (also registry:REF)")
+@click.option("--build-context", "build_contexts", multiple=True,
+              metavar="NAME=DIR|oci-layout://PATH[:TAG]|docker-image://REF",
+              help="what FROM NAME and COPY --from=NAME read")
 @registry_options
 @buildx_options
 @click.argument("context", type=click.Path(path_type=Path))
-def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platform, jobs,
-          progress_mode, cache_dir, push_refs, cache_to, cache_from, tls_ca, insecure,
+def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platform, jobs, progress_mode,
+          cache_dir, outputs, push, load, cache_to, cache_from, build_contexts, tls_ca, insecure,
           quiet, iidfile, metadata_file, labels, annotations, pull, no_cache_filter, network, add_hosts,
           shm_size, ulimits, ssh, context):
-    """Build the Dockerfile in CONTEXT."""
+    """Build the Dockerfile in CONTEXT (-: a tar of the context, or a Dockerfile, on stdin)."""
     from orca import metadata, runsettings
     from orca.cache import default_cache_dir
+    from orca.cache_export import ImportingCacheStore, parse_cache_spec
+    from orca.contexts import parse_build_contexts, stdin_context
     from orca.execute import BuildRequest, run_build
+    from orca.outputs import deliver, parse_output, plan
     from orca.progress import open_progress
 
     client = LazyClient(tls_ca, insecure)
     cache_dir = cache_dir or default_cache_dir()
-    store = None
-    if cache_to or cache_from:
-        from orca.registry.cache_export import RegistryCacheStore, parse_cache_ref
-
-        store = _run(lambda: RegistryCacheStore(cache_dir, client, [parse_cache_ref(r) for r in cache_from],
-                                                parse_cache_ref(cache_to) if cache_to else None))
-    if push_refs:
-        from orca.registry.reference import parse as parse_ref
-
-        targets = _run(lambda: [parse_ref(r) for r in push_refs])
+    delivery = _run(lambda: plan([parse_output(o) for o in outputs], list(tags), load, push))
+    named = _run(lambda: parse_build_contexts(build_contexts))
+    store = _run(lambda: ImportingCacheStore(cache_dir, [parse_cache_spec(c, "--cache-from") for c in cache_from],
+                                             parse_cache_spec(cache_to, "--cache-to") if cache_to else None,
+                                             client))
     agents = _run(lambda: parse_ssh(ssh))
     run_settings = _run(lambda: runsettings.from_flags(network, ulimits, shm_size, add_hosts))
     annotated = _run(lambda: tuple(a for text in annotations for a in metadata.parse_annotation(text)))
+    image_labels = _run(lambda: metadata.parse_labels(labels))
     if quiet:
         progress_mode = "quiet"
-    req = BuildRequest(context=context, dockerfile=dockerfile, tags=list(tags),
-                       layout=layout or default_layout(), build_args=parse_build_args(build_args),
-                       target=target, no_cache=no_cache, secrets=parse_secrets(secrets), ssh=agents,
-                       no_cache_stages=frozenset(s.lower() for s in no_cache_filter), run=run_settings,
-                       labels=_run(lambda: metadata.parse_labels(labels)), annotations=annotated, pull=pull,
-                       platform=platform, jobs=jobs or os.cpu_count() or 1, cache_dir=cache_dir,
-                       progress=open_progress(progress_mode, sys.stderr), registry=client, cache=store)
+    from_stdin, context_stdin = str(dockerfile) == "-", str(context) == "-"
+    text = _run(lambda: _read_stdin("-f -", not context_stdin).decode("utf-8", "replace")) if from_stdin else None
+    source = (stdin_context(_run(lambda: _read_stdin("context -")), store.root) if context_stdin
+              else contextlib.nullcontext((context, None)))
 
-    def build_closing_progress():
-        # closed before an error is printed, so the live view's last redraw cannot cover it
-        with req.progress:
-            return run_build(req)
+    def build_and_export():
+        with source as (context_dir, stdin_dockerfile):
+            file = None if from_stdin else dockerfile
+            if file is not None and context_stdin and not file.is_absolute():
+                file = context_dir / file  # a path inside the tar
+            req = BuildRequest(context=context_dir, dockerfile=file,
+                               dockerfile_text=text if text is not None else stdin_dockerfile,
+                               tags=delivery.tags, load=delivery.load, layout=layout or default_layout(),
+                               build_args=parse_build_args(build_args), target=target, no_cache=no_cache,
+                               secrets=parse_secrets(secrets), ssh=agents,
+                               no_cache_stages=frozenset(s.lower() for s in no_cache_filter), run=run_settings,
+                               labels=image_labels, annotations=annotated, pull=pull, platform=platform,
+                               jobs=jobs or os.cpu_count() or 1, cache_dir=cache_dir,
+                               progress=open_progress(progress_mode, sys.stderr), registry=client, cache=store,
+                               contexts=named)
+            with store.layout.writer():  # an image only in the cache stays there until it is exported
+                # the progress is closed before an error is printed, so its last redraw cannot cover it
+                with req.progress:
+                    result = run_build(req)
+                deliver(result.layout, result.descriptor, delivery, client)
+                store.export(result.layout.read_json(result.descriptor, "manifest")["layers"])
+                if metadata_file:
+                    metadata.write_metadata(metadata_file, metadata.image_metadata(
+                        result.layout.path, result.descriptor, delivery.tags or list(tags)))
+            return result
 
-    result = _run(build_closing_progress, output_shown=req.progress.mode != "quiet")
-    if store is not None:
-        _run(store.export)
-    if push_refs:
-        from umoci_py.cas import Layout
-        from orca.registry.push import push
-
-        for ref in targets:
-            _run(lambda: push(client, Layout.open(req.layout), result.descriptor, ref))
+    result = _run(build_and_export, output_shown=progress_mode != "quiet")
     if iidfile:
         _run(lambda: metadata.write_file(iidfile, result.descriptor["digest"]))
-    if metadata_file:
-        _run(lambda: metadata.write_metadata(metadata_file, metadata.image_metadata(req.layout, result.descriptor,
-                                                                                    req.tags)))
-    click.echo(result.descriptor["digest"])
+    if not any(o.dest == "-" for o in delivery.exports):  # stdout may be the output itself
+        click.echo(result.descriptor["digest"])
+
+
+def _read_stdin(what: str, free: bool = True) -> bytes:
+    from orca.errors import BuildError
+
+    if not free:
+        raise BuildError("-f - and the context - cannot both read stdin")
+    if sys.stdin.isatty():
+        raise BuildError(f"{what}: stdin is a terminal, not a Dockerfile or a context")
+    return sys.stdin.buffer.read()
 
 
 def parse_build_args(values) -> dict[str, str]:

@@ -73,6 +73,8 @@ class BuildOptions:
     excluded: object = cp._never
     source_date_epoch: int | None = None
     registry: object = None  # orca.registry.client.Client: FROM/COPY --from images in registries
+    load: bool = True        # the image goes into `layout` with its tags; else only into the cache's
+    contexts: dict = field(default_factory=dict)  # --build-context name -> orca.contexts.NamedContext
 
 
 @dataclass
@@ -87,6 +89,7 @@ class StageResult:
 class BuildResult:
     descriptor: dict
     stages: dict[str, StageResult]
+    layout: Layout                 # where the image is: the output layout, or the cache's (load=False)
 
 
 def _env_dict(config: dict) -> dict[str, str]:
@@ -114,7 +117,7 @@ class Builder:
         self.o = opts
         self.plan = opts.plan
         self.store = opts.cache.layout
-        self.resolver = Resolver(opts.layout, self.store, opts.platform, opts.registry, opts.pull)
+        self.resolver = Resolver(opts.layout, self.store, opts.platform, opts.registry, opts.pull, opts.contexts)
         self.results: dict[int, StageResult] = {}
         self.workroot = Path(tempfile.mkdtemp(prefix="build-", dir=opts.cache.root))
         self.slots = CpuSlots()
@@ -131,8 +134,9 @@ class Builder:
         try:
             with self.store.writer():
                 self._schedule()
-                desc = self._export(self.results[self.plan.target].image)
-            return BuildResult(desc, {self.plan.stages[i].label: r for i, r in self.results.items()})
+                out = self._output_layout() if self.o.load else self.store
+                desc = self._export(out, self.results[self.plan.target].image)
+            return BuildResult(desc, {self.plan.stages[i].label: r for i, r in self.results.items()}, out)
         finally:
             remove_tree(self.workroot)
 
@@ -159,6 +163,9 @@ class Builder:
 
     # -- one stage ----------------------------------------------------------
     def _stage(self, st: Stage) -> StageResult:
+        if st.name in self.o.contexts:  # as BuildKit: a --build-context replaces the stage of its name
+            image = self.resolver.resolve(st.name)
+            return StageResult(Image(pycopy.deepcopy(image.config), list(image.layers), image.key), None, image.key)
         base = self.o.bases[st.index]
         parent = self.plan.stage_ref(base) if base.lower() != "scratch" else None
         if parent is not None and parent < st.index:
@@ -223,19 +230,21 @@ class Builder:
         self.o.cache.fetch(layers)
 
     # -- output -------------------------------------------------------------
-    def _export(self, image: Image) -> dict:
+    def _output_layout(self) -> Layout:
+        try:
+            return Layout.open(self.o.layout)
+        except UmociError:
+            self.o.layout.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return Layout.init(self.o.layout)
+            except UmociError:
+                return Layout.open(self.o.layout)  # another build created it meanwhile
+
+    def _export(self, out: Layout, image: Image) -> dict:
         if self.o.labels:
             image = Image(pycopy.deepcopy(image.config), image.layers, image.key)
             cfg = image.config.setdefault("config", {})
             cfg["Labels"] = {**(cfg.get("Labels") or {}), **self.o.labels}
-        try:
-            out = Layout.open(self.o.layout)
-        except UmociError:
-            self.o.layout.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                out = Layout.init(self.o.layout)
-            except UmociError:
-                out = Layout.open(self.o.layout)  # another build created it meanwhile
         self.fetch(image.layers)
         with out.writer():
             for desc in image.layers:
@@ -254,9 +263,9 @@ class Builder:
             desc = {"mediaType": manifest["mediaType"], "digest": mdigest, "size": msize}
             if of_kind(annotations, "manifest-descriptor"):
                 desc["annotations"] = of_kind(annotations, "manifest-descriptor")
-            for tag in self.o.tags:
+            for tag in self.o.tags if self.o.load else ():
                 refs.set_tag(out, tag, desc)
-            if of_kind(annotations, "index"):
+            if self.o.load and of_kind(annotations, "index"):  # the cache's index is not the image's
                 with out.update_index() as index:
                     index["annotations"] = {**(index.get("annotations") or {}), **of_kind(annotations, "index")}
         return desc
@@ -763,6 +772,9 @@ class BuildRequest:
     jobs: int = 1
     registry: object = None                 # orca.registry.client.Client, None: no registry access
     cache: CacheStore | None = None         # e.g. a registry-backed store; None: CacheStore(cache_dir)
+    dockerfile_text: str | None = None      # the Dockerfile itself (`-f -`), named `dockerfile` or "Dockerfile"
+    load: bool = True                       # into `layout` and tagged; else only into the cache's layout
+    contexts: dict = field(default_factory=dict)  # --build-context: name -> orca.contexts.NamedContext
 
 
 def run_build(req: BuildRequest) -> BuildResult:
@@ -770,10 +782,12 @@ def run_build(req: BuildRequest) -> BuildResult:
     if not context.is_dir():
         raise BuildError(f"{context}: build context is not a directory")
     dockerfile = Path(req.dockerfile) if req.dockerfile else context / "Dockerfile"
-    try:
-        text = dockerfile.read_text(encoding="utf-8")
-    except OSError as err:
-        raise BuildError(f"{dockerfile}: cannot read the Dockerfile: {err.strerror}") from None
+    text = req.dockerfile_text
+    if text is None:
+        try:
+            text = dockerfile.read_text(encoding="utf-8")
+        except OSError as err:
+            raise BuildError(f"{dockerfile}: cannot read the Dockerfile: {err.strerror}") from None
     for tag in req.tags:
         refs.check_tag(tag)
     host = refs.host_platform()
@@ -794,6 +808,7 @@ def run_build(req: BuildRequest) -> BuildResult:
                         ssh=req.ssh, run=req.run, labels=req.labels, annotations=req.annotations, pull=req.pull,
                         platform=platform, jobs=req.jobs,
                         excluded=context_filter(context, dockerfile),
-                        source_date_epoch=int(sde_text) if sde_text else None, registry=req.registry)
+                        source_date_epoch=int(sde_text) if sde_text else None, registry=req.registry,
+                        load=req.load, contexts=req.contexts)
     with progress.capturing_logs():
         return build(opts)

@@ -8,6 +8,9 @@ Forms understood:
   NAME[:TAG]        a tag of the output layout: NAME:TAG itself if it is a
                     valid tag, then TAG, then NAME; failing that, with a
                     registry client, NAME[:TAG] on Docker Hub (first, with pull)
+  a --build-context name (orca.contexts), before all of the above: its
+                    layout tag, registry image, or directory (as an image of
+                    one layer holding the directory's files, owned 0:0)
 The image's blobs are imported into the cache layout, so everything a build
 touches afterwards lives in one place.
 """
@@ -15,6 +18,7 @@ touches afterwards lives in one place.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +51,10 @@ def scratch_image(platform) -> Image:
 
 
 class Resolver:
-    def __init__(self, output: Path, store: Layout, platform, registry=None, pull: bool = False):
+    def __init__(self, output: Path, store: Layout, platform, registry=None, pull: bool = False,
+                 contexts=None):
         self.output = Path(output)
+        self.contexts = contexts or {}  # name -> orca.contexts.NamedContext
         self.store = store
         self.platform = platform
         self.registry = registry  # orca.registry.client.Client, or None: no registry access
@@ -64,6 +70,10 @@ class Resolver:
             return self._memo[ref]
 
     def _resolve(self, ref: str) -> Image:
+        named = self.contexts.get(ref) or (self.contexts.get(ref[:-len(":latest")])
+                                           if ref.endswith(":latest") else None)
+        if named is not None:
+            return self._from_context(named)
         if ref == "scratch":
             return scratch_image(self.platform)
         if ref.startswith("oci:"):
@@ -81,6 +91,39 @@ class Resolver:
             if self.registry is None:
                 raise
         return self._from_registry(ref)
+
+    def _from_context(self, named) -> Image:
+        what = f"--build-context {named.name}"
+        if named.kind == "oci-layout":
+            return self._from_layout(Path(named.value), [named.tag], f"{what}=oci-layout://{named.value}")
+        if named.kind == "docker-image":
+            if self.registry is None:
+                raise BuildError(f"{what}: docker-image://{named.value}: no registry access")
+            return self._from_registry(named.value)
+        return self._from_dir(Path(named.value), what)
+
+    def _from_dir(self, path: Path, what: str) -> Image:
+        """A directory as an image: one layer of its files (as COPY copies a
+        context: owned 0:0, its .dockerignore applied), keyed by content."""
+        from orca import copy as cp
+        from orca.snapshot import Snapshot  # the layer code, for builds that read a directory context
+
+        excluded = cp.context_filter(path, path / "Dockerfile")
+        sources = cp.select(path, ["."], what, excluded)
+        snap = Snapshot(Path(tempfile.mkdtemp(prefix="context-", dir=self.store.path.parent)), self.store)
+        try:
+            cp.copy_sources(path, sources, snap.materialize([]), "/", True, cp.CopyOptions(), excluded)
+            layer = snap.commit(None, root=False)
+        finally:
+            snap.close()
+        image = scratch_image(self.platform)
+        if layer is not None:
+            desc, diff_id = layer
+            image.layers.append(desc)
+            image.config["rootfs"]["diff_ids"].append(diff_id)
+            image.config["history"].append({"created_by": f"{what}={path}", "comment": "orca build context"})
+        image.key = "context:" + cp.content_digest(path, sources, excluded)
+        return image
 
     def fetch(self, layers: list[dict]) -> None:
         """Download the layers of registry images that are needed now (see _from_registry)."""

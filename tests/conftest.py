@@ -53,3 +53,13 @@ def gomtree() -> Path:
     if not os.access(path, os.X_OK):
         pytest.fail(f"{path} missing: run tools/make-gomtree (setup-host does) as root")
     return path
+
+
+@pytest.fixture(scope="module")
+def plain_registry(tmp_path_factory):
+    """A plain-HTTP docker-registry on loopback, for one module's tests."""
+    from registry_server import Registry
+
+    r = Registry(tmp_path_factory.mktemp("registry"))
+    yield r
+    r.stop()

@@ -12,20 +12,15 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tarfile
-import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
-import orca
-
 from registry_server import Registry, TokenServer, skopeo
+from second_user import as_user2, orca_build_as_user2, shared_context, user2_home  # noqa: F401 (a fixture)
 from umoci_py import refs
 from umoci_py.cas import Layout
 from umoci_py.mutate import Mutator
@@ -33,13 +28,13 @@ from umoci_py.mutate import Mutator
 from orca.execute import BuildRequest, run_build
 from orca.progress import Progress
 from orca.registry import reference
-from orca.registry.cache_export import RegistryCacheStore, export_records, load_records, parse_cache_ref
+from orca.cache_export import ImportingCacheStore, parse_cache_spec
+from orca.registry.cache_export import export_records, load_records
 from orca.registry.client import Client, RegistryOptions
 from orca.registry.errors import AuthError
 from orca.registry.pull import pull
 
 FIXTURES = Path("/var/cache/orca-fixtures")
-SOURCE = Path(orca.__file__).resolve().parent.parent  # the second user runs the code under test
 USERS = {"builder-a": "pw-a-7781", "builder-b": "pw-b-9902"}
 SDE = "1700000000"
 # A builder stage (on a base of its own) whose layers the final image does not
@@ -106,8 +101,8 @@ def _home(tmp_path: Path, user: str, host: str, password: str | None = None) -> 
 
 def _build(h: dict, ctx: Path, cache_from: list[str], cache_to: str | None):
     client = h["client"]
-    store = RegistryCacheStore(h["home"] / "cache", client, [parse_cache_ref(r) for r in cache_from],
-                               parse_cache_ref(cache_to) if cache_to else None)
+    store = ImportingCacheStore(h["home"] / "cache", [parse_cache_spec(r, "--cache-from") for r in cache_from],
+                                parse_cache_spec(cache_to, "--cache-to") if cache_to else None, client)
     out = io.StringIO()
     req = BuildRequest(context=ctx, layout=h["home"] / "out", cache_dir=h["home"] / "cache",
                        progress=Progress("plain", out), tags=["app"], jobs=1,
@@ -119,36 +114,9 @@ def _build(h: dict, ctx: Path, cache_from: list[str], cache_to: str | None):
 
 @pytest.fixture
 def ctx(reg):
-    """The build context in a 0755 directory the second user can read too."""
-    c = Path(tempfile.mkdtemp(prefix="orca-ctx-"))
-    try:
-        (c / "Dockerfile").write_text(DOCKERFILE.format(host=reg.host))
-        (c / "one.txt").write_text("one\n")
-        (c / "three.txt").write_text("three\n")
-        for f in c.iterdir():
-            f.chmod(0o644)
-        c.chmod(0o755)
+    with shared_context({"Dockerfile": DOCKERFILE.format(host=reg.host), "one.txt": "one\n",
+                         "three.txt": "three\n"}) as c:
         yield c
-    finally:
-        shutil.rmtree(c)
-
-
-def _as_user2(*cmd: str, **kw) -> subprocess.CompletedProcess:
-    user2 = os.environ["ORCA_USER2"]  # set by tools/test; a missing second user is a failure
-    return subprocess.run(["sudo", "-n", "-u", user2, *cmd], capture_output=True, text=True, **kw)
-
-
-@pytest.fixture
-def user2_home():
-    """A fresh HOME owned by the second user, readable by this one."""
-    made = _as_user2("mktemp", "-d", "/tmp/orca-user2.XXXXXX")
-    assert made.returncode == 0, made.stderr
-    home = Path(made.stdout.strip())
-    try:
-        assert _as_user2("chmod", "0755", str(home)).returncode == 0
-        yield home
-    finally:
-        _as_user2("rm", "-rf", str(home))
 
 
 def test_second_user_is_all_cached_and_downloads_only_final_layers(tmp_path, reg, ctx, user2_home):
@@ -160,14 +128,13 @@ def test_second_user_is_all_cached_and_downloads_only_final_layers(tmp_path, reg
 
     # the second user: its own credentials in ~/.docker/config.json, default
     # (empty) layout and cache under its own HOME, only --cache-from
-    login = _as_user2("sh", "-c", 'umask 077 && mkdir "$1/.docker" && cat > "$1/.docker/config.json"', "sh",
+    login = as_user2("sh", "-c", 'umask 077 && mkdir "$1/.docker" && cat > "$1/.docker/config.json"', "sh",
                       str(user2_home), input=_auth_doc("builder-b", reg.host))
     assert login.returncode == 0, login.stderr
     since = reg.log_size()
-    b = _as_user2("env", "-i", f"HOME={user2_home}", f"PATH={Path(sys.executable).parent}:/usr/bin:/bin",
-                  "PYTHONDONTWRITEBYTECODE=1", f"PYTHONPATH={SOURCE}", sys.executable, "-c", "from orca.cli import main; main()",
-                  "build", "--progress", "plain", "--insecure-registry", reg.host, "--cache-from", cache,
-                  "--build-arg", f"SOURCE_DATE_EPOCH={SDE}", "-t", "app", str(ctx), cwd=ctx)
+    b = orca_build_as_user2(user2_home, "build", "--progress", "plain", "--insecure-registry", reg.host,
+                            "--cache-from", cache, "--build-arg", f"SOURCE_DATE_EPOCH={SDE}", "-t", "app", str(ctx),
+                            cwd=ctx)
     assert b.returncode == 0, b.stderr
     assert b.stderr.count("CACHED") == STEPS, b.stderr
     assert "pw-b-9902" not in b.stderr + b.stdout
@@ -182,7 +149,7 @@ def test_second_user_is_all_cached_and_downloads_only_final_layers(tmp_path, reg
 
     downloads = reg.blob_downloads(since)
     assert len(downloads) == len(set(downloads))  # nothing twice
-    cache_config = json.loads(a["client"].repository(parse_cache_ref(cache)).get_manifest()[0])["config"]
+    cache_config = json.loads(a["client"].repository(parse_cache_spec(cache, "--cache-to").ref).get_manifest()[0])["config"]
     configs = {json.loads(a["client"].repository(reference.parse(f"{reg.host}/lib/{name}:1")).get_manifest()[0])
                ["config"]["digest"] for name in ("busybox", "tools")}
     # the final layers, the bases' configs (for their environment) and the
@@ -229,7 +196,7 @@ def test_cache_records_hold_no_credentials(tmp_path, reg, ctx):
     cache = f"registry:{reg.host}/cache/secretless:c"
     a = _home(tmp_path, "builder-a", reg.host)
     _build(a, ctx, [], cache)
-    records = load_records(a["client"], parse_cache_ref(cache))
+    records = load_records(a["client"], parse_cache_spec(cache, "--cache-to").ref)
     text = json.dumps(records)
     assert records and "pw-a-7781" not in text and base64.b64encode(b"builder-a:pw-a-7781").decode() not in text
 

@@ -145,8 +145,8 @@ def test_build_from_registry_then_push_round_trips_through_skopeo(tmp_path, reg,
     (ctx / "Dockerfile").write_text(f"FROM {reg.host}/lib/busybox:1\nCOPY hello.txt /hello.txt\n")
     env = {"REGISTRY_AUTH_FILE": str(_auth_json(tmp_path / "auth.json", reg.host))}
     res = _orca("build", "--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-                "--tls-ca", str(tls["ca"]), "--progress", "plain", "--push", f"{reg.host}/app/hello:v1",
-                "-t", "v1", str(ctx), env=env)
+                "--tls-ca", str(tls["ca"]), "--progress", "plain",
+                "-o", f"type=registry,name={reg.host}/app/hello:v1", "-t", "v1", "--load", str(ctx), env=env)
     assert res.returncode == 0, res.stderr
     digest = res.stdout.strip()
     assert _inspect_digest(reg, tls, "app/hello:v1") == digest

@@ -207,6 +207,18 @@ def unpack_rootfs(layout: Layout, tag: str, rootfs: Path, opts: MapOptions,
     return path
 
 
+def unpack_manifest(layout: Layout, desc: dict, rootfs: Path, opts: MapOptions,
+                    inflate: InflateLimit = InflateLimit()) -> None:
+    """The rootfs of the image manifest `desc` (no tag needed) into the empty directory `rootfs`."""
+    if desc.get("mediaType") not in mediatypes.MANIFEST_TYPES:
+        raise LayerError(f"{layout.path}: {desc.get('digest')} is {desc.get('mediaType')!r}, not an image manifest")
+    manifest = layout.read_json(desc, "manifest")
+    config = layout.read_json(manifest["config"], "config")
+    rootfs = Path(rootfs)
+    rootfs.mkdir(mode=0o755, exist_ok=True)
+    _extract_layers(layout, manifest, config, rootfs, opts, False, None, inflate)
+
+
 def digest_cache_path(bundle: Path, manifest_digest: str) -> Path:
     """Our own extra state beside umoci's mtree: hashes keyed by inode and times."""
     return bundle / (bundle_files.mtree_name(manifest_digest)[: -len(".mtree")] + ".digests")
