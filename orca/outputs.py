@@ -179,10 +179,13 @@ def export(layout: Layout, desc: dict, out: Output, stdout=None) -> None:
 def _index(desc: dict, names: tuple[str, ...]) -> dict:
     """index.json: one entry per name (as containerd's export), or one bare entry."""
     base = {k: desc[k] for k in ("mediaType", "digest", "size")}
+    given = desc.get("annotations") or {}  # --annotation manifest-descriptor:K=V
+    if given:
+        base["annotations"] = dict(given)
     entries = []
     for name in names:
         tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
-        entries.append({**base, "annotations": {"io.containerd.image.name": name,
+        entries.append({**base, "annotations": {**given, "io.containerd.image.name": name,
                                                 "org.opencontainers.image.ref.name": tag}})
     return {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
             "manifests": entries or [base]}
