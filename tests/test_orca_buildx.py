@@ -244,3 +244,20 @@ def test_version_on_every_cli():
     for command, name in [(cli, "orca-build"), (runrootless_main, "runrootless"), (umoci_cli, "umoci-py")]:
         res = CliRunner().invoke(command, ["--version"])
         assert res.exit_code == 0 and re.match(rf"{name} version \d+\.\d+\.\d+\n", res.output), res.output
+
+
+def test_pull_takes_a_bare_name_from_its_registry_not_the_layout(tmp_path, busybox_layout):
+    # the output layout has the base under a bare name; --pull asks Docker Hub
+    # for it instead (here: no such repository, or no network: either way an error naming it)
+    out = Layout.open(busybox_layout)
+    refs.set_tag(out, "orcapulltest", refs.resolve(out, "latest")[-1])
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM orcapulltest\nCOPY Dockerfile /\n")
+    run = ["--layout", str(busybox_layout), "--cache-dir", str(tmp_path / "cache"), "--progress", "plain"]
+    res = CliRunner().invoke(cli, [*run, str(ctx)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, [*run, "--pull", str(ctx)])
+    assert res.exit_code == 1
+    assert res.stderr.startswith(f"orca-build: {ctx / 'Dockerfile'}:1: manifest docker.io/library/orcapulltest:latest: ")
+    assert len(res.stderr.splitlines()) == 1
