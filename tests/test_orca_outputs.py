@@ -190,3 +190,14 @@ def test_push_sends_every_tag_and_registry_outputs_their_names(tmp_path, ctx, pl
     digest = res.stdout.strip().splitlines()[-1]
     assert {remote_digest(reg, f"team/named:{n}") for n in (1, 2, 3)} == {digest}
     assert "local-only" not in layout_tags(tmp_path)
+
+
+def test_what_goes_into_the_layout(tmp_path, ctx):
+    ok(build(tmp_path, ctx, "-t", "cached-only", "-o", "type=cacheonly"))
+    assert layout_tags(tmp_path) == []
+    ok(build(tmp_path, ctx, "-t", "docker-load", "-o", "type=docker"))  # no dest: docker's --load
+    assert layout_tags(tmp_path) == ["docker-load"]
+    ok(build(tmp_path, ctx, "-t", "ignored", "-o", "type=image,name=named:1"))  # name= wins over -t, no push
+    assert sorted(layout_tags(tmp_path)) == ["docker-load", "named:1"]
+    res = ok(build(tmp_path, ctx, "-t", "plain"))  # no -o: the layout, as before
+    assert refs.resolve(Layout.open(tmp_path / "layout"), "plain")[-1]["digest"] == res.stdout.strip()
