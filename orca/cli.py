@@ -35,6 +35,20 @@ class DefaultGroup(click.Group):
             args = ["build", *args]
         return super().parse_args(ctx, args)
 
+    def main(self, args=None, prog_name=None, **extra):
+        """Usage errors as one line, like every other error (no usage text)."""
+        extra["standalone_mode"] = False
+        try:
+            code = super().main(args, prog_name, **extra)
+        except click.exceptions.Abort:
+            click.echo("orca-build: aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as err:
+            click.echo(f"orca-build: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        if isinstance(code, int) and code:  # --help and --version end with click's Exit
+            sys.exit(code)
+
 
 def registry_options(fn):
     fn = click.option("--tls-ca", "tls_ca", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
