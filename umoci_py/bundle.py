@@ -46,7 +46,7 @@ def _read_db(rootfs: Path, name: str, min_fields: int) -> list[list[str]]:
     directory or file on the way is opened up for the read (unpriv)."""
     with unpriv.Access(str(rootfs)) as access:
         try:
-            rel = access.call(name, lambda: secure_resolve(access.root, name))
+            rel = secure_resolve(access.root, name, access)
             with unpriv.open_read(access, rel) as f:
                 text = f.read().decode(errors="replace")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):

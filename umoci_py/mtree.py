@@ -168,11 +168,11 @@ class DigestCache:
 
 
 class Manifest:
-    def __init__(self, entries: list[Entry], tree: str = "", inodes: dict[str, tuple[int, int]] | None = None):
+    def __init__(self, entries: list[Entry], tree: str = ""):
         self.entries = entries
         self.tree = tree
-        # (st_dev, st_ino) of each hard-linked non-directory, from a walk (not in the text)
-        self.inodes = inodes or {}
+        # (st_dev, st_ino) of each hard-linked non-directory; only a walk knows them
+        self.inodes: dict[str, tuple[int, int]] = {}
 
     def by_path(self) -> dict[str, Entry]:
         return {e.path: e for e in self.entries}

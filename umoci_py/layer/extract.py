@@ -73,9 +73,11 @@ def clean(name: str) -> str:
     return posixpath.normpath("/" + name).lstrip("/")
 
 
-def secure_resolve(root: str, unsafe: str) -> str:
+def secure_resolve(root: str, unsafe: str, access: unpriv.Access | None = None) -> str:
     """Resolve every component of unsafe inside root (symlinks included),
-    returning a path relative to root that contains no symlinks."""
+    returning a path relative to root that contains no symlinks.  With
+    access (whose root is root), directories on the way that deny us are
+    opened until access restores them, as umoci's unpriv-wrapped SecureJoin."""
     parts = deque(p for p in unsafe.split("/") if p not in ("", "."))
     resolved: list[str] = []
     links = 0
@@ -87,7 +89,10 @@ def secure_resolve(root: str, unsafe: str) -> str:
             continue
         candidate = os.path.join(root, *resolved, part)
         try:
-            st = os.lstat(candidate)
+            if access is None:
+                st = os.lstat(candidate)
+            else:
+                st = access.call("/".join([*resolved, part]), lambda: os.lstat(candidate))
         except (FileNotFoundError, NotADirectoryError):
             resolved.append(part)
             continue
@@ -243,7 +248,7 @@ class _Extractor:
             raise LayerError(f"layer entry {ti.name!r}: {e.strerror or e}") from None
 
     def resolved_name(self, dirname: str, base: str) -> str:
-        parent = secure_resolve(self.root, dirname)
+        parent = secure_resolve(self.root, dirname, self.access)
         return f"{parent}/{base}" if parent else base
 
     def resolve_dir(self, dirname: str, create: bool) -> str:
@@ -252,7 +257,7 @@ class _Extractor:
         cached = self.dirs.get(dirname)
         if cached is not None:
             return cached
-        rel = secure_resolve(self.root, dirname)
+        rel = secure_resolve(self.root, dirname, self.access)
         if create:
             self.makedirs(rel)
             self.dirs[dirname] = rel
@@ -327,8 +332,8 @@ class _Extractor:
         link to anything else, a dangling one or a loop (then it is an
         ordinary path, replaced like umoci's)."""
         try:
-            target = secure_resolve(self.root, rel)
-            tst = self.access.call(target, lambda: os.lstat(self.host(target)))
+            target = secure_resolve(self.root, rel, self.access)
+            tst = os.lstat(self.host(target))
         except (LayerError, FileNotFoundError, NotADirectoryError):
             return None
         return target if stat.S_ISDIR(tst.st_mode) else None
@@ -412,7 +417,7 @@ class _Extractor:
 
     def hardlink(self, ti: tarfile.TarInfo, rel: str) -> None:
         ldir, lbase = posixpath.split(clean(ti.linkname))
-        source = secure_resolve(self.root, ldir)
+        source = secure_resolve(self.root, ldir, self.access)
         source = f"{source}/{lbase}" if source else lbase
         if not lbase or not os.path.lexists(self.host(source)):
             raise LayerError(f"layer entry {ti.name!r}: hard link to missing {ti.linkname!r}")
@@ -528,7 +533,7 @@ class _Extractor:
         if base[len(WHITEOUT):] in (".", ".."):
             # It would name the directory itself or its parent.
             raise LayerError(f"layer entry {raw!r}: invalid whiteout name")
-        parent = secure_resolve(self.root, dirname)
+        parent = secure_resolve(self.root, dirname, self.access)
         if not os.path.isdir(self.host(parent)) or os.path.islink(self.host(parent)):
             return
         if base == OPAQUE:

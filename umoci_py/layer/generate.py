@@ -203,8 +203,9 @@ def generate_insert_layer(source: str | os.PathLike | None, target: str, opts: M
         with unpriv.Access(src) as access:
             writer.add(access, "", name)
             if opaque:
-                # After the directory's own entry, where overlay-style appliers
-                # (a whiteout device there first) need it too.
+                # After the directory's own entry: an overlay-style applier
+                # replaces the whiteout device of .wh.<target> by the directory
+                # and needs the marker then to hide the lower one's contents.
                 writer.opaque(name)
             for child in unpriv.listdir(access, ""):
                 _insert_tree(writer, access, child, child if name == "." else f"{name}/{child}")
