@@ -230,9 +230,8 @@ def setup_main(spec: RunSpec, chans: Channels, host_files: list[tuple[str, str]]
         if refused is None:
             flags |= linux.CLONE_NEWPID
         else:
-            _note(chans, f"/proc is masked by the container runtime ({refusals.describe(refused).split(': the')[0]}):"
-                         " the container shares the pid namespace it runs in and sees its processes; every "
-                         "process it starts still ends with it")
+            _note(chans, f"/proc is masked by the container runtime ({refused}): the container shares the pid "
+                         "namespace it runs in and sees its processes; every process it starts still ends with it")
         if spec.network == "none":
             flags |= linux.CLONE_NEWNET
         linux.unshare(flags)
