@@ -66,6 +66,7 @@ def stdin_context(data: bytes, workroot: Path):
     directory) into a temporary directory removed afterwards."""
     import tarfile
 
+    from umoci_py.errors import UmociError
     from umoci_py.layer.extract import MapOptions, extract_layer
 
     d = Path(tempfile.mkdtemp(prefix="stdin-context-", dir=workroot))
@@ -74,7 +75,7 @@ def stdin_context(data: bytes, workroot: Path):
         if _is_tar(raw):
             try:
                 extract_layer(io.BytesIO(raw), d, MapOptions(rootless=True, uid_map=[], gid_map=[]))
-            except (tarfile.TarError, OSError) as err:
+            except (tarfile.TarError, OSError, UmociError) as err:
                 raise BuildError(f"context on stdin: not a readable tar: {err}") from None
             yield d, None
         else:

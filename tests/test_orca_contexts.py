@@ -4,6 +4,7 @@ directory, an OCI layout or a registry image, read by FROM and COPY --from."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 
@@ -59,6 +60,12 @@ def test_context_on_stdin_as_a_tar_or_a_bare_dockerfile(tmp_path, busybox_layout
 
     res = build(tmp_path, "-", "-f", "-", input="FROM scratch\n")
     assert res.exit_code == 1 and "cannot both read stdin" in res.stderr
+    res = build(tmp_path, "-", input=tar.getvalue()[:40])
+    assert res.exit_code == 1 and "context on stdin: corrupt compressed data" in res.stderr
+    broken = bytearray(gzip.decompress(tar.getvalue()))
+    broken[148:156] = b"0000000\0"  # the first header's checksum
+    res = build(tmp_path, "-", input=bytes(broken))
+    assert res.exit_code == 1 and "context on stdin" in res.stderr.splitlines()[-1], res.output
 
 
 def test_build_context_of_each_kind(tmp_path, busybox_layout, plain_registry):
