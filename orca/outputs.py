@@ -362,6 +362,8 @@ def _merge(src: Path, dest: Path) -> None:
             continue
         if d.is_dir() and not d.is_symlink():
             remove_tree(d)
+        elif os.path.lexists(d) and s.is_dir() and not s.is_symlink():
+            os.unlink(d)  # rename() puts a directory over an empty directory only
         # moving a directory to another parent rewrites its "..": it must be writable
         mode = s.lstat().st_mode
         writable = not s.is_dir() or s.is_symlink() or mode & 0o200

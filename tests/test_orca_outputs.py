@@ -111,9 +111,13 @@ def test_local_and_tar_outputs_hold_the_final_stage_files(tmp_path, ctx):
     out.mkdir()
     (out / "keep.txt").write_text("kept\n")
     (out / "hello.txt").write_text("replaced\n")
+    (out / "srv").write_text("a file where the image has a directory\n")
+    (out / "bin").mkdir()
+    (out / "bin/mine").write_text("merged with the image's bin\n")
     ok(build(tmp_path, ctx, "-o", f"type=local,dest={out}", "-o", f"type=tar,dest={tmp_path / 'files.tar'}"))
     assert (out / "hello.txt").read_text() == "hello from orca\n"
     assert (out / "keep.txt").read_text() == "kept\n"  # as buildx: written into the directory
+    assert (out / "bin/mine").is_file()
     assert (out / "srv/owned.txt").read_text() == "mine\n" and (out / "bin/busybox").is_file()
     assert not (out / "built").exists()  # the builder stage is not the output
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
