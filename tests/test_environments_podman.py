@@ -131,3 +131,18 @@ def test_docker_default_seccomp_profile_is_one_line_and_exit_1(started):
         and why in build_error
     assert run_error.startswith(f"runrootless: {why}")
     assert "--security-opt seccomp=unconfined" in run_error and "seccompProfile of type Unconfined" in run_error
+
+
+@pytest.mark.parametrize("env", [*BUILDS, "docker-default"])
+def test_the_workload_is_the_calling_user_without_capabilities(env):
+    proc = subprocess.run(["sudo", "-n", WRAPPER, env, "--", "/bin/sh", "-c",
+                           "id -u; id -g; grep -E '^(CapEff|CapPrm|NoNewPrivs):' /proc/self/status"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(os.getuid()), str(os.getgid()), "CapPrm:", "0000000000000000",
+                                   "CapEff:", "0000000000000000", "NoNewPrivs:", "1"]
+
+
+def test_the_wrapper_takes_only_its_environments():
+    proc = subprocess.run(["sudo", "-n", WRAPPER, "privileged", "--", "/bin/true"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: podman-env defaults|unconfined|")
