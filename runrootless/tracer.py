@@ -45,6 +45,7 @@ from umoci_py.rootless import XATTR_NAME
 from . import linux
 from . import ptrace_ops as pt
 from . import syscalls as nr
+from .seccomp_filter import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
 from .emulate import USER_ONLY, ids, user
 from .emulate.base import AtExit, Call, Creds, Return, TraceeFiles, TraceeMemory, owner_from
 
@@ -56,12 +57,9 @@ SKIP = 2**64 - 1
 SYSCALL_STOP = signal.SIGTRAP | 0x80
 SECCOMP_STOP = signal.SIGTRAP | pt.PTRACE_EVENT_SECCOMP << 8   # status >> 8 of a seccomp stop
 SYSCALL_INSN = b"\x0f\x05"
-SECCOMP_SET_MODE_FILTER = 1
-AUDIT_ARCH_X86_64 = 0xC000003E
-AUDIT_ARCH_I386 = 0x40000003
 # At a syscall-entry stop a call cannot be skipped (seccomp then sees nr -1 and answers ENOSYS):
-# it is replaced by this one, whose result the exit stop overwrites.
-STAND_IN = nr.GETPID
+# it is replaced by getpid, whose result the exit stop overwrites (i386 numbers it 20).
+STAND_IN = {AUDIT_ARCH_X86_64: nr.GETPID, AUDIT_ARCH_I386: 20}
 # Calls followed one by one (see Task.stepping) before the user filter is installed anyway.
 STEP_BUDGET = 4096
 _VIEWS_CACHED = 4096
@@ -446,7 +444,7 @@ class Tracer:
         if (isinstance(result, Return) and number in self.setid and task.stepping and settled(task.creds)
                 and not task.filter_refused and self._inject_filter(pid, task, regs, result.value)):
             return
-        self._answer(pid, task, regs, result, call, at_entry=False)
+        self._answer(pid, task, regs, result, call, at_entry=0)
 
     def _run_handler(self, pid: int, task: Task, number: int, regs: pt.Regs,
                      handler: Callable) -> tuple[Return | AtExit | None, Call]:
@@ -462,10 +460,10 @@ class Tracer:
             return Return(-errno.EINVAL), call
 
     def _answer(self, pid: int, task: Task, regs: pt.Regs, result: Return | AtExit | None,
-                call: Call | None, at_entry: bool) -> None:
-        """Apply a handler's result at a seccomp stop or (at_entry) a syscall-entry stop."""
+                call: Call | None, at_entry: int) -> None:
+        """Apply a handler's result at a seccomp stop, or at a syscall-entry stop (at_entry: its ABI's AUDIT_ARCH)."""
         if isinstance(result, Return) and at_entry:
-            regs.orig_rax = STAND_IN
+            regs.orig_rax = STAND_IN[at_entry]
             pt.set_regs(pid, regs)
             task.pending = _Pending(RESULT, value=result.value)
         elif isinstance(result, Return):
@@ -504,14 +502,14 @@ class Tracer:
         if arch == AUDIT_ARCH_I386:
             # Refused as the user filter refuses them: never run unchecked.
             result = Return(-errno.ENOSYS) if number in self.user_i386 else None
-            self._answer(pid, task, regs, result, None, at_entry=True)
+            self._answer(pid, task, regs, result, None, at_entry=AUDIT_ARCH_I386)
             return
         if ((settled(task.creds) or task.steps > STEP_BUDGET) and not task.filter_refused
                 and self._inject_filter(pid, task, regs, None)):
             return
         handler = self.table.get(number) if number in self.user_only else None
         result, call = (None, None) if handler is None else self._run_handler(pid, task, number, regs, handler)
-        self._answer(pid, task, regs, result, call, at_entry=True)
+        self._answer(pid, task, regs, result, call, at_entry=AUDIT_ARCH_X86_64)
 
     def _inject_filter(self, pid: int, task: Task, regs: pt.Regs, value: int | None) -> bool:
         """Turn the stopped call into seccomp(SET_MODE_FILTER, 0, prog); False if there is no room.
@@ -535,7 +533,7 @@ class Tracer:
         except OSError:
             task.filter_refused = True
             return False
-        regs.orig_rax, regs.rdi, regs.rsi, regs.rdx = nr.SECCOMP, SECCOMP_SET_MODE_FILTER, 0, addr
+        regs.orig_rax, regs.rdi, regs.rsi, regs.rdx = nr.SECCOMP, linux.SECCOMP_SET_MODE_FILTER, 0, addr
         pt.set_regs(pid, regs)
         task.pending = _Pending(INJECTED, regs=saved)
         self._resume(pid, task)
@@ -566,7 +564,7 @@ class Tracer:
             else:
                 regs.rip -= len(SYSCALL_INSN)
                 regs.orig_rax = SKIP
-                regs.rax, regs.rdi, regs.rsi, regs.rdx = nr.SECCOMP, SECCOMP_SET_MODE_FILTER, 0, addr
+                regs.rax, regs.rdi, regs.rsi, regs.rdx = nr.SECCOMP, linux.SECCOMP_SET_MODE_FILTER, 0, addr
                 pt.set_regs(pid, regs)
                 task.pending = _Pending(INJECTED_ENTRY, regs=saved)
                 self._resume(pid, task)
