@@ -62,9 +62,9 @@ def interrupt(pid: int) -> None:
         raise _os_error(err) from None
 
 
-def detach(pid: int) -> None:
+def detach(pid: int, sig: int = 0) -> None:
     try:
-        binding.ptrace_detach(pid, 0)
+        binding.ptrace_detach(pid, sig)
     except PtraceError as err:
         raise _os_error(err) from None
 

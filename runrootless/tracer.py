@@ -38,6 +38,7 @@ import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, NamedTuple
 
 from umoci_py.rootless import XATTR_NAME
@@ -100,22 +101,21 @@ class _View:
         self.files = TraceeFiles.for_pid(pid, host_uid, host_gid)
 
 
+class Awaited(Enum):
+    """What the next syscall stop of a task is for."""
+
+    AT_EXIT = 1          # a handler's AtExit: fn(call, result)
+    RESULT = 2           # give value as the result (a call answered at its entry stop)
+    INJECTED = 3         # the exit of an injected seccomp call: note the filter, put regs back
+    INJECTED_ENTRY = 4   # that call's entry (injected at an interrupt stop): on to its exit
+
+
 class _Pending(NamedTuple):
-    """What the next syscall stop of a task is for.
-
-    kind AT_EXIT: a handler's AtExit (fn, call); RESULT: give value as the
-    result; INJECTED: the exit of an injected seccomp call, then put regs
-    back; INJECTED_ENTRY: that call's entry, injected at an interrupt stop.
-    """
-
-    kind: int
+    kind: Awaited
     fn: Callable | None = None
     call: Call | None = None
     regs: pt.Regs | None = None
     value: int = 0
-
-
-AT_EXIT, RESULT, INJECTED, INJECTED_ENTRY = range(4)
 
 
 @dataclass(eq=False)
@@ -295,9 +295,17 @@ class Tracer:
         return view
 
     def _resume(self, pid: int, task: Task | None, sig: int = 0) -> None:
-        """Continue to the next trap, or to the next syscall stop when one is awaited."""
+        """Continue to the next trap, or to the next syscall stop when one is awaited.
+
+        A task to be let go is let go at whatever stop comes first: any ptrace
+        stop (a syscall-exit stop of a stepping task, say) takes the place of
+        the PTRACE_EVENT_STOP its interrupt asked for.
+        """
         if task is not None and (task.pending is not None or task.stepping):
             pt.syscall(pid, sig)
+        elif task is not None and task.leaving:
+            self._forget(pid)
+            pt.detach(pid, sig)
         else:
             pt.cont(pid, sig)
 
@@ -315,6 +323,11 @@ class Tracer:
         sig = os.WSTOPSIG(status)
         event = status >> 16
         task = self.tasks.get(pid)
+        if task is not None and task.answer is not None and event != pt.PTRACE_EVENT_STOP:
+            # This stop (a signal's) took the place of the interrupt: the call's own result
+            # stands (or it restarts), and the task is followed from here.
+            task.answer = None
+            self._update_mode(task)
         if event == pt.PTRACE_EVENT_STOP:
             if task is None:
                 self.held.add(pid)  # first stop of a child whose fork event is still to come
@@ -465,13 +478,13 @@ class Tracer:
         if isinstance(result, Return) and at_entry:
             regs.orig_rax = STAND_IN[at_entry]
             pt.set_regs(pid, regs)
-            task.pending = _Pending(RESULT, value=result.value)
+            task.pending = _Pending(Awaited.RESULT, value=result.value)
         elif isinstance(result, Return):
             regs.orig_rax = SKIP
             regs.rax = result.value & SKIP
             pt.set_regs(pid, regs)
         elif result is not None:
-            task.pending = _Pending(AT_EXIT, result.fn, call)
+            task.pending = _Pending(Awaited.AT_EXIT, result.fn, call)
         self._resume(pid, task)
 
     def _syscall_stop(self, pid: int, task: Task | None) -> None:
@@ -535,7 +548,7 @@ class Tracer:
             return False
         regs.orig_rax, regs.rdi, regs.rsi, regs.rdx = nr.SECCOMP, linux.SECCOMP_SET_MODE_FILTER, 0, addr
         pt.set_regs(pid, regs)
-        task.pending = _Pending(INJECTED, regs=saved)
+        task.pending = _Pending(Awaited.INJECTED, regs=saved)
         self._resume(pid, task)
         return True
 
@@ -566,7 +579,7 @@ class Tracer:
                 regs.orig_rax = SKIP
                 regs.rax, regs.rdi, regs.rsi, regs.rdx = nr.SECCOMP, linux.SECCOMP_SET_MODE_FILTER, 0, addr
                 pt.set_regs(pid, regs)
-                task.pending = _Pending(INJECTED_ENTRY, regs=saved)
+                task.pending = _Pending(Awaited.INJECTED_ENTRY, regs=saved)
                 self._resume(pid, task)
                 return
         pt.set_regs(pid, saved)
@@ -574,19 +587,19 @@ class Tracer:
 
     def _pending_stop(self, pid: int, task: Task, pending: _Pending) -> None:
         """The syscall stop a handler or an injection asked for."""
-        if pending.kind == INJECTED_ENTRY:   # the injected call's entry: on to its exit
-            task.pending = _Pending(INJECTED, regs=pending.regs)
+        if pending.kind == Awaited.INJECTED_ENTRY:   # the injected call's entry: on to its exit
+            task.pending = _Pending(Awaited.INJECTED, regs=pending.regs)
             return
         self.stats.exit_stops += 1
         regs = pt.get_regs(pid, self.regs)
-        if pending.kind == INJECTED:
+        if pending.kind == Awaited.INJECTED:
             if regs.rax == 0:
                 task.filtered = True
                 self._update_mode(task)
             else:
                 task.filter_refused = True   # stepping to the end rather than trying at every call
             pt.set_regs(pid, pending.regs)
-        elif pending.kind == RESULT:
+        elif pending.kind == Awaited.RESULT:
             regs.rax = pending.value & SKIP
             pt.set_regs(pid, regs)
         else:
