@@ -140,6 +140,24 @@ def test_repack_of_every_type_change_unpacks_to_the_repacked_tree(tmp_path):
     _assert_unpacks_to(layout, "new", expected, markers, tmp_path)
 
 
+def test_umoci_repack_of_every_type_change_unpacks_like_umoci(tmp_path):
+    """The other way round: umoci 0.4.7 repacks the same changes (no whiteout before a
+    new type, whiteouts below a path that is now a file, hard-link groups split) and
+    umoci-py unpacks its layer to the tree umoci does."""
+    layout = _base_image(tmp_path)
+    umoci("unpack", "--rootless", "--image", f"{layout}:base", tmp_path / "b")
+    root = tmp_path / "b/rootfs"
+    for rel in PATHS:
+        _remove(root / rel)
+        _make(root, rel, rel.split("/")[-1].split("2")[1])
+    umoci("repack", "--image", f"{layout}:new", tmp_path / "b")
+    umoci("unpack", "--rootless", "--image", f"{layout}:new", tmp_path / "theirs")
+    umoci_py("unpack", "--rootless", "--image", f"{layout}:new", tmp_path / "ours")
+    theirs, ours = tree_snapshot(tmp_path / "theirs/rootfs"), tree_snapshot(tmp_path / "ours/rootfs")
+    assert sorted(set(theirs) ^ set(ours)) == []
+    assert {p: (theirs[p], ours[p]) for p in ours if ours[p] != theirs[p]} == {}
+
+
 @pytest.mark.slow  # 60 to 120 insert commands each
 @pytest.mark.parametrize("mode", ["insert", "opaque", "whiteout"])
 def test_insert_of_every_type_change_unpacks_to_the_inserted_tree(tmp_path, mode):
