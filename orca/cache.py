@@ -10,6 +10,8 @@ Layout of the cache directory:
   layout/         an OCI layout holding every blob the build produced or imported
   records/<hex>   one JSON record per step key: the image after that step
   mounts/<hex>/   RUN --mount=type=cache directories, by mount id
+  snapshots/      every layer extracted once (orca.snapstore)
+  build-*/        the working directory of a running build (or of a killed one, until reclaimed)
 """
 
 from __future__ import annotations
@@ -135,6 +137,14 @@ class CacheStore:
         path = self.mounts / hashlib.sha256(mount_id.encode()).hexdigest()
         path.mkdir(exist_ok=True)
         return path
+
+    def prune_snapshots(self, keep_bytes: int | None = None,
+                        older_than: float | None = None) -> tuple[int, int]:
+        """gc of the layer snapshots (orca.snapstore) and of what killed builds
+        left; without limits, every snapshot no running build uses.
+        (snapshots, bytes) removed."""
+        from orca.snapstore import SnapshotStore
+        return SnapshotStore(self.root).gc(keep_bytes, older_than)
 
     def prune(self, keep_mounts: bool = False) -> tuple[int, int]:
         """Drop every record and the blobs no longer referenced; (records, blobs) removed."""

@@ -1,7 +1,8 @@
 """`orca-build`: build a Dockerfile into an OCI layout, and manage the build cache.
 
 `orca-build [OPTIONS] CONTEXT` builds (the `build` command is the default);
-`orca-build cache ls` lists cache records; `orca-build prune` empties the cache;
+`orca-build cache ls` lists cache records; `orca-build prune` empties the cache (or
+trims its layer snapshots to limits);
 `orca-build pull REF` / `orca-build push TAG REF` move images to and from registries.
 """
 
@@ -340,17 +341,55 @@ def cache_ls(cache_dir):
         click.echo(f"{rec['key'][7:19]}  {size:>10}  {rec['description']}")
 
 
+def _size(_ctx, _param, value):
+    from orca.snapstore import parse_size
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _until(_ctx, _param, values):
+    from orca.snapstore import parse_duration
+    until = None
+    for value in values:
+        key, _, text = value.partition("=")
+        if key != "until":
+            raise click.BadParameter(f"{value!r}: the only filter is until=DURATION")
+        try:
+            until = parse_duration(text)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    return until
+
+
 @cli.command()
 @cache_dir_option
-def prune(cache_dir):
-    """Remove every cache record, cached blob and cache mount."""
+@click.option("--keep-storage", callback=_size, metavar="SIZE",
+              help="remove least recently used layer snapshots until the rest fit in SIZE (e.g. 10GB)")
+@click.option("--filter", "until", multiple=True, callback=_until, metavar="until=DURATION",
+              help="remove layer snapshots unused for DURATION (e.g. 24h)")
+@click.option("--all", "everything", is_flag=True, help="remove everything (the default without limits)")
+def prune(cache_dir, keep_storage, until, everything):
+    """Remove the build cache: every record, blob, cache mount and layer
+    snapshot no running build uses; with --keep-storage or --filter, only
+    the layer snapshots past those limits."""
     from orca.cache import CacheStore, default_cache_dir
 
     store = _run(lambda: CacheStore(cache_dir or default_cache_dir()))
+    if (keep_storage is not None or until is not None) and not everything:
+        snaps, freed = _run(lambda: store.prune_snapshots(keep_storage, until))
+        click.echo(f"removed {snaps} layer snapshots ({freed} bytes)")
+        return
+    snaps, freed = _run(lambda: store.prune_snapshots())
     records, blobs = _run(store.prune)
-    click.echo(f"removed {records} cache records and {blobs} blobs")
+    click.echo(f"removed {records} cache records, {blobs} blobs and {snaps} layer snapshots ({freed} bytes)")
 
 
 def main():
+    if os.environ.get("ORCA_SNAPSHOTTER", "auto") != "copy":
+        # Before any thread starts: builds mount overlayfs in it (orca.userns).
+        from orca import userns
+        userns.enter()
     cli(prog_name="orca-build")
 

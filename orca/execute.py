@@ -119,7 +119,13 @@ class Builder:
         self.store = opts.cache.layout
         self.resolver = Resolver(opts.layout, self.store, opts.platform, opts.registry, opts.pull, opts.contexts)
         self.results: dict[int, StageResult] = {}
-        self.workroot = Path(tempfile.mkdtemp(prefix="build-", dir=opts.cache.root))
+        from orca.snapstore import Lease, reclaim_builds
+        self.lease = Lease(opts.cache.root)
+        self.workroot = self.lease.dir
+        reclaim_builds(opts.cache.root)
+        self.views: list = []
+        self._mode: str | None = None
+        self._mode_lock = threading.Lock()
         self.slots = CpuSlots()
         self.notes = Notes(lambda text: opts.progress.info(f"note: {text}"))
         self.platform_str = "/".join(p for p in (opts.platform.os, opts.platform.architecture,
@@ -138,7 +144,13 @@ class Builder:
                 desc = self._export(out, self.results[self.plan.target].image)
             return BuildResult(desc, {self.plan.stages[i].label: r for i, r in self.results.items()}, out)
         finally:
-            remove_tree(self.workroot)
+            try:
+                for view in self.views:
+                    view.close()
+            finally:
+                self.lease.release()
+            if self._mode == "overlay":
+                self.snapshots.gc_if_over_budget()
 
     def _schedule(self) -> None:
         pending = list(self.plan.order)
@@ -206,7 +218,7 @@ class Builder:
                 if res.snapshot is None:
                     res.snapshot = self.snapshot(self.workroot / f"stage-{idx}")
                 self.fetch(res.image.layers)
-                res.snapshot.materialize(res.image.layers)
+                res.snapshot.materialize(res.image.layers, diff_ids(res.image))
             return res.snapshot.rootfs, res.key
         try:
             image = self.resolver.resolve(ref)
@@ -214,14 +226,33 @@ class Builder:
             raise BuildError(f"{where}: {err}") from None
         snap = self.snapshot(Path(tempfile.mkdtemp(dir=self.workroot)))
         self.fetch(image.layers)
-        snap.materialize(image.layers)
+        snap.materialize(image.layers, diff_ids(image))
         return snap.rootfs, image.key
 
     def snapshot(self, workdir: Path) -> Snapshot:
         """A working rootfs.  Its layer code is imported here, by builds that
         run a step: a no-change rebuild is mostly start-up time."""
-        from orca.snapshot import Snapshot
-        return Snapshot(workdir, self.store)
+        from orca import snapshot
+        if self.mode() == "overlay":
+            view = snapshot.OverlayRootfs(workdir, self.store, self.snapshots, self.lease)
+        else:
+            view = snapshot.Snapshot(workdir, self.store)
+        self.views.append(view)
+        return view
+
+    def mode(self) -> str:
+        """How working rootfs are made: "overlay" (mounts over the snapshot
+        store) or "copy" (extracted and walked), chosen once per build."""
+        with self._mode_lock:
+            if self._mode is None:
+                from orca import snapshot
+                from orca.snapstore import SnapshotStore
+                self.snapshots = SnapshotStore(self.o.cache.root)
+                why = snapshot.overlay_unusable(self.snapshots, self.workroot)
+                self._mode = "copy" if why else "overlay"
+                if why:  # the fallback is named, once
+                    self.o.progress.info(f"working rootfs by copy, not overlayfs: {why}")
+            return self._mode
 
     def fetch(self, layers: list[dict]) -> None:
         """Layers of registry bases and registry cache hits are downloaded only
@@ -286,6 +317,12 @@ class Builder:
             return rec["image"]["config"]
         self.o.cache.put(key, "image times", {"config": config, "layers": image.layers})
         return config
+
+
+def diff_ids(image: Image) -> list[str] | None:
+    """The image's diff IDs, one per layer (None if its config does not say)."""
+    ids = (image.config.get("rootfs") or {}).get("diff_ids") or []
+    return list(ids) if len(ids) == len(image.layers) else None
 
 
 def _timeless(config: dict) -> dict:
@@ -368,7 +405,7 @@ class StageRun:
         if self.snap is None:
             self.snap = self.b.snapshot(self.b.workroot / f"stage-{self.st.index}")
         self.b.fetch(self.image.layers)
-        return self.snap.materialize(self.image.layers)
+        return self.snap.materialize(self.image.layers, diff_ids(self.image))
 
     # dispatch
     def step(self, ins: Instr) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from umoci_py import compress, mtree
@@ -18,29 +20,14 @@ from umoci_py.cas import Layout
 from umoci_py.errors import LayerError
 from umoci_py.layer.extract import MapOptions, extract_layer
 from umoci_py.layer.generate import generate_layer
+from umoci_py.layer.overlay import PRIVATE_XATTR, generate_upper_layer, upper_changes, with_parents
 from umoci_py.unpack import InflateLimit
 
+from orca import userns
 from orca.copy import remove_tree
+from orca.snapstore import Lease, SnapshotStore, chain_ids
 
 ROOTLESS = MapOptions(rootless=True, uid_map=[], gid_map=[])
-
-
-def with_parents(deltas: list) -> list:
-    """The deltas plus every directory above a changed path.  A directory
-    changed within the clock tick of the previous diff keeps its mtime and
-    would be seen as unchanged or not depending on timing; always carrying
-    the parents (as containerd's differ does) makes the layer reproducible."""
-    seen = {d.path for d in deltas}
-    out = list(deltas)
-    for d in deltas:
-        path = d.path
-        while path not in (".", ""):
-            path = os.path.dirname(path) or "."
-            if path in seen:
-                break
-            seen.add(path)
-            out.append(mtree.Delta(path, "modified"))
-    return out
 
 
 class _Bounded:
@@ -59,6 +46,29 @@ class _Bounded:
         return data
 
 
+def write_layer(store: Layout, workdir: Path, write_tar) -> tuple[dict, str]:
+    """A gzip layer blob in store of the tar write_tar(file) writes: (descriptor, diff_id)."""
+    with tempfile.TemporaryFile(dir=workdir) as tar:
+        write_tar(tar)
+        tar.seek(0)
+        diff = hashlib.sha256()
+        with store.blob_writer() as blob:
+            with compress.writer(blob, "gzip") as out:
+                while chunk := tar.read(1 << 20):
+                    diff.update(chunk)
+                    out.write(chunk)
+    desc = {"mediaType": compress.media_type_for("gzip"), "digest": blob.digest, "size": blob.size}
+    return desc, "sha256:" + diff.hexdigest()
+
+
+@contextmanager
+def open_layer(store: Layout, desc: dict, inflate: InflateLimit):
+    """A layer blob's uncompressed stream, refused past its InflateLimit bound."""
+    with store.open_blob(desc["digest"], desc["size"]) as blob:
+        yield _Bounded(compress.reader(blob, desc["mediaType"]), inflate.bound(desc["size"]),
+                       f"{store.path}: layer {desc['digest']}")
+
+
 class Snapshot:
     def __init__(self, workdir: Path, store: Layout, inflate: InflateLimit = InflateLimit()):
         self.workdir = Path(workdir)
@@ -69,7 +79,7 @@ class Snapshot:
         self.cache = mtree.DigestCache()
         self.baseline = None
 
-    def materialize(self, layers: list[dict]) -> Path:
+    def materialize(self, layers: list[dict], diff_ids: list[str] | None = None) -> Path:
         """Bring the rootfs to exactly these layers, extracting as little as possible."""
         digests = [d["digest"] for d in layers]
         if self.layers is not None and digests[:len(self.layers)] == self.layers:
@@ -80,9 +90,7 @@ class Snapshot:
             self.cache = mtree.DigestCache()
             todo = layers
         for desc in todo:
-            with self.store.open_blob(desc["digest"], desc["size"]) as blob:
-                stream = _Bounded(compress.reader(blob, desc["mediaType"]), self.inflate.bound(desc["size"]),
-                                  f"{self.store.path}: layer {desc['digest']}")
+            with open_layer(self.store, desc, self.inflate) as stream:
                 extract_layer(stream, self.rootfs, ROOTLESS, cache=self.cache)
                 while stream.read(1 << 20):
                     pass
@@ -104,19 +112,152 @@ class Snapshot:
             deltas = [d for d in deltas if d.path != "."]
         if not deltas:
             return None
-        with tempfile.TemporaryFile(dir=self.workdir) as tar:
-            generate_layer(self.rootfs, deltas, ROOTLESS, tar, source_date_epoch=source_date_epoch)
-            tar.seek(0)
-            diff = hashlib.sha256()
-            with self.store.blob_writer() as blob:
-                with compress.writer(blob, "gzip") as out:
-                    while chunk := tar.read(1 << 20):
-                        diff.update(chunk)
-                        out.write(chunk)
-        desc = {"mediaType": compress.media_type_for("gzip"), "digest": blob.digest, "size": blob.size}
+        desc, diff_id = write_layer(self.store, self.workdir,
+                                    lambda tar: generate_layer(self.rootfs, deltas, ROOTLESS, tar,
+                                                               source_date_epoch=source_date_epoch))
         self.baseline = current
         self.layers.append(desc["digest"])
-        return desc, "sha256:" + diff.hexdigest()
+        return desc, diff_id
 
     def close(self) -> None:
         remove_tree(self.workdir)
+
+
+class OverlayRootfs:
+    """A stage's rootfs as an overlay mount: the chain's snapshots from the
+    store as lowers (each layer extracted once, ever) and a fresh upper that
+    a commit turns into the next snapshot.  Same interface as Snapshot."""
+
+    def __init__(self, workdir: Path, blobs: Layout, store: SnapshotStore, lease: Lease,
+                 inflate: InflateLimit = InflateLimit()):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.rootfs = self.workdir / "merged"
+        self.rootfs.mkdir(exist_ok=True)
+        self.blobs, self.store, self.lease, self.inflate = blobs, store, lease, inflate
+        self.chain: list[str] = []           # snapshot ids, bottom first
+        self.upper: Path | None = None       # mounted with an upper when not None
+        self._manifest: tuple[str | None, dict] = ("", {})
+
+    def _lowers(self, chain: list[str]) -> list[str]:
+        return [str(self.store.diff(sid)) for sid in reversed(chain)] + [str(self.store.empty)]
+
+    def _fresh_upper(self, top: str | None) -> tuple[Path, Path]:
+        """An upper and a workdir; the upper's root carries the merged root's
+        metadata (overlay shows the upper's root as the tree's root)."""
+        base = Path(tempfile.mkdtemp(dir=self.workdir, prefix="step-"))
+        upper, work = base / "upper", base / "work"
+        upper.mkdir()
+        work.mkdir()
+        if top is not None:
+            copy_dir_metadata(self.store.diff(top), upper)
+        return upper, work
+
+    def _unmount(self) -> None:
+        if self.upper is not None:
+            userns.umount(str(self.rootfs))
+            remove_tree(self.upper.parent)
+            self.upper = None
+
+    def materialize(self, layers: list[dict], diff_ids: list[str] | None = None) -> Path:
+        if diff_ids is None:  # a config without them: the blobs name the layers as well
+            diff_ids = [d["digest"] for d in layers]
+        ids = chain_ids(diff_ids)
+        if self.upper is not None and ids == self.chain:
+            return self.rootfs
+        self._unmount()
+        for i in self.store.use(ids, self.lease):
+            self._extract(ids, ids.index(i), layers[ids.index(i)], diff_ids[ids.index(i)])
+        self.chain = ids
+        self.upper, work = self._fresh_upper(ids[-1] if ids else None)
+        userns.mount_overlay(self._lowers(ids), str(self.upper), str(work), str(self.rootfs))
+        return self.rootfs
+
+    def _extract(self, ids: list[str], i: int, desc: dict, diff_id: str) -> None:
+        """Snapshot ids[i]: the layer extracted through an overlay on its parents."""
+        parent = ids[i - 1] if i else None
+        upper, work = self._fresh_upper(parent)
+        merged = upper.parent / "merged"
+        merged.mkdir()
+        lowers = self._lowers(ids[:i])
+        userns.mount_overlay(lowers, str(upper), str(work), str(merged))
+        try:
+            with open_layer(self.blobs, desc, self.inflate) as stream:
+                extract_layer(stream, merged, ROOTLESS)
+                while stream.read(1 << 20):
+                    pass
+        finally:
+            userns.umount(str(merged))
+        _, manifest = upper_changes(upper, self.store.manifest(parent), lowers[:-1])
+        self.store.add(ids[i], parent, diff_id, upper, manifest, self.workdir, self.lease)
+        remove_tree(upper.parent)
+
+    def commit(self, source_date_epoch: int | None, root: bool = True) -> tuple[dict, str] | None:
+        """The step's changes, read from the upper: as Snapshot.commit."""
+        upper = self.upper
+        userns.umount(str(self.rootfs))
+        self.upper = None
+        try:
+            top = self.chain[-1] if self.chain else None
+            if self._manifest[0] != top:
+                self._manifest = (top, self.store.manifest(top))
+            deltas, merged = upper_changes(upper, self._manifest[1], self._lowers(self.chain)[:-1])
+            if not root:
+                deltas = [d for d in deltas if d.path != "."]
+            if not deltas:
+                return None
+            desc, diff_id = write_layer(self.blobs, self.workdir,
+                                        lambda tar: generate_upper_layer(upper, deltas, ROOTLESS, tar,
+                                                                         source_date_epoch))
+            sid = chain_ids([self._chain_id(), diff_id])[-1] if self.chain else diff_id.split(":", 1)[1]
+            self.store.add(sid, top, diff_id, upper, merged, self.workdir, self.lease)
+            self.chain = self.chain + [sid]
+            self._manifest = (sid, merged)
+            return desc, diff_id
+        finally:
+            remove_tree(upper.parent)
+
+    def _chain_id(self) -> str:
+        return "sha256:" + self.chain[-1]
+
+    def close(self) -> None:
+        try:
+            self._unmount()
+        finally:
+            remove_tree(self.workdir)
+
+
+def copy_dir_metadata(src: Path, dst: Path) -> None:
+    """dst gets src's mode, times and xattrs (overlay's own left out)."""
+    st = os.lstat(src)
+    for name in os.listxattr(src, follow_symlinks=False):
+        if not name.startswith(PRIVATE_XATTR):
+            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def overlay_unusable(store: SnapshotStore, workroot: Path) -> str | None:
+    """Why working rootfs cannot be overlay mounts here, or None if they can.
+    ORCA_SNAPSHOTTER=copy forces the fallback."""
+    if os.environ.get("ORCA_SNAPSHOTTER", "auto") == "copy":
+        return "ORCA_SNAPSHOTTER=copy"
+    if not userns.active():
+        return "not in a user namespace of its own"
+    probe = Path(tempfile.mkdtemp(dir=workroot, prefix="probe-"))
+    try:
+        for d in ("upper", "work", "merged"):
+            (probe / d).mkdir()
+        try:
+            userns.mount_overlay([str(store.empty)], str(probe / "upper"), str(probe / "work"),
+                                 str(probe / "merged"))
+        except OSError as err:
+            return f"cannot mount overlayfs: {err.strerror}"
+        try:
+            os.mkdir(probe / "merged" / "d")
+            os.rmdir(probe / "merged" / "d")
+        finally:
+            userns.umount(str(probe / "merged"))
+        return None
+    finally:
+        remove_tree(probe)

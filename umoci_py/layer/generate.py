@@ -36,7 +36,9 @@ class _Info(tarfile.TarInfo):
 
 
 class _LayerWriter:
-    def __init__(self, out: BinaryIO, opts: MapOptions, source_date_epoch: int | None):
+    def __init__(self, out: BinaryIO, opts: MapOptions, source_date_epoch: int | None,
+                 hidden_xattrs: str | None = None):
+        self.hidden_xattrs = hidden_xattrs
         self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
                                 encoding="utf-8", errors="surrogateescape")
         self.opts = opts
@@ -87,6 +89,8 @@ class _LayerWriter:
         self.caps(access, rel, st, xattrs, path)
         for key, value in sorted(xattrs.items()):
             if key in FORBIDDEN_XATTRS:
+                continue
+            if self.hidden_xattrs and key.startswith(self.hidden_xattrs):
                 continue
             if key == rootless.XATTR_NAME and self.opts.rootless:
                 continue
@@ -161,11 +165,12 @@ def _parse_device(marker: bytes, path: str) -> tuple[bytes, int, int]:
 
 
 def generate_layer(rootfs: str | os.PathLike, deltas: list[Delta], opts: MapOptions, out_fileobj: BinaryIO,
-                   source_date_epoch: int | None = None) -> None:
+                   source_date_epoch: int | None = None, hidden_xattrs: str | None = None) -> None:
     """Uncompressed tar of the given deltas (already masked and simplified):
     a full entry for each modified or extra path, a whiteout for each missing
-    one, in path order."""
-    writer = _LayerWriter(out_fileobj, opts, source_date_epoch)
+    one, in path order.  xattrs named with the prefix hidden_xattrs are left
+    out (overlay's own, when rootfs is an overlay upper)."""
+    writer = _LayerWriter(out_fileobj, opts, source_date_epoch, hidden_xattrs)
     with unpriv.Access(os.fspath(rootfs)) as access:
         for delta in sorted(deltas, key=layer_order):
             if delta.kind == "missing":

@@ -1,0 +1,164 @@
+"""The build process's own user and mount namespace, for overlayfs mounts.
+
+Since Linux 5.11 the root of a user namespace may mount overlayfs (with the
+`userxattr` option).  `orca-build` enters a namespace of its own before
+anything else runs: our uid and gid mapped to themselves, so every file is
+still ours and the RUN helpers (which start runrootless's namespace nested
+in this one) see the same ids.  The capabilities the namespace gives are
+kept out of the effective set, so the build reads and writes files with the
+user's own permissions; they are raised only around a mount, which overlay
+records as its mounter's credentials for copy-ups.
+
+The mounts live and die with the process: a killed build leaves none.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from contextlib import contextmanager
+
+from runrootless import linux
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# The new mount API (the same numbers on every architecture since 5.2)
+_SYS_MOVE_MOUNT = 429
+_SYS_FSOPEN = 430
+_SYS_FSCONFIG = 431
+_SYS_FSMOUNT = 432
+_FSCONFIG_SET_FLAG = 0
+_FSCONFIG_SET_STRING = 1
+_FSCONFIG_CMD_CREATE = 6
+_FSOPEN_CLOEXEC = 1
+_FSMOUNT_CLOEXEC = 1
+_MOVE_MOUNT_F_EMPTY_PATH = 4
+_AT_FDCWD = -100
+# mount(2) takes its options in one page
+_PAGE = 4096
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+_entered = False
+
+
+def _caps() -> tuple[_CapHeader, ctypes.Array]:
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _libc.capget(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capget: {os.strerror(err)}")
+    return header, data
+
+
+def _set_effective(full: bool) -> None:
+    header, data = _caps()
+    for d in data:
+        d.effective = d.permitted if full else 0
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
+
+
+def enter() -> str | None:
+    """Enter a user+mount namespace mapping our ids to themselves; None on
+    success (or if already in it), else why not.  Must run while the process
+    has a single thread."""
+    global _entered
+    if _entered:
+        return None
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+    except OSError as err:
+        return f"cannot create a user namespace: {err.strerror}"
+    try:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    finally:
+        _set_effective(False)
+    _entered = True
+    return None
+
+
+def active() -> bool:
+    return _entered
+
+
+@contextmanager
+def _privileged():
+    _set_effective(True)
+    try:
+        yield
+    finally:
+        _set_effective(False)
+
+
+def mount_overlay(lowers: list[str], upper: str | None, work: str | None, target: str) -> None:
+    """Mount overlayfs at target: lowers topmost first; without upper, read-only."""
+    options = ["lowerdir=" + ":".join(_escape(p) for p in lowers)]
+    if upper is not None:
+        options += [f"upperdir={_escape(upper)}", f"workdir={_escape(work)}"]
+    options.append("userxattr")
+    data = ",".join(options)
+    with _privileged():
+        if len(data.encode()) < _PAGE:
+            linux.mount("overlay", target, "overlay", 0, data)
+        else:
+            _mount_many(lowers, upper, work, target)
+
+
+def _mount_many(lowers: list[str], upper: str | None, work: str | None, target: str) -> None:
+    """Past a page of options: fsconfig's lowerdir+ adds one lower at a time (Linux 6.8+)."""
+    def call(*args) -> int:
+        result = _libc.syscall(*args)
+        if result == -1:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount {target}: {os.strerror(err)} ({len(lowers)} layers)")
+        return result
+
+    def string(key: str, value: str) -> None:
+        call(ctypes.c_long(_SYS_FSCONFIG), ctypes.c_int(fs), ctypes.c_uint(_FSCONFIG_SET_STRING),
+             key.encode(), value.encode(), ctypes.c_int(0))
+
+    fs = call(ctypes.c_long(_SYS_FSOPEN), b"overlay", ctypes.c_uint(_FSOPEN_CLOEXEC))
+    try:
+        for lower in lowers:  # each lowerdir+ goes below the ones before: topmost first
+            string("lowerdir+", lower)
+        if upper is not None:
+            string("upperdir", upper)
+            string("workdir", work)
+        call(ctypes.c_long(_SYS_FSCONFIG), ctypes.c_int(fs), ctypes.c_uint(_FSCONFIG_SET_FLAG),
+             b"userxattr", None, ctypes.c_int(0))
+        call(ctypes.c_long(_SYS_FSCONFIG), ctypes.c_int(fs), ctypes.c_uint(_FSCONFIG_CMD_CREATE),
+             None, None, ctypes.c_int(0))
+        mnt = call(ctypes.c_long(_SYS_FSMOUNT), ctypes.c_int(fs), ctypes.c_uint(_FSMOUNT_CLOEXEC),
+                   ctypes.c_uint(0))
+        try:
+            call(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(mnt), b"", ctypes.c_int(_AT_FDCWD),
+                 target.encode(), ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH))
+        finally:
+            os.close(mnt)
+    finally:
+        os.close(fs)
+
+
+def umount(target: str) -> None:
+    with _privileged():
+        linux.umount2(target, 0)
+
+
+def _escape(path: str) -> str:
+    """overlay splits its options at ',' and lowerdir at ':'; both are escaped with '\\'."""
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")

@@ -1,0 +1,167 @@
+"""The snapshot store and overlayfs working rootfs of orca-build.
+
+Layers made from overlay uppers are byte for byte the ones the copy fallback
+makes by walking the tree; gc never takes a snapshot a running build uses;
+builds killed at random moments leave nothing that outlives the next build
+plus prune.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from umoci_py.cas import Layout
+from umoci_py_helpers import layer_members, manifest_of, validate_layout
+
+ORCA = [sys.executable, "-c", "from orca.cli import main; main()"]
+FALLBACK_NOTE = "working rootfs by copy"
+
+CHANGES = """\
+FROM oci:{base}:latest
+RUN mkdir -p /d/sub && echo a > /d/sub/f && echo keep > /keep && echo gone > /gone \\
+    && mkdir /tree && echo x > /tree/x && mkdir /emptied && echo e > /emptied/e
+RUN echo changed > /keep && rm /gone && rm -rf /d && echo file > /d \\
+    && chown 1234:5678 /etc/group && chmod 600 /etc/passwd && mknod /node c 1 3 \\
+    && rm -rf /tree && mkdir /tree && echo y > /tree/y && rm /emptied/e
+RUN rm /d && mkdir -p /d/again && echo back > /d/again/f && ln /tree/y /tree/y2 \\
+    && chown 42:43 /tree/y && touch -d @1600000000 /keep && chown 5:6 /node && chmod 640 /node
+COPY --chown=7:8 files/ /copied/
+RUN rm -rf /copied/sub && echo over > /copied/top && ln -s /copied/top /copied/link
+"""
+
+
+def orca(*args, env=None, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*ORCA, *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def snapshots(cache: Path) -> set[str]:
+    root = cache / "snapshots"
+    return {p.name for p in root.iterdir() if len(p.name) == 64} if root.exists() else set()
+
+
+def leftovers(cache: Path) -> list[str]:
+    """What a build leaves in the cache dir besides records, blobs, mounts and snapshots."""
+    out = [p.name for p in cache.iterdir() if p.name.startswith(("build-", ".reclaim-"))]
+    out += [p.name for p in (cache / "snapshots").iterdir() if p.name.startswith(".reclaim-")]
+    return out
+
+
+def test_overlay_and_copy_give_the_same_layers(busybox_layout, tmp_path):
+    ctx = tmp_path / "ctx"
+    (ctx / "files" / "sub").mkdir(parents=True)
+    (ctx / "files" / "top").write_text("top\n")
+    (ctx / "files" / "sub" / "s").write_text("s\n")
+    (ctx / "Dockerfile").write_text(CHANGES.format(base=busybox_layout))
+    digests = {}
+    for mode in ("auto", "copy"):
+        out = tmp_path / f"out-{mode}"
+        proc = orca("--layout", out, "--cache-dir", tmp_path / f"cache-{mode}", "--progress", "plain",
+                    "-t", "x", ctx, env={"ORCA_SNAPSHOTTER": mode, "SOURCE_DATE_EPOCH": "1700000000"})
+        assert (FALLBACK_NOTE in proc.stderr) == (mode == "copy"), proc.stderr
+        digests[mode] = [d["digest"] for d in manifest_of(out, "x")["layers"]]
+    assert len(snapshots(tmp_path / "cache-auto")) == 1 + 5  # the base and every step
+    assert digests["auto"] == digests["copy"]
+    # and the layers hold what the steps did
+    out = tmp_path / "out-auto"
+    layers = manifest_of(out, "x")["layers"]
+    second = {m.name: m for m in layer_members(out, layers[2])}
+    assert {".wh.gone", "tree/.wh.x", "emptied/.wh.e", "d/.wh.sub", "d/sub/.wh.f"} <= set(second)
+    assert second["d"].isreg() and (second["etc/group"].uid, second["etc/group"].gid) == (1234, 5678)
+    assert second["etc/passwd"].mode == 0o600 and second["node"].ischr()
+    third = {m.name: m for m in layer_members(out, layers[3])}
+    assert third["tree/y2"].islnk() or third["tree/y"].islnk()
+    assert (third["node"].uid, third["node"].mode) == (5, 0o640) and third["d"].isdir()
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_gc_never_removes_a_snapshot_a_running_build_uses(busybox_layout, tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest\nRUN echo 1 > /one\n")
+    orca("--layout", out, "--cache-dir", cache, "--progress", "quiet", other)
+    unused = snapshots(cache)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM oci:{busybox_layout}:latest\nRUN echo 2 > /two\n"
+        "RUN --mount=type=cache,id=signal,target=/signal "
+        "touch /signal/started && while [ ! -e /signal/go ]; do sleep 0.05; done && echo 3 > /three\n")
+    signal = cache / "mounts" / hashlib.sha256(b"signal").hexdigest()
+    build = subprocess.Popen([*ORCA, "--layout", out, "--cache-dir", cache, "--progress", "quiet",
+                              "-t", "held", ctx], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(signal / "started", build)
+        in_use = snapshots(cache) - unused | {s for s in unused if _is_base(cache, s)}
+        pruned = orca("prune", "--cache-dir", cache, "--keep-storage", "0")
+        assert pruned.stdout.startswith("removed 1 layer snapshots"), pruned.stdout
+        assert snapshots(cache) == in_use  # the other build's step went, the base and /two stayed
+        (signal / "go").touch()
+        assert build.wait() == 0, build.communicate()
+    finally:
+        build.kill()
+        build.wait()
+    members = {m.name for m in layer_members(out, manifest_of(out, "held")["layers"][-1])}
+    assert "three" in members
+    orca("prune", "--cache-dir", cache)
+    assert snapshots(cache) == set() and leftovers(cache) == []
+
+
+def _is_base(cache: Path, sid: str) -> bool:
+    return json.loads((cache / "snapshots" / sid / "meta.json").read_text())["parent"] is None
+
+
+def test_builds_killed_at_random_leave_nothing_after_the_next_build_and_prune(busybox_layout, tmp_path):
+    rng = random.Random(1212)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+
+    def start(i: int) -> subprocess.Popen:
+        ctx = tmp_path / f"ctx{i}"
+        ctx.mkdir()
+        (ctx / "f").write_bytes(b"%d\n" % i * 20000)
+        (ctx / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest\nCOPY f /f\n"
+                                        f"RUN cat /f /f > /g && rm -rf /usr && echo {i % 3} > /h\nCOPY f /again\n")
+        return subprocess.Popen([*ORCA, "--layout", out, "--cache-dir", cache, "--progress", "quiet",
+                                 "-t", f"b{i}", ctx], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    kills = 0
+    for rnd in range(4):
+        procs = [start(rnd * 3 + j) for j in range(3)]
+        time.sleep(rng.uniform(0.3, 2.5))
+        victims = rng.sample(procs, 2)
+        for p in victims:
+            p.kill()
+        for p in procs:
+            errors = p.communicate()[1]
+            kills += p.returncode == -9
+            assert p.returncode in (0, -9), errors
+        if out.exists():
+            (tmp_path / f"check{rnd}").mkdir()
+            validate_layout(out, tmp_path / f"check{rnd}")
+    assert kills >= 2
+    last = start(100)
+    assert last.wait() == 0, last.communicate()[1]
+    assert leftovers(cache) == []
+    Layout.open(out)
+    validate_layout(out, tmp_path)
+    orca("prune", "--cache-dir", cache)
+    assert snapshots(cache) == set() and leftovers(cache) == []
+    assert sorted(p.name for p in (cache / "snapshots").iterdir()) == [".lock", "empty"]

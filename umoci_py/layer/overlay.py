@@ -1,0 +1,185 @@
+"""Layers and overlayfs upper directories (umoci's OverlayfsRootfs format).
+
+An overlay upper holds what changed over its lower directories: new and
+changed entries in full, a deleted path as a *whiteout* (a character device
+0:0 of the same name) and a directory that hides the lower ones as an
+*opaque* directory (the xattr user.overlay.opaque="y" under the `userxattr`
+mount option, which an unprivileged user namespace needs).
+
+A layer is read from an upper without walking the merged tree: only the
+upper's entries are looked at, against the manifest of the lower tree (the
+mtree entries of every path below, without digests).  The deltas are the
+ones a full-tree compare would give, so a layer made from an upper has the
+same bytes as the stat-keyed walk of the same change:
+  - a whiteout is the deleted path and everything the lower tree had below it;
+  - an opaque directory hides the lower entries it does not hold again;
+  - an upper entry equal in every keyword to its lower one (overlay copies a
+    file up on open for write, and directories above anything created) is no
+    change, its content compared only when all else is equal;
+  - the parent directories of every change are carried (as containerd does).
+"""
+
+from __future__ import annotations
+
+import bisect
+import filecmp
+import os
+import posixpath
+import stat
+import tarfile
+from typing import BinaryIO
+
+from .. import mtree
+from ..errors import LayerError
+from .extract import OPAQUE, WHITEOUT, MapOptions, _Extractor
+from .generate import generate_layer
+from .tarstream import TarStream
+
+# Overlay's own metadata under `userxattr`: never content of a layer.
+PRIVATE_XATTR = "user.overlay."
+OPAQUE_XATTR = PRIVATE_XATTR + "opaque"
+# Everything a delta depends on but the content digest, which is compared
+# file to file and only for the few entries equal in all the rest.
+KEYWORDS = tuple(k for k in mtree.KEYWORDS if k != "sha256digest")
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def manifest(root: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """path -> mtree keywords of a tree or an upper (overlay's xattrs left out)."""
+    out = {}
+    for entry in mtree.walk(root, KEYWORDS, True).entries:
+        out[entry.path] = _public(entry.keywords)
+    return out
+
+
+def _public(keywords: dict[str, str]) -> dict[str, str]:
+    private = "xattr." + PRIVATE_XATTR
+    if not any(k.startswith(private) for k in keywords):
+        return keywords
+    return {k: v for k, v in keywords.items() if not k.startswith(private)}
+
+
+def _below(paths: list[str], prefix: str) -> list[str]:
+    """The paths strictly under prefix, from a sorted list."""
+    start = "" if prefix == "." else prefix + "/"
+    i = bisect.bisect_left(paths, start)
+    out = []
+    while i < len(paths) and paths[i].startswith(start):
+        if paths[i] != ".":
+            out.append(paths[i])
+        i += 1
+    return out
+
+
+def _lower_file(lowers: list[str], rel: str) -> str | None:
+    """The topmost lower's file at rel (the one the upper's copy-up came from)."""
+    for lower in lowers:
+        path = os.path.join(lower, rel)
+        if os.path.lexists(path):
+            return path
+    return None
+
+
+def upper_changes(upper: str | os.PathLike, lower: dict[str, dict[str, str]],
+                  lowers: list[str]) -> tuple[list[mtree.Delta], dict[str, dict[str, str]]]:
+    """The deltas an upper holds over the lower manifest, and the manifest of
+    the merged tree.  lowers are the lower directories, topmost first (read
+    only to compare the content of a file copied up unchanged)."""
+    upper = os.fspath(upper)
+    paths = sorted(lower)
+    merged = dict(lower)
+    deltas: list[mtree.Delta] = []
+    opaque: list[str] = []
+    deleted: list[str] = []    # whiteouts: the path and what was below it
+    replaced: list[str] = []   # lower directories an upper non-directory replaced
+    for entry in mtree.walk(upper, KEYWORDS, True).entries:
+        rel = entry.path
+        host = upper if rel == "." else os.path.join(upper, rel)
+        if entry.type == "char" and is_whiteout(os.lstat(host)):
+            deleted.append(rel)
+            continue
+        if entry.type == "dir" and f"xattr.{OPAQUE_XATTR}" in entry.keywords:
+            opaque.append(rel)
+        keywords = _public(entry.keywords)
+        old = lower.get(rel)
+        merged[rel] = keywords
+        if old is None:
+            deltas.append(mtree.Delta(rel, "extra"))
+        elif old != keywords:
+            deltas.append(mtree.Delta(rel, "modified"))
+        elif entry.type == "file":
+            source = _lower_file(lowers, rel)
+            if source is None or not filecmp.cmp(source, host, shallow=False):
+                deltas.append(mtree.Delta(rel, "modified"))
+        if old is not None and old.get("type") == "dir" and entry.type != "dir":
+            replaced.append(rel)
+    gone = {rel for rel in deleted if rel in lower}
+    for rel in deleted + replaced:
+        gone.update(_below(paths, rel))
+    for rel in opaque:
+        gone.update(p for p in _below(paths, rel) if not os.path.lexists(os.path.join(upper, p)))
+    for rel in sorted(gone):
+        merged.pop(rel, None)
+        deltas.append(mtree.Delta(rel, "missing"))
+    return with_parents(deltas), merged
+
+
+def with_parents(deltas: list[mtree.Delta]) -> list[mtree.Delta]:
+    """The deltas plus every directory above a changed path.  A directory
+    changed within the clock tick of the previous diff keeps its mtime and
+    would be seen as unchanged or not depending on timing; always carrying
+    the parents (as containerd's differ does) makes the layer reproducible."""
+    seen = {d.path for d in deltas}
+    out = list(deltas)
+    for d in deltas:
+        path = d.path
+        while path not in (".", ""):
+            path = posixpath.dirname(path) or "."
+            if path in seen:
+                break
+            seen.add(path)
+            out.append(mtree.Delta(path, "modified"))
+    return out
+
+
+def generate_upper_layer(upper: str | os.PathLike, deltas: list[mtree.Delta], opts: MapOptions,
+                         out: BinaryIO, source_date_epoch: int | None = None) -> None:
+    """The layer tar of deltas found by upper_changes, read from the upper."""
+    generate_layer(upper, deltas, opts, out, source_date_epoch=source_date_epoch,
+                   hidden_xattrs=PRIVATE_XATTR)
+
+
+class _UpperExtractor(_Extractor):
+    """Extraction into an upper of its own: a whiteout entry becomes a
+    whiteout device (Linux 5.8+ lets anyone make one), an opaque marker the
+    opaque xattr on its directory.  Paths resolve within the upper only, so
+    the layer must not reach through symlinks of its lowers (an overlay
+    mount over the lowers is the way for those)."""
+
+    def whiteout(self, raw: str, dirname: str, base: str) -> None:
+        name = base[len(WHITEOUT):]
+        if not name or name in (".", ".."):
+            raise LayerError(f"layer entry {raw!r}: invalid whiteout name")
+        parent = self.resolve_dir(dirname, create=True)
+        self.touch_dir(parent)
+        if base == OPAQUE:
+            os.setxattr(self.host(parent), OPAQUE_XATTR, b"y", follow_symlinks=False)
+            return
+        rel = f"{parent}/{name}" if parent else name
+        if os.path.lexists(self.host(rel)):
+            if rel in self.upper:
+                return  # this layer's own entry: the whiteout hides the lowers' only
+            self.remove(rel, os.lstat(self.host(rel)))
+        os.mknod(self.host(rel), stat.S_IFCHR, os.makedev(0, 0))
+
+    def xattrs(self, ti: tarfile.TarInfo, rel: str) -> dict[str, bytes]:
+        return {k: v for k, v in super().xattrs(ti, rel).items() if not k.startswith(PRIVATE_XATTR)}
+
+
+def unpack_layer_as_upper(tar_stream: BinaryIO, upper: str | os.PathLike, opts: MapOptions) -> None:
+    """Write the uncompressed layer tar as an overlay upper directory (umoci's
+    OverlayfsRootfs unpack), to be mounted over the layers below it."""
+    _UpperExtractor(os.fspath(upper), opts, False, None).run(TarStream(tar_stream))
