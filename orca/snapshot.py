@@ -20,7 +20,7 @@ from umoci_py.cas import Layout
 from umoci_py.errors import LayerError
 from umoci_py.layer.extract import MapOptions, extract_layer
 from umoci_py.layer.generate import generate_layer
-from umoci_py.layer.overlay import PRIVATE_XATTR, generate_upper_layer, upper_changes, with_parents
+from umoci_py.layer.overlay import PRIVATE_XATTR, generate_upper_layer, layer_changes, upper_changes
 from umoci_py.unpack import InflateLimit
 
 from orca import userns
@@ -107,7 +107,7 @@ class Snapshot:
         the store: (descriptor, diff_id), or None when nothing changed.
         root=False leaves the root directory itself out of the layer."""
         current = self._walk()
-        deltas = with_parents(mtree.simplify_filter(mtree.layer_deltas(self.baseline, current)))
+        deltas = layer_changes(self.baseline, current)
         if not root:
             deltas = [d for d in deltas if d.path != "."]
         if not deltas:
@@ -166,8 +166,12 @@ class OverlayRootfs:
         if self.upper is not None and ids == self.chain:
             return self.rootfs
         self._unmount()
-        for i in self.store.use(ids, self.lease):
-            self._extract(ids, ids.index(i), layers[ids.index(i)], diff_ids[ids.index(i)])
+        missing = set(self.store.use(ids, self.lease))
+        for i, sid in enumerate(ids):
+            if sid in missing:
+                with self.store.making(sid):  # stages of one build on one base extract it once
+                    if not self.store.has(sid):
+                        self._extract(ids, i, layers[i], diff_ids[i])
         self.chain = ids
         self.upper, work = self._fresh_upper(ids[-1] if ids else None)
         userns.mount_overlay(self._lowers(ids), str(self.upper), str(work), str(self.rootfs))

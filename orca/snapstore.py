@@ -29,6 +29,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -158,6 +159,13 @@ class SnapshotStore:
         self.empty = self.root / "empty"
         self.empty.mkdir(parents=True, exist_ok=True)
         self._lock = self.root / ".lock"
+        self._making: dict[str, threading.Lock] = {}
+        self._making_lock = threading.Lock()
+
+    def making(self, sid: str) -> threading.Lock:
+        """The lock a thread holds while it makes snapshot sid."""
+        with self._making_lock:
+            return self._making.setdefault(sid, threading.Lock())
 
     def diff(self, sid: str) -> Path:
         return self.root / sid / "diff"

@@ -49,6 +49,7 @@ class _CapData(ctypes.Structure):
 
 
 _entered = False
+_own_userns = False  # capabilities to raise around mounts, dropped otherwise
 
 
 def _caps() -> tuple[_CapHeader, ctypes.Array]:
@@ -70,17 +71,27 @@ def _set_effective(full: bool) -> None:
 
 
 def enter() -> str | None:
-    """Enter a user+mount namespace mapping our ids to themselves; None on
-    success (or if already in it), else why not.  Must run while the process
-    has a single thread."""
-    global _entered
+    """Enter a user+mount namespace mapping our ids to themselves (root: a
+    mount namespace only, keeping its powers); None on success (or if
+    already in it), else why not.  Must run while the process has a single
+    thread."""
+    global _entered, _own_userns
     if _entered:
         return None
     uid, gid = os.getuid(), os.getgid()
+    if os.geteuid() == 0:
+        try:
+            linux.unshare(linux.CLONE_NEWNS)
+            linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        except OSError as err:
+            return f"cannot create a mount namespace: {err.strerror}"
+        _entered = True
+        return None
     try:
         linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
     except OSError as err:
         return f"cannot create a user namespace: {err.strerror}"
+    _own_userns = True
     try:
         for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
             with open(f"/proc/self/{name}", "w") as f:
@@ -98,6 +109,9 @@ def active() -> bool:
 
 @contextmanager
 def _privileged():
+    if not _own_userns:
+        yield
+        return
     _set_effective(True)
     try:
         yield

@@ -56,10 +56,14 @@ def manifest(root: str | os.PathLike) -> dict[str, dict[str, str]]:
 
 
 def _public(keywords: dict[str, str]) -> dict[str, str]:
+    """Keywords that tell a change: overlay's xattrs left out, and a
+    directory's nlink (an upper's counts the upper's subdirectories only;
+    a subdirectory added or removed shows as its own delta)."""
     private = "xattr." + PRIVATE_XATTR
-    if not any(k.startswith(private) for k in keywords):
-        return keywords
-    return {k: v for k, v in keywords.items() if not k.startswith(private)}
+    out = {k: v for k, v in keywords.items() if not k.startswith(private)}
+    if out.get("type") == "dir":
+        out.pop("nlink", None)
+    return out
 
 
 def _below(paths: list[str], prefix: str) -> list[str]:
@@ -89,42 +93,57 @@ def upper_changes(upper: str | os.PathLike, lower: dict[str, dict[str, str]],
     the merged tree.  lowers are the lower directories, topmost first (read
     only to compare the content of a file copied up unchanged)."""
     upper = os.fspath(upper)
-    paths = sorted(lower)
+    walked = mtree.walk(upper, KEYWORDS, True)
     merged = dict(lower)
-    deltas: list[mtree.Delta] = []
+    touched: set[str] = set()
+    content: set[str] = set()  # copied up equal in every keyword but the content
+    hidden: list[str] = []     # paths whose lower entries below are gone
     opaque: list[str] = []
-    deleted: list[str] = []    # whiteouts: the path and what was below it
-    replaced: list[str] = []   # lower directories an upper non-directory replaced
-    for entry in mtree.walk(upper, KEYWORDS, True).entries:
+    for entry in walked.entries:
         rel = entry.path
         host = upper if rel == "." else os.path.join(upper, rel)
         if entry.type == "char" and is_whiteout(os.lstat(host)):
-            deleted.append(rel)
+            merged.pop(rel, None)
+            touched.add(rel)
+            hidden.append(rel)
             continue
-        if entry.type == "dir" and f"xattr.{OPAQUE_XATTR}" in entry.keywords:
-            opaque.append(rel)
         keywords = _public(entry.keywords)
         old = lower.get(rel)
-        merged[rel] = keywords
-        if old is None:
-            deltas.append(mtree.Delta(rel, "extra"))
-        elif old != keywords:
-            deltas.append(mtree.Delta(rel, "modified"))
-        elif entry.type == "file":
+        if entry.type == "dir" and f"xattr.{OPAQUE_XATTR}" in entry.keywords:
+            opaque.append(rel)
+        elif entry.type != "dir":
+            hidden.append(rel)
+        if old == keywords and entry.type == "file":
             source = _lower_file(lowers, rel)
             if source is None or not filecmp.cmp(source, host, shallow=False):
-                deltas.append(mtree.Delta(rel, "modified"))
-        if old is not None and old.get("type") == "dir" and entry.type != "dir":
-            replaced.append(rel)
-    gone = {rel for rel in deleted if rel in lower}
-    for rel in deleted + replaced:
-        gone.update(_below(paths, rel))
+                content.add(rel)
+        merged[rel] = keywords
+        touched.add(rel)
+    paths = sorted(lower)
+    for rel in hidden:
+        for gone in _below(paths, rel):
+            merged.pop(gone, None)
+            touched.add(gone)
     for rel in opaque:
-        gone.update(p for p in _below(paths, rel) if not os.path.lexists(os.path.join(upper, p)))
-    for rel in sorted(gone):
-        merged.pop(rel, None)
-        deltas.append(mtree.Delta(rel, "missing"))
-    return with_parents(deltas), merged
+        for gone in _below(paths, rel):
+            if gone not in touched:  # not held again by the upper
+                merged.pop(gone, None)
+                touched.add(gone)
+    # The fallback's full-tree compare, on the only paths that can differ
+    # (a content change shows as digests that differ: only keywords on both sides count)
+    old = mtree.Manifest([mtree.Entry(p, {**lower[p], "sha256digest": "lower"} if p in content else lower[p])
+                          for p in touched if p in lower])
+    new = mtree.Manifest([mtree.Entry(p, {**merged[p], "sha256digest": "upper"} if p in content else merged[p])
+                          for p in touched if p in merged],
+                         inodes={p: ino for p, ino in walked.inodes.items() if p in merged})
+    return layer_changes(old, new), merged
+
+
+def layer_changes(old: mtree.Manifest, new: mtree.Manifest) -> list[mtree.Delta]:
+    """What a layer holds to turn the tree old into new: a type change as a
+    whiteout and an entry, hard-link groups whole, one whiteout per removed
+    tree, and the directories above every change."""
+    return with_parents(mtree.simplify_filter(mtree.layer_deltas(old, new)))
 
 
 def with_parents(deltas: list[mtree.Delta]) -> list[mtree.Delta]:
