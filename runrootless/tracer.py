@@ -210,6 +210,20 @@ class Tracer:
         task = self.tasks.get(pid)
         return None if task is None else task.creds
 
+    def creds_in_container(self, pid: int) -> Creds:
+        """The fake credentials of the process whose pid in the container is pid.
+
+        Untraced processes have the initial ones; traced ones are found by
+        their NSpid (only for SO_PEERCRED, once per connection).
+        """
+        for tid, task in list(self.tasks.items()):
+            try:
+                if self.tracee(tid).files.own_pid() == pid:
+                    return task.creds
+            except OSError:
+                continue
+        return self.initial
+
     def is_seized(self, pid: int) -> bool:
         task = self.tasks.get(pid)
         return task is not None and task.exec_events
@@ -463,7 +477,7 @@ class Tracer:
                      handler: Callable) -> tuple[Return | AtExit | None, Call]:
         view = self.tracee(pid)
         call = Call(number, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9),
-                    task.creds, view.mem, view.files)
+                    task.creds, view.mem, view.files, self.creds_in_container)
         try:
             return handler(call), call
         except OSError as err:

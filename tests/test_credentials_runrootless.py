@@ -266,3 +266,26 @@ def test_sockets_fifos_and_symlinks_chmod_and_chown_by_their_owner(bundle, debia
                    "rootfifo": (APP, 0, 0o640)}
     assert layer["tmp/s/p"].isfifo() and layer["tmp/s/l"].issym()
     assert "tmp/s/sock" not in layer   # a tar layer has no sockets (docker and umoci leave them out)
+
+
+PEER_SERVER = """use Socket; $| = 1;
+socketpair(A, B, AF_UNIX, SOCK_STREAM, 0) or die;
+print join(" ", (unpack "iII", getsockopt(A, SOL_SOCKET, SO_PEERCRED))[1, 2]), "\\n";
+socket(S, PF_UNIX, SOCK_STREAM, 0) or die; bind(S, pack_sockaddr_un("/tmp/s/peer")) or die; listen(S, 1);
+print "ready\\n";
+accept(C, S) or die;
+print join(" ", (unpack "iII", getsockopt(C, SOL_SOCKET, SO_PEERCRED))[1, 2]), "\\n";
+"""
+PEER_CLIENT = ('use Socket; socket(C, PF_UNIX, SOCK_STREAM, 0) or die; '
+               'connect(C, pack_sockaddr_un("/tmp/s/peer")) or die "connect: $!"')
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["notify", "ptrace"])
+def test_so_peercred_reports_the_peers_fake_ids(bundle, notify):
+    # postgres's peer authentication: the server (app) asks who its client (nobody) is.
+    (bundle / "rootfs/usr/local/bin/peer-server").write_text(PEER_SERVER)
+    (bundle / "rootfs/usr/local/bin/peer-client").write_text(PEER_CLIENT)
+    script = ("runuser -u app -- perl /usr/local/bin/peer-server | { read own; echo $own; read ready; "
+              "runuser -u nobody -- perl /usr/local/bin/peer-client; cat; }")
+    status, out = run_sh(bundle, script, notify=notify)
+    assert (status, out.splitlines()) == (0, [f"{APP} {APP}", "65534 65534"])

@@ -185,6 +185,19 @@ def test_setfsuid_alone_needs_emulation_and_setreuid_moves_the_saved_uid():
     assert not settled(kept)          # PR_SET_KEEPCAPS: capset can still raise CAP_SETUID
 
 
+def test_so_peercred_is_patched_with_the_peers_fake_effective_ids():
+    mem = FakeMemory()
+    ucred, size = mem.put(struct.pack("iII", 42, 0, 0)), mem.put(struct.pack("I", 12))
+    peers = {42: Creds(ruid=5, euid=1234, egid=100)}
+    call = Call(nr.GETSOCKOPT, (3, 1, 17, ucred, size, 0), Creds.of(70, 70), mem, None, peers.__getitem__)
+    patch = ids.getsockopt(call)
+    assert isinstance(patch, AtExit)
+    assert patch.fn(call, 0) is None
+    assert struct.unpack("iII", mem.read(ucred, 12)) == (42, 1234, 100)
+    other = Call(nr.GETSOCKOPT, (3, 1, 4, ucred, size, 0), Creds.of(70, 70), mem, None, peers.__getitem__)
+    assert ids.getsockopt(other) is None          # SO_ERROR: the kernel's answer
+
+
 # ---- chown ----------------------------------------------------------------
 
 def test_chown_merges_minus_one_with_the_recorded_owner(env):

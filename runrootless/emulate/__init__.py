@@ -7,9 +7,9 @@ from .. import syscalls as nr
 from . import ids, mknod, owner, stat, user, xattr
 
 TABLE = {**ids.HANDLERS, **owner.HANDLERS, **stat.HANDLERS, **mknod.HANDLERS, **xattr.HANDLERS,
-         **user.HANDLERS}
+         **user.HANDLERS, **ids.USER_HANDLERS}
 # Trapped only by the user filter, in processes with fake non-root credentials.
-USER_ONLY = frozenset(user.HANDLERS)
+USER_ONLY = frozenset(user.HANDLERS) | frozenset(ids.USER_HANDLERS)
 # set*id calls after which a process may need the user filter.
 SETID = frozenset({nr.SETUID, nr.SETGID, nr.SETREUID, nr.SETREGID, nr.SETRESUID, nr.SETRESGID,
                    nr.SETFSUID, nr.SETFSGID})

@@ -339,14 +339,17 @@ def errno_of(err: OSError) -> Return:
 class Call:
     """One trapped syscall: number, six raw argument registers and the caller's state."""
 
-    __slots__ = ("nr", "args", "creds", "mem", "files")
+    __slots__ = ("nr", "args", "creds", "mem", "files", "peers")
 
-    def __init__(self, nr: int, args: tuple[int, ...], creds: Creds, mem: Memory, files: TraceeFiles):
+    def __init__(self, nr: int, args: tuple[int, ...], creds: Creds, mem: Memory, files: TraceeFiles,
+                 peers: Callable[[int], Creds] | None = None):
         self.nr = nr
         self.args = args
         self.creds = creds
         self.mem = mem
         self.files = files
+        # The fake credentials of another process of the container, by its pid there.
+        self.peers = peers
 
     def int_arg(self, i: int) -> int:
         """Argument i as a signed C int."""

@@ -14,7 +14,7 @@ import stat as st
 import struct
 
 from .. import syscalls as nr
-from .base import NOCHANGE, Call, Creds, Return
+from .base import NOCHANGE, AtExit, Call, Creds, Return
 
 NGROUPS_MAX = 65536
 
@@ -226,6 +226,37 @@ def capset(call: Call) -> Return | None:
     c.cap_effective = bool(effective & CAP_SETID_BITS) and c.cap_permitted
     return None
 
+
+SOL_SOCKET = 1
+SO_PEERCRED = 17
+UCRED = struct.Struct("iII")   # struct ucred: pid, uid, gid
+
+
+def getsockopt(call: Call) -> AtExit | None:
+    """SO_PEERCRED reports the peer's fake effective ids (the kernel's are all 0).
+
+    A server such as postgres checks a Unix socket's peer this way (peer
+    authentication).  The peer's ids are its current ones, not those it had
+    when it connected.
+    """
+    if call.int_arg(1) != SOL_SOCKET or call.int_arg(2) != SO_PEERCRED or call.peers is None:
+        return None
+
+    def patch(call: Call, result: int) -> None:
+        if result != 0:
+            return
+        size = call.mem.read(call.args[4], 4)
+        data = call.mem.read(call.args[3], UCRED.size)
+        if len(size) != 4 or struct.unpack("I", size)[0] < UCRED.size or len(data) != UCRED.size:
+            return
+        pid = UCRED.unpack(data)[0]
+        peer = call.peers(pid)
+        call.mem.write(call.args[3], UCRED.pack(pid, peer.euid, peer.egid))
+    return AtExit(patch)
+
+
+# Trapped only by the user filter (see emulate.user): root's processes see the kernel's answer.
+USER_HANDLERS = {nr.GETSOCKOPT: getsockopt}
 
 HANDLERS = {
     nr.GETUID: lambda call: Return(call.creds.ruid),
