@@ -134,8 +134,8 @@ def upper_changes(upper: str | os.PathLike, lower: dict[str, dict[str, str]],
     old = mtree.Manifest([mtree.Entry(p, {**lower[p], "sha256digest": "lower"} if p in content else lower[p])
                           for p in touched if p in lower])
     new = mtree.Manifest([mtree.Entry(p, {**merged[p], "sha256digest": "upper"} if p in content else merged[p])
-                          for p in touched if p in merged],
-                         inodes={p: ino for p, ino in walked.inodes.items() if p in merged})
+                          for p in touched if p in merged])
+    new.inodes = {p: ino for p, ino in walked.inodes.items() if p in merged}
     return layer_changes(old, new), merged
 
 
