@@ -17,7 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orca.copy import remove_tree
+from umoci_py.unpriv import remove_tree
+
 from orca.errors import BuildError
 
 KINDS = ("dir", "oci-layout", "docker-image")

@@ -18,7 +18,9 @@ from typing import Callable
 
 import xattr
 
+from umoci_py import securejoin
 from umoci_py.rootless import XATTR_NAME, encode_owner
+from umoci_py.unpriv import remove_tree
 
 from orca.errors import BuildError
 
@@ -32,51 +34,8 @@ class Source:
     globbed: bool   # selected by a wildcard (affects the destination rules)
 
 
-def remove_tree(path: Path) -> None:
-    """rm -rf of a tree we own that may hold mode-000 directories."""
-    if not os.path.lexists(path):
-        return
-    if os.path.isdir(path) and not os.path.islink(path):
-        os.chmod(path, 0o700)
-        for dirpath, dirnames, _ in os.walk(path):
-            for d in dirnames:
-                p = os.path.join(dirpath, d)
-                if not os.path.islink(p):
-                    os.chmod(p, 0o700)
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
-
-
 def _never(_rel: str) -> bool:  # nothing excluded
     return False
-
-
-def secure_join(root: Path, path: str, follow_last: bool = True) -> Path:
-    """root/path with every symlink resolved inside root (absolute targets and
-    ".." are clamped to root, as a chroot would see them)."""
-    root = Path(root)
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    budget = 255
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        if (parts or follow_last) and candidate.is_symlink():
-            budget -= 1
-            if budget == 0:
-                raise BuildError(f"{path}: too many levels of symbolic links")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
 
 
 def select(root: Path, patterns: list[str], what: str, excluded: Excluded = _never) -> list[Source]:
@@ -187,10 +146,10 @@ def destination(rootfs: Path, dest: str, workdir: str, sources: list[Source], wh
         dest = os.path.join(workdir or "/", dest)
     as_dir = dest.endswith("/") or dest.endswith("/.") or len(sources) > 1 or any(s.globbed for s in sources)
     if (len(sources) > 1 or any(s.globbed for s in sources)) and not (dest.endswith("/") or dest.endswith("/.")):
-        if not secure_join(rootfs, dest).is_dir():
+        if not securejoin.join(rootfs, dest).is_dir():
             raise BuildError(f"{what}: when using COPY with more than one source file, "
                              f"the destination must be a directory and end with a /")
-    if secure_join(rootfs, dest).is_dir():
+    if securejoin.join(rootfs, dest).is_dir():
         as_dir = True
     return os.path.normpath(dest), as_dir
 
@@ -216,10 +175,10 @@ def copy_sources(root: Path, sources: list[Source], rootfs: Path, dest: str, des
 
 def _ensure_parent(rootfs: Path, path: str) -> Path:
     parent = os.path.dirname(path)
-    host = secure_join(rootfs, parent)
+    host = securejoin.join(rootfs, parent)
     if not host.is_dir():
         _ensure_parent(rootfs, parent)
-        host = secure_join(rootfs, parent)
+        host = securejoin.join(rootfs, parent)
         if os.path.lexists(host):
             os.unlink(host)
         os.mkdir(host, 0o755)
@@ -328,7 +287,7 @@ def extract_archive(archive: Path, rootfs: Path, dest: str) -> None:
         else:
             stream = raw
         _ensure_parent(rootfs, os.path.join(dest, "x"))
-        extract_layer(stream, secure_join(rootfs, dest), MapOptions(rootless=True, uid_map=[], gid_map=[]))
+        extract_layer(stream, securejoin.join(rootfs, dest), MapOptions(rootless=True, uid_map=[], gid_map=[]))
 
 
 def fetch_url(url: str, checksum: str | None, into: Path, what: str) -> Path:
@@ -355,11 +314,11 @@ def fetch_url(url: str, checksum: str | None, into: Path, what: str) -> Path:
 
 def make_dirs(rootfs: Path, path: str, owner: tuple[int, int] | None) -> None:
     """mkdir -p inside the rootfs; new directories get the owner (WORKDIR)."""
-    host = secure_join(rootfs, path)
+    host = securejoin.join(rootfs, path)
     if host.is_dir():
         return
     make_dirs(rootfs, os.path.dirname(path.rstrip("/")) or "/", owner)
-    host = secure_join(rootfs, path)
+    host = securejoin.join(rootfs, path)
     parent = host.parent
     _make_writable(parent)
     if os.path.lexists(host):
@@ -374,24 +333,24 @@ def mount_point(rootfs: Path, target: str, is_dir: bool = True) -> Callable[[], 
     """Create what a mount needs at target; the returned undo removes exactly
     what was created and restores the times of the directory it was made in,
     so a RUN mount leaves no trace in the step's layer."""
-    host = secure_join(rootfs, target)
+    host = securejoin.join(rootfs, target)
     if os.path.lexists(host):
         return _never_undo
     missing = []
     probe = target.rstrip("/")
-    while probe and not os.path.lexists(secure_join(rootfs, probe)):
+    while probe and not os.path.lexists(securejoin.join(rootfs, probe)):
         missing.append(probe)
         probe = os.path.dirname(probe)
-    anchor = secure_join(rootfs, probe or "/")
+    anchor = securejoin.join(rootfs, probe or "/")
     st = os.stat(anchor)
     for p in reversed(missing):
-        h = secure_join(rootfs, p)
+        h = securejoin.join(rootfs, p)
         _make_writable(h.parent)
         if p == missing[0] and not is_dir:
             h.touch()
         else:
             os.mkdir(h, 0o755)
-    first = secure_join(rootfs, missing[-1])
+    first = securejoin.join(rootfs, missing[-1])
 
     def undo() -> None:
         remove_tree(first)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from umoci_py import rootless
+from umoci_py import rootless, securejoin
+from umoci_py.unpriv import remove_tree
 
 from orca import copy as cp
 from orca.cache import CacheStore
-from orca.copy import remove_tree
 from orca.dockerfile.instructions import Mount
 from orca.errors import BuildError
 
@@ -233,7 +233,7 @@ def ssh_mount(m: Mount, target: str, site: MountSite) -> RunMount:
         holder = _holder(site)
         forward = AgentForward(holder / "agent.sock", upstream, mode)
         undo_point = cp.mount_point(rootfs, target, is_dir=False)
-        parent = cp.secure_join(rootfs, posixpath.dirname(target))
+        parent = securejoin.join(rootfs, posixpath.dirname(target))
         saved = _side_records(parent)
         rootless.write_side(parent, posixpath.basename(target), os.stat(forward.path).st_ino,
                             (m.uid or 0, m.gid or 0))

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
+from umoci_py.unpriv import remove_tree
 
-from orca.copy import remove_tree
 from orca.errors import OrcaError
 
 # tarfile and the layer code are imported by the exporters that use them:

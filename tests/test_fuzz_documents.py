@@ -16,7 +16,7 @@ from umoci_py import rootless, schemas
 from umoci_py.bundle import read_umoci_json
 from umoci_py.cas import Layout
 from umoci_py.errors import LayerError, UmociError
-from umoci_py.unpack import remove_tree
+from umoci_py.unpriv import remove_tree
 
 KEYS = st.sampled_from(["schemaVersion", "mediaType", "digest", "size", "manifests", "layers", "config",
                         "annotations", "rootfs", "diff_ids", "type", "os", "architecture", "platform",

@@ -17,7 +17,7 @@ from hostile.corpus import make_canary, member, snapshot, tar
 from umoci_py.errors import UmociError
 from umoci_py.layer.extract import MapOptions, extract_layer
 from umoci_py.layer.tarstream import TarStream
-from umoci_py.unpack import remove_tree
+from umoci_py.unpriv import remove_tree
 
 ROOTLESS = MapOptions(rootless=True)
 PARTS = st.sampled_from(["a", "b", "..", ".", "", "canary", ".wh.a", ".wh..wh..opq", ".wh..", "d\n",

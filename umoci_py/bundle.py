@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from umoci_py import jsonenc, schemas, unpriv
+from umoci_py import jsonenc, schemas, securejoin, unpriv
 from umoci_py.errors import BundleError, UsageError
-from umoci_py.layer.extract import IdMap, MapOptions, secure_resolve
+from umoci_py.layer.extract import IdMap, MapOptions
 
 CONFIG_JSON = "config.json"
 UMOCI_JSON = "umoci.json"
@@ -46,7 +46,7 @@ def _read_db(rootfs: Path, name: str, min_fields: int) -> list[list[str]]:
     directory or file on the way is opened up for the read (unpriv)."""
     with unpriv.Access(str(rootfs)) as access:
         try:
-            rel = secure_resolve(access.root, name, access)
+            rel = securejoin.resolve(access.root, name, access)
             with unpriv.open_read(access, rel) as f:
                 text = f.read().decode(errors="replace")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):

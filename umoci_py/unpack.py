@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
-import shutil
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from umoci_py import compress, mediatypes, mtree, refs
 from umoci_py.cas import Layout
 from umoci_py.errors import BundleError, LayerError
 from umoci_py.layer.extract import MapOptions, extract_layer
+from umoci_py.unpriv import remove_tree
 
 _CHUNK = 1 << 20
 
@@ -123,25 +122,6 @@ class _LayerStream:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def remove_tree(path: Path) -> None:
-    """rm -rf that also gets through mode-000 directories we own."""
-    if not os.path.lexists(path):
-        return
-    if not path.is_dir() or path.is_symlink():
-        path.unlink()
-        return
-
-    # Top-down, so each directory is opened up before the walk enters it.
-    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | 0o700)
-    for dirpath, dirnames, _ in os.walk(path):
-        for name in dirnames:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
-                os.chmod(full, stat.S_IMODE(st.st_mode) | 0o700)
-    shutil.rmtree(path)
 
 
 def _load_image(layout: Layout, tag: str, platform) -> tuple[list[dict], dict, dict]:

@@ -5,12 +5,14 @@ Images carry mode-000 files and directories (``/etc/gshadow``, ``/root`` at
 umoci's pkg/unpriv we retry a denied operation after temporarily adding
 permission bits to the path's ancestors (and the path itself when asked),
 and put back the original modes and times afterwards.  Nothing here ever
-leaves the root: paths are relative to it and already resolved.
+leaves the root: paths are relative to it and already resolved.  Removing a
+tree is the same problem, so the one rm -rf (remove_tree) lives here too.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from typing import Callable, TypeVar
 
@@ -115,15 +117,42 @@ def listdir(access: Access, rel: str) -> list[str]:
 
 
 def rmtree(access: Access, rel: str) -> None:
-    """Remove rel and everything below it, whatever their modes."""
+    """Remove rel and everything below it, whatever their modes; ancestors
+    that deny us are opened until access restores them."""
     path = access.host(rel)
-    st = access.call(rel, lambda: os.lstat(path))
-    if stat.S_ISDIR(st.st_mode):
-        if st.st_mode & 0o700 != 0o700:
-            os.chmod(path, 0o700)
-        for name in os.listdir(path):
-            rmtree(access, f"{rel}/{name}" if rel else name)
-        access.call(rel, lambda: os.rmdir(path))
-    else:
-        access.call(rel, lambda: os.unlink(path))
-    access.saved.pop(rel, None)
+    access.call(rel, lambda: remove_tree(path))
+    below = rel + "/"
+    for gone in [r for r in access.saved if not rel or r == rel or r.startswith(below)]:
+        del access.saved[gone]
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """rm -rf of a tree we own, through the directories in it that deny us
+    (mode 000, read-only).  A symlink is removed, never followed.  Nothing
+    above path is changed: if its parent denies us, PermissionError."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    try:
+        shutil.rmtree(path)  # most trees have no directory that denies us
+    except PermissionError:
+        _open_tree(path)
+        shutil.rmtree(path)
+
+
+def _open_tree(path: str | os.PathLike) -> None:
+    """Give every directory in the tree at path our rwx bits, top-down so
+    that each is opened before the walk enters it."""
+    st = os.lstat(path)
+    if st.st_mode & 0o700 != 0o700:
+        os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
+                os.chmod(full, stat.S_IMODE(st.st_mode) | 0o700)

@@ -1,8 +1,8 @@
 """Apply one uncompressed layer tar to a rootfs, as umoci unpack does.
 
 Every entry path, and every hard-link target, is resolved component by
-component inside the rootfs (symlinks followed but clamped to the root, like
-filepath-securejoin), so no entry can write outside it.  In rootless mode the
+component inside the rootfs (symlinks followed but clamped to the root, see
+securejoin), so no entry can write outside it.  In rootless mode the
 tar owner goes into the ``user.rootlesscontainers`` xattr instead of lchown,
 device nodes become placeholder files, and denied paths are opened up
 temporarily (see unpriv).
@@ -19,12 +19,11 @@ import queue
 import stat
 import tarfile
 import threading
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import BinaryIO
 
-from .. import rootless, unpriv
+from .. import rootless, securejoin, unpriv
 from ..errors import LayerError
 from ..mtree import DigestCache
 from .tarstream import TarStream
@@ -39,7 +38,6 @@ DEVICE_XATTR = "user.orca.device"
 PAX_XATTR = "SCHILY.xattr."
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
-MAX_SYMLINKS = 255
 
 
 @dataclass(frozen=True)
@@ -71,42 +69,6 @@ def map_id(maps: list[IdMap], value: int, what: str, where: str, to_host: bool =
 def clean(name: str) -> str:
     """Tar entry name -> path relative to the root, '..' clamped at the root."""
     return posixpath.normpath("/" + name).lstrip("/")
-
-
-def secure_resolve(root: str, unsafe: str, access: unpriv.Access | None = None) -> str:
-    """Resolve every component of unsafe inside root (symlinks included),
-    returning a path relative to root that contains no symlinks.  With
-    access (whose root is root), directories on the way that deny us are
-    opened until access restores them, as umoci's unpriv-wrapped SecureJoin."""
-    parts = deque(p for p in unsafe.split("/") if p not in ("", "."))
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.popleft()
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            if access is None:
-                st = os.lstat(candidate)
-            else:
-                st = access.call("/".join([*resolved, part]), lambda: os.lstat(candidate))
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > MAX_SYMLINKS:
-                raise LayerError(f"{unsafe}: too many levels of symbolic links")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts.extendleft(reversed([p for p in target.split("/") if p not in ("", ".")]))
-            continue
-        resolved.append(part)
-    return "/".join(resolved)
 
 
 def in_user_namespace() -> bool:
@@ -248,7 +210,7 @@ class _Extractor:
             raise LayerError(f"layer entry {ti.name!r}: {e.strerror or e}") from None
 
     def resolved_name(self, dirname: str, base: str) -> str:
-        parent = secure_resolve(self.root, dirname, self.access)
+        parent = securejoin.resolve(self.root, dirname, self.access)
         return f"{parent}/{base}" if parent else base
 
     def resolve_dir(self, dirname: str, create: bool) -> str:
@@ -257,7 +219,7 @@ class _Extractor:
         cached = self.dirs.get(dirname)
         if cached is not None:
             return cached
-        rel = secure_resolve(self.root, dirname, self.access)
+        rel = securejoin.resolve(self.root, dirname, self.access)
         if create:
             self.makedirs(rel)
             self.dirs[dirname] = rel
@@ -332,7 +294,7 @@ class _Extractor:
         link to anything else, a dangling one or a loop (then it is an
         ordinary path, replaced like umoci's)."""
         try:
-            target = secure_resolve(self.root, rel, self.access)
+            target = securejoin.resolve(self.root, rel, self.access)
             tst = os.lstat(self.host(target))
         except (LayerError, FileNotFoundError, NotADirectoryError):
             return None
@@ -417,7 +379,7 @@ class _Extractor:
 
     def hardlink(self, ti: tarfile.TarInfo, rel: str) -> None:
         ldir, lbase = posixpath.split(clean(ti.linkname))
-        source = secure_resolve(self.root, ldir, self.access)
+        source = securejoin.resolve(self.root, ldir, self.access)
         source = f"{source}/{lbase}" if source else lbase
         if not lbase or not os.path.lexists(self.host(source)):
             raise LayerError(f"layer entry {ti.name!r}: hard link to missing {ti.linkname!r}")
@@ -533,7 +495,7 @@ class _Extractor:
         if base[len(WHITEOUT):] in (".", ".."):
             # It would name the directory itself or its parent.
             raise LayerError(f"layer entry {raw!r}: invalid whiteout name")
-        parent = secure_resolve(self.root, dirname, self.access)
+        parent = securejoin.resolve(self.root, dirname, self.access)
         if not os.path.isdir(self.host(parent)) or os.path.islink(self.host(parent)):
             return
         if base == OPAQUE:
