@@ -9,7 +9,6 @@ digest; the caller points the tag at the returned root descriptor.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import re
 import time
@@ -17,12 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import BinaryIO
 
-from umoci_py import compress, mediatypes
+from umoci_py import mediatypes
 from umoci_py.cas import Layout
 from umoci_py.errors import LayoutError, UsageError
+from umoci_py.layer.blob import write_layer
 
 UNCOMPRESSED_SIZE_ANNOTATION = "ci.umo.uncompressed_blob_size"
-_CHUNK = 1 << 20
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
@@ -95,21 +94,6 @@ def pick_compression(layers: list[dict]) -> str:
     return "gzip"
 
 
-class _HashingReader:
-    """Pass-through that hashes and counts what is read."""
-
-    def __init__(self, stream: BinaryIO):
-        self._stream = stream
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        self.sha256.update(data)
-        self.size += len(data)
-        return data
-
-
 class Mutator:
     """Pending changes to the image manifest at the end of `descriptor_path`."""
 
@@ -135,18 +119,13 @@ class Mutator:
         """Store an uncompressed tar as a new top layer; returns its descriptor."""
         algorithm = (pick_compression(self.manifest.get("layers", []))
                      if compress_algorithm == "auto" else compress_algorithm)
-        source = _HashingReader(tar_stream)
-        with self.layout.blob_writer() as blob:
-            with compress.writer(blob, algorithm) as out:
-                while chunk := source.read(_CHUNK):
-                    out.write(chunk)
-        descriptor = {"mediaType": compress.media_type_for(algorithm),
-                      "digest": blob.digest, "size": blob.size}
-        if blob.size != source.size:
-            descriptor["annotations"] = {UNCOMPRESSED_SIZE_ANNOTATION: str(source.size)}
+        layer = write_layer(self.layout, tar_stream, algorithm)
+        descriptor = dict(layer.descriptor)
+        if layer.descriptor["size"] != layer.uncompressed_size:
+            descriptor["annotations"] = {UNCOMPRESSED_SIZE_ANNOTATION: str(layer.uncompressed_size)}
         self.manifest.setdefault("layers", []).append(descriptor)
         rootfs = self.config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
-        rootfs.setdefault("diff_ids", []).append("sha256:" + source.sha256.hexdigest())
+        rootfs.setdefault("diff_ids", []).append(layer.diff_id)
         if history is not None:
             self.add_history(history)
         return descriptor

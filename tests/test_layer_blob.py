@@ -1,0 +1,33 @@
+"""layer.blob.write_layer: the one way a layer tar becomes a layout blob."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+
+from umoci_py import compress, mediatypes
+from umoci_py.cas import Layout
+from umoci_py.layer.blob import write_layer
+
+from umoci_py_helpers import blob_path
+
+TAR = os.urandom(3 << 20) + bytes(1 << 20)  # more than one read chunk; stream contents are opaque here
+
+
+@pytest.mark.parametrize("algorithm,media_type", [("gzip", mediatypes.LAYER_GZIP),
+                                                  ("zstd", mediatypes.LAYER_ZSTD),
+                                                  ("none", mediatypes.LAYER)])
+def test_blob_digest_diff_id_and_sizes(tmp_path, algorithm, media_type):
+    layout = Layout.init(tmp_path / "oci")
+    layer = write_layer(layout, io.BytesIO(TAR), algorithm)
+    stored = blob_path(tmp_path / "oci", layer.descriptor["digest"]).read_bytes()
+    assert layer.descriptor == {"mediaType": media_type, "size": len(stored),
+                                "digest": "sha256:" + hashlib.sha256(stored).hexdigest()}
+    assert layer.diff_id == "sha256:" + hashlib.sha256(TAR).hexdigest()
+    assert layer.uncompressed_size == len(TAR)
+    assert compress.reader(io.BytesIO(stored), media_type).read() == TAR
+    if algorithm == "none":
+        assert layer.descriptor["digest"] == layer.diff_id
