@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from umoci_py import jsonload
 from umoci_py.errors import BundleError
 
 # Destinations the sandbox always provides itself (see sandbox.py).
@@ -48,13 +48,9 @@ def spec_from_bundle(bundle_dir) -> RunSpec:
     bundle = Path(bundle_dir)
     path = bundle / "config.json"
     try:
-        config = json.loads(path.read_text())
+        config = jsonload.load(path, BundleError, "cannot read runtime config", dict)
     except FileNotFoundError:
         raise BundleError(f"{path}: no such file (not a runtime bundle?)") from None
-    except (OSError, ValueError) as err:
-        raise BundleError(f"{path}: cannot read runtime config: {err}") from None
-    except RecursionError:
-        raise BundleError(f"{path}: cannot read runtime config: JSON nested too deeply") from None
     try:
         process = config["process"]
         args = [str(a) for a in process["args"]]

@@ -69,7 +69,7 @@ def hostile_registry():
     thread.join()
 
 
-@pytest.mark.parametrize("repo, fragment", [("deep", "not JSON (nested too deeply)"), ("err", "500")])
+@pytest.mark.parametrize("repo, fragment", [("deep", "not JSON: nested too deeply"), ("err", "500")])
 def test_nested_json_from_a_registry_is_a_one_line_error(tmp_path, hostile_registry, repo, fragment):
     proc = subprocess.run([sys.executable, "-c", "from orca.cli import main; main()", "pull",
                            "--layout", str(tmp_path / "layout"), "--insecure-registry", hostile_registry,

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from umoci_py import jsonenc, schemas, securejoin, unpriv
+from umoci_py import jsonenc, jsonload, schemas, securejoin, unpriv
 from umoci_py.errors import BundleError, UsageError
 from umoci_py.layer.extract import IdMap, MapOptions
 
@@ -295,13 +295,9 @@ def read_umoci_json(bundle: Path) -> tuple[list[dict], MapOptions]:
     """(descriptor path, map options) recorded by unpack."""
     path = bundle / UMOCI_JSON
     try:
-        doc = json.loads(path.read_bytes())
+        doc = jsonload.load(path, BundleError, "cannot read")
     except FileNotFoundError:
         raise BundleError(f"{path}: missing: {bundle} is not an unpacked bundle") from None
-    except (ValueError, OSError) as err:
-        raise BundleError(f"{path}: cannot read: {err}") from None
-    except RecursionError:
-        raise BundleError(f"{path}: cannot read: JSON nested too deeply") from None
     schemas.validate(doc, "umoci-json", str(path))
     if doc.get("umoci_version") != "2" or doc.get("whiteout_mode", 0) != 0:
         raise BundleError(f"{path}: unsupported umoci_version {doc.get('umoci_version')!r} "

@@ -19,7 +19,6 @@ import contextlib
 import errno
 import fcntl
 import io
-import json
 import os
 import shutil
 import stat
@@ -27,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from . import digest as digestmod
-from . import jsonenc, mediatypes, schemas
+from . import jsonenc, jsonload, mediatypes, schemas
 from .errors import BlobError, LayoutError, SchemaError
 
 INDEX_LOCK = ".umoci_py-index.lock"
@@ -404,12 +403,7 @@ class Layout:
 
 
 def _parse_json(data: bytes, source: str) -> dict:
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SchemaError(f"{source}: invalid JSON: {err}") from None
-    except RecursionError:
-        raise SchemaError(f"{source}: invalid JSON: nested too deeply") from None
+    return jsonload.loads(data, source, SchemaError, "invalid JSON")
 
 
 def _load_json(path: Path) -> dict:

@@ -20,7 +20,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-from . import unpriv
+from . import jsonload, unpriv
 from .rootless import read_side, side_owner
 from .errors import BundleError, LayerError
 
@@ -158,11 +158,11 @@ class DigestCache:
         (it only ever saves work, so a bad one is simply dropped)."""
         cache = cls()
         try:
-            with open(path) as f:
-                doc = json.load(f)
+            with open(path, "rb") as f:
+                doc = jsonload.parse(f.read(), dict)
             if doc.get("version") == cls.VERSION:
                 cache.files = {k: tuple(v) for k, v in doc["files"].items()}
-        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        except (OSError, jsonload.Invalid, AttributeError, KeyError, TypeError):
             pass
         return cache
 

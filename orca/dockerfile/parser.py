@@ -8,9 +8,10 @@ checking flags and argument counts.  Nothing here touches the filesystem.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
+
+from umoci_py import jsonload
 
 from orca.dockerfile import instructions as ins
 from orca.dockerfile.lexer import Lexer
@@ -328,18 +329,14 @@ def _maybe_json(rest: str) -> tuple[list[str], bool]:
     text = rest.lstrip()
     if text.startswith("["):
         try:
-            value = json.loads(text, parse_constant=_reject_constant)
-        except ValueError:
+            value = jsonload.parse(text)
+        except jsonload.Invalid:  # not JSON (NaN, nested too deeply...): the shell form, as BuildKit
             value = None
         if isinstance(value, list):
             if not all(isinstance(item, str) for item in value):
                 raise DockerfileError(_NOT_STRINGS)
             return value, True
     return [rest], False
-
-
-def _reject_constant(name: str):
-    raise ValueError(name)  # Go's JSON has no NaN/Infinity
 
 
 def _parse_words(rest: str, escape: str) -> list[str]:

@@ -10,11 +10,12 @@ here logs, so secrets cannot leak into output, images or cache records.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from umoci_py import jsonload
 
 from orca.registry.errors import RegistryError
 
@@ -64,13 +65,9 @@ def _normalise(key: str) -> str:
 def find_credential(registry: str, repository: str, files: list[Path]) -> Credential | None:
     for path in files:
         try:
-            doc = json.loads(path.read_bytes())
+            doc = jsonload.load(path, RegistryError, "cannot read registry credentials", dict)
         except FileNotFoundError:
             continue
-        except (OSError, ValueError) as err:
-            raise RegistryError(f"{path}: cannot read registry credentials: {err}") from None
-        except RecursionError:
-            raise RegistryError(f"{path}: cannot read registry credentials: nested too deeply") from None
         auths = {(_normalise(k) if not k.startswith("https://index.docker.io") else k): v
                  for k, v in (doc.get("auths") or {}).items()}
         for key in _keys_for(registry, repository):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import ssl
 import threading
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
 
+from umoci_py import jsonload
 from umoci_py import mediatypes as mt
 from umoci_py.cas import Layout
 from umoci_py.errors import BlobError
@@ -203,9 +203,9 @@ class Client:
             raise AuthError(f"{what}: {ref.registry}: login refused by its token server "
                             f"({resp.status}{'' if cred else ', no credentials found'})")
         try:
-            doc = json.loads(body)
+            doc = jsonload.parse(body, dict)
             token = doc.get("token") or doc["access_token"]
-        except (ValueError, RecursionError, KeyError, AttributeError):
+        except (jsonload.Invalid, KeyError):
             raise AuthError(f"{what}: token server for {ref.registry} answered HTTP {resp.status} "
                             "without a token") from None
         with self._lock:
@@ -254,9 +254,9 @@ def _reason(err: BaseException) -> str:
 def fail(resp: http.client.HTTPResponse, what: str, ref: Reference) -> RegistryError:
     """The error for an unexpected status; reads the body (registry error codes only)."""
     try:
-        doc = json.loads(resp.read(1 << 16) or b"{}")
+        doc = jsonload.parse(resp.read(1 << 16) or b"{}", dict)
         codes = ", ".join(e.get("code", "") for e in doc.get("errors", []) if isinstance(e, dict))
-    except (ValueError, RecursionError, AttributeError, OSError, http.client.HTTPException):
+    except (jsonload.Invalid, TypeError, OSError, http.client.HTTPException):
         codes = ""
     detail = f" [{codes}]" if codes else ""
     if resp.status == 401:
@@ -420,12 +420,7 @@ def _split(reference: str) -> tuple[str | None, str | None]:
 
 def parse_json(data: bytes, what: str):
     """A document from a registry (or a layout about to be pushed): RegistryError if not JSON."""
-    try:
-        return json.loads(data)
-    except ValueError:
-        raise RegistryError(f"{what}: not JSON") from None
-    except RecursionError:
-        raise RegistryError(f"{what}: not JSON (nested too deeply)") from None
+    return jsonload.loads(data, what, RegistryError, "not JSON")
 
 
 def _media_type(body: bytes, header: str | None, what: str) -> str:
