@@ -23,10 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from umoci_py import jsonload
 from umoci_py.cas import Layout
 from umoci_py.errors import LayoutError
+from umoci_py.unpriv import remove_tree
 
-from orca.copy import remove_tree
 from orca.errors import BuildError
 
 PROXY_ARGS = frozenset({"http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"})
@@ -90,13 +91,11 @@ class CacheStore:
     def get(self, key: str) -> dict | None:
         path = self._record_path(key)
         try:
-            record = json.loads(path.read_bytes())
+            record = jsonload.load(path, BuildError, "corrupt cache record", dict)
             digests = [d["digest"] for d in record["image"]["layers"]]
         except FileNotFoundError:
             return None
-        except RecursionError:
-            raise BuildError(f"{path}: corrupt cache record: nested too deeply") from None
-        except (OSError, ValueError, LookupError, TypeError) as err:
+        except (LookupError, TypeError) as err:
             raise BuildError(f"{path}: corrupt cache record: {type(err).__name__}: {err}") from None
         if not all(self.layout.has_blob(d) for d in digests):
             return None  # pruned underneath us
@@ -126,8 +125,8 @@ class CacheStore:
             if path.name.startswith(".tmp-"):
                 continue
             try:
-                record = json.loads(path.read_bytes())
-            except (OSError, ValueError, RecursionError):
+                record = jsonload.parse(path.read_bytes())
+            except (OSError, jsonload.Invalid):
                 continue
             if isinstance(record, dict) and isinstance(record.get("created"), int):
                 out.append(record)

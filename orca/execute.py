@@ -26,6 +26,7 @@ from umoci_py import mediatypes, refs
 from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
 from umoci_py.mutate import format_time_ns
+from umoci_py.unpriv import remove_tree
 
 from orca import copy as cp
 from orca import mounts as mnt
@@ -38,7 +39,6 @@ from orca.resolve import Image, Resolver
 from orca.runsettings import RunSettings
 from orca.runstep import BUILD_HOSTNAME, CpuSlots, Notes, run_isolated
 from orca.metadata import Annotation, of_kind
-from orca.copy import remove_tree
 from orca.dockerfile import ignore, lexer
 from orca.dockerfile.instructions import parse_chmod, parse_mount, parse_ports
 

@@ -8,7 +8,6 @@ rootfs with a stat-based DigestCache, so unchanged files are not re-read.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import tempfile
@@ -18,13 +17,14 @@ from pathlib import Path
 from umoci_py import compress, mtree
 from umoci_py.cas import Layout
 from umoci_py.errors import LayerError
+from umoci_py.layer import blob as layer_blob
 from umoci_py.layer.extract import MapOptions, extract_layer
 from umoci_py.layer.generate import generate_layer
 from umoci_py.layer.overlay import PRIVATE_XATTR, generate_upper_layer, layer_changes, upper_changes
 from umoci_py.unpack import InflateLimit
+from umoci_py.unpriv import remove_tree
 
 from orca import userns
-from orca.copy import remove_tree
 from orca.snapstore import Lease, SnapshotStore, chain_ids
 
 ROOTLESS = MapOptions(rootless=True, uid_map=[], gid_map=[])
@@ -51,14 +51,8 @@ def write_layer(store: Layout, workdir: Path, write_tar) -> tuple[dict, str]:
     with tempfile.TemporaryFile(dir=workdir) as tar:
         write_tar(tar)
         tar.seek(0)
-        diff = hashlib.sha256()
-        with store.blob_writer() as blob:
-            with compress.writer(blob, "gzip") as out:
-                while chunk := tar.read(1 << 20):
-                    diff.update(chunk)
-                    out.write(chunk)
-    desc = {"mediaType": compress.media_type_for("gzip"), "digest": blob.digest, "size": blob.size}
-    return desc, "sha256:" + diff.hexdigest()
+        layer = layer_blob.write_layer(store, tar, "gzip")
+    return layer.descriptor, layer.diff_id
 
 
 @contextmanager

@@ -35,7 +35,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from orca.copy import remove_tree
+from umoci_py import jsonload
+from umoci_py.unpriv import remove_tree
+
+from orca.errors import BuildError
 
 BUILD_PREFIX = "build-"
 RECLAIM_PREFIX = ".reclaim-"
@@ -189,8 +192,7 @@ class SnapshotStore:
     def manifest(self, sid: str | None) -> dict:
         if sid is None:
             return {}
-        with open(self.root / sid / "manifest.json", "rb") as f:
-            return json.loads(f.read())
+        return jsonload.load(self.root / sid / "manifest.json", BuildError, "corrupt snapshot manifest", dict)
 
     def add(self, sid: str, parent: str | None, diff_id: str, upper: Path, manifest: dict,
             workdir: Path, lease: Lease) -> None:
@@ -226,9 +228,9 @@ class SnapshotStore:
             if not _HEX.fullmatch(path.name):
                 continue
             try:
-                meta = json.loads((path / "meta.json").read_bytes())
+                meta = jsonload.parse((path / "meta.json").read_bytes(), dict)
                 used = (path / "meta.json").stat().st_mtime
-            except (OSError, ValueError):
+            except (OSError, jsonload.Invalid):
                 continue
             out.append(SnapshotInfo(path.name, meta.get("parent"), int(meta.get("size") or 0), used))
         return out

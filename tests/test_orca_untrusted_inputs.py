@@ -19,6 +19,7 @@ from orca import cli as orca_cli
 from orca.cache import CacheStore
 from orca.errors import BuildError
 from orca.snapshot import Snapshot
+from orca.snapstore import SnapshotStore
 from umoci_py import mediatypes, refs
 from umoci_py.cas import Layout
 from umoci_py.errors import LayerError, LayoutError
@@ -31,13 +32,29 @@ KEY = "sha256:" + "ab" * 32
 def test_deeply_nested_cache_record_is_a_one_line_build_error(tmp_path):
     store = CacheStore(tmp_path / "cache")
     record = store.records / KEY.split(":")[1]
-    for content, reason in ((NESTED, "nested too deeply"), (b"{", "JSONDecodeError"), (b"[]", "TypeError")):
+    for content, reason in ((NESTED, "nested too deeply"), (b"{", "Expecting property name"),
+                            (b"[]", "not a JSON object"), (b'{"image": 1}', "TypeError")):
         record.write_bytes(content)
         with pytest.raises(BuildError) as err:
             store.get(KEY)
         assert str(err.value).startswith(f"{record}: corrupt cache record: {reason}")
         assert "\n" not in str(err.value)
         assert store.list() == []     # listing skips what it cannot read
+
+
+def test_corrupt_snapshot_records_are_skipped_or_one_line_errors(tmp_path):
+    store = SnapshotStore(tmp_path / "cache")
+    snap = store.root / KEY.split(":")[1]
+    snap.mkdir()
+    for content, reason in ((NESTED, "nested too deeply"), (b"{", "Expecting property name"),
+                            (b"[]", "not a JSON object")):
+        (snap / "meta.json").write_bytes(content)
+        (snap / "manifest.json").write_bytes(content)
+        assert store.list() == []     # gc leaves alone what it cannot read
+        with pytest.raises(BuildError) as err:
+            store.manifest(snap.name)
+        assert str(err.value).startswith(f"{snap / 'manifest.json'}: corrupt snapshot manifest: ")
+        assert reason in str(err.value) and "\n" not in str(err.value)
 
 
 class _HostileRegistry(BaseHTTPRequestHandler):
