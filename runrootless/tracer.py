@@ -144,6 +144,8 @@ class Task:
     steps: int = 0
     # The filter could not be injected (no room on the stack): stepping for good.
     filter_refused: bool = False
+    # Its pid in the container (0: not looked up), noted once its ids differ from the initial ones.
+    ns_pid: int = 0
     view: _View | None = None
 
     def inherit(self) -> "Task":
@@ -176,6 +178,9 @@ class Tracer:
     follow_all_execs: bool = False
     # Exit status of the main pid, once it has ended.
     result: int = 1
+    # The last ids of ended processes whose ids were not the initial ones, by pid in the container
+    # (SO_PEERCRED of a peer that has gone; a bounded record, oldest dropped first).
+    departed: dict[int, Creds] = field(default_factory=dict)
 
     def attach(self, pid: int, filtered: bool = False) -> None:
         """pid, a child stopped by its own SIGSTOP, is seized and continued."""
@@ -183,6 +188,7 @@ class Tracer:
         if not os.WIFSTOPPED(status):
             raise OSError(errno.ESRCH, "traced child died before starting")
         task = self.tasks[pid] = Task(self.initial.copy(), filtered=filtered)
+        self._note_ns_pid(pid, task)
         pt.seize(pid, EXEC_OPTIONS if self.follow_all_execs else OPTIONS)
         task.exec_events = self.follow_all_execs
         self._set_exec_tracing(pid, task)
@@ -202,27 +208,34 @@ class Tracer:
             return
         except OSError:
             # Traced by someone else (a debugger in the container): ids kept, forks not followed.
-            self.tasks[pid] = Task(creds)
+            self._note_ns_pid(pid, self.tasks.setdefault(pid, Task(creds)))
             return
         self.tasks[pid] = Task(creds, exec_events=True)
+        self._note_ns_pid(pid, self.tasks[pid])
 
     def creds_of(self, pid: int) -> Creds | None:
         task = self.tasks.get(pid)
         return None if task is None else task.creds
 
     def creds_in_container(self, pid: int) -> Creds:
-        """The fake credentials of the process whose pid in the container is pid.
+        """The fake credentials of the process whose pid in the container is pid (for SO_PEERCRED).
 
-        Untraced processes have the initial ones; traced ones are found by
-        their NSpid (only for SO_PEERCRED, once per connection).
+        Untraced processes have the initial ones.  An ended one's last ids
+        are kept (a peer may be gone by the time the server asks); a pid
+        reused since by an untraced process would then be answered wrongly.
         """
-        for tid, task in list(self.tasks.items()):
+        for task in self.tasks.values():
+            if task.ns_pid == pid:
+                return task.creds
+        return self.departed.get(pid, self.initial)
+
+    def _note_ns_pid(self, pid: int, task: Task) -> None:
+        """Look up pid's pid in the container while it lives, once its ids differ from the initial ones."""
+        if not task.ns_pid and task.creds != self.initial:
             try:
-                if self.tracee(tid).files.own_pid() == pid:
-                    return task.creds
+                task.ns_pid = self.tracee(pid).files.own_pid()
             except OSError:
-                continue
-        return self.initial
+                pass
 
     def is_seized(self, pid: int) -> bool:
         task = self.tasks.get(pid)
@@ -237,6 +250,8 @@ class Tracer:
         then returns value.
         """
         task = self.tasks.get(pid)
+        if task is not None:
+            self._note_ns_pid(pid, task)
         if (task is None or not task.exec_events or task.stepping or not self._want_stepping(task)
                 or task.answer is not None):
             return
@@ -271,6 +286,11 @@ class Tracer:
         """One waitpid report: a stop to serve, or a task's end."""
         self.stats.stops += 1
         if status & 0xFF != 0x7F:   # exited or killed (not stopped)
+            task = self.tasks.get(pid)
+            if task is not None and task.ns_pid:
+                if len(self.departed) >= _VIEWS_CACHED:
+                    del self.departed[next(iter(self.departed))]
+                self.departed[task.ns_pid] = task.creds
             self._forget(pid)
             if pid == main_pid:
                 self.result = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
@@ -366,6 +386,7 @@ class Tracer:
         if event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
             child = pt.event_msg(pid)
             self.tasks[child] = task.inherit() if task is not None else Task(self.initial.copy())
+            self._note_ns_pid(child, self.tasks[child])
             if self.on_new_child is not None:
                 self.on_new_child(child)
             if child in self.held:
@@ -379,6 +400,7 @@ class Tracer:
                 self._forget(former)
                 if moved is not None:
                     moved.view = None
+                    moved.ns_pid = 0   # it now has the leader's pid
                     self.tasks[pid] = moved
             task = self.tasks.get(pid)
             if task is None:
@@ -392,6 +414,7 @@ class Tracer:
         except OSError:
             return
         self._apply_exec(pid, task.creds, info)
+        self._note_ns_pid(pid, task)
         self._set_exec_tracing(pid, task)
         self._update_mode(task)
 
@@ -467,6 +490,7 @@ class Tracer:
         result, call = self._run_handler(pid, task, number, regs, handler)
         if number in self.setid:
             self._set_exec_tracing(pid, task)
+            self._note_ns_pid(pid, task)
         self._update_mode(task)
         if (isinstance(result, Return) and number in self.setid and task.stepping and settled(task.creds)
                 and not task.filter_refused and self._inject_filter(pid, task, regs, result.value)):
