@@ -9,8 +9,10 @@ rootfs with a stat-based DigestCache, so unchanged files are not re-read.
 from __future__ import annotations
 
 import os
+import queue
 import stat
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,21 +48,75 @@ class _Bounded:
         return data
 
 
-def write_layer(store: Layout, workdir: Path, write_tar) -> tuple[dict, str]:
-    """A gzip layer blob in store of the tar write_tar(file) writes: (descriptor, diff_id)."""
-    with tempfile.TemporaryFile(dir=workdir) as tar:
-        write_tar(tar)
-        tar.seek(0)
-        layer = layer_blob.write_layer(store, tar, "gzip")
-    return layer.descriptor, layer.diff_id
+def write_layer(store: Layout, write_tar) -> tuple[dict, str]:
+    """A gzip layer blob in store of the tar write_tar(file) writes, compressed
+    and hashed as it is written: (descriptor, diff_id)."""
+    with layer_blob.layer_writer(store, "gzip") as sink:
+        write_tar(sink)
+    return sink.layer.descriptor, sink.layer.diff_id
 
 
 @contextmanager
 def open_layer(store: Layout, desc: dict, inflate: InflateLimit):
-    """A layer blob's uncompressed stream, refused past its InflateLimit bound."""
+    """A layer blob's uncompressed stream, refused past its InflateLimit
+    bound, inflated ahead of the reader on a thread of its own."""
     with store.open_blob(desc["digest"], desc["size"]) as blob:
-        yield _Bounded(compress.reader(blob, desc["mediaType"]), inflate.bound(desc["size"]),
-                       f"{store.path}: layer {desc['digest']}")
+        ahead = _ReadAhead(compress.reader(blob, desc["mediaType"]))
+        try:
+            yield _Bounded(ahead, inflate.bound(desc["size"]), f"{store.path}: layer {desc['digest']}")
+        finally:
+            ahead.close()
+
+
+class _ReadAhead:
+    """Reads a stream on a thread, a few chunks ahead: inflating (isal and
+    zlib release the GIL) overlaps the extraction's file system calls."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, stream):
+        self._queue: queue.Queue = queue.Queue(8)
+        self._stop = threading.Event()
+        self._rest = b""
+        self._eof = False
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream) -> None:
+        try:
+            while not self._stop.is_set():
+                data = stream.read(self.CHUNK)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as err:  # handed to the reader, raised there
+            self._put(err)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._rest and not self._eof:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            self._eof = not item
+            self._rest = item
+        if n < 0 or n >= len(self._rest):
+            data, self._rest = self._rest, b""
+        else:
+            data, self._rest = self._rest[:n], self._rest[n:]
+        return data
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class Snapshot:
@@ -106,7 +162,7 @@ class Snapshot:
             deltas = [d for d in deltas if d.path != "."]
         if not deltas:
             return None
-        desc, diff_id = write_layer(self.store, self.workdir,
+        desc, diff_id = write_layer(self.store,
                                     lambda tar: generate_layer(self.rootfs, deltas, ROOTLESS, tar,
                                                                source_date_epoch=source_date_epoch))
         self.baseline = current
@@ -172,20 +228,24 @@ class OverlayRootfs:
         return self.rootfs
 
     def _extract(self, ids: list[str], i: int, desc: dict, diff_id: str) -> None:
-        """Snapshot ids[i]: the layer extracted through an overlay on its parents."""
+        """Snapshot ids[i]: the layer extracted through an overlay on its
+        parents (a base layer, with nothing below, straight into its upper)."""
         parent = ids[i - 1] if i else None
         upper, work = self._fresh_upper(parent)
-        merged = upper.parent / "merged"
-        merged.mkdir()
         lowers = self._lowers(ids[:i])
-        userns.mount_overlay(lowers, str(upper), str(work), str(merged))
+        target = upper
+        if parent is not None:
+            target = upper.parent / "merged"
+            target.mkdir()
+            userns.mount_overlay(lowers, str(upper), str(work), str(target))
         try:
             with open_layer(self.blobs, desc, self.inflate) as stream:
-                extract_layer(stream, merged, ROOTLESS)
+                extract_layer(stream, target, ROOTLESS)
                 while stream.read(1 << 20):
                     pass
         finally:
-            userns.umount(str(merged))
+            if parent is not None:
+                userns.umount(str(target))
         _, manifest = upper_changes(upper, self.store.manifest(parent), lowers[:-1])
         self.store.add(ids[i], parent, diff_id, upper, manifest, self.workdir, self.lease)
         remove_tree(upper.parent)
@@ -204,7 +264,7 @@ class OverlayRootfs:
                 deltas = [d for d in deltas if d.path != "."]
             if not deltas:
                 return None
-            desc, diff_id = write_layer(self.blobs, self.workdir,
+            desc, diff_id = write_layer(self.blobs,
                                         lambda tar: generate_upper_layer(upper, deltas, ROOTLESS, tar,
                                                                          source_date_epoch))
             sid = chain_ids([self._chain_id(), diff_id])[-1] if self.chain else diff_id.split(":", 1)[1]

@@ -7,6 +7,7 @@ into the compressor, so nothing is hashed or compressed twice.
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -23,16 +24,38 @@ class LayerBlob:
     uncompressed_size: int
 
 
-def write_layer(layout: Layout, tar_stream: BinaryIO, algorithm: str) -> LayerBlob:
-    """Compress tar_stream (read to its end) with algorithm ("gzip", "zstd",
-    "none") into a new blob of layout."""
-    diff = hashlib.sha256()
-    size = 0
+class LayerSink:
+    """The write side of a layer being stored: a file object taking the
+    uncompressed tar; .layer is the LayerBlob once layer_writer is done."""
+
+    def __init__(self, out):
+        self._out = out
+        self._diff = hashlib.sha256()
+        self.size = 0
+        self.layer: LayerBlob | None = None
+
+    def write(self, data) -> int:
+        self._diff.update(data)
+        self.size += len(data)
+        self._out.write(data)
+        return len(data)
+
+
+@contextmanager
+def layer_writer(layout: Layout, algorithm: str):
+    """A LayerSink whose tar is compressed with algorithm ("gzip", "zstd",
+    "none") into a new blob of layout as it is written, never held whole."""
     with layout.blob_writer() as blob:
         with compress.writer(blob, algorithm) as out:
-            while chunk := tar_stream.read(_CHUNK):
-                diff.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+            sink = LayerSink(out)
+            yield sink
     descriptor = {"mediaType": compress.media_type_for(algorithm), "digest": blob.digest, "size": blob.size}
-    return LayerBlob(descriptor, "sha256:" + diff.hexdigest(), size)
+    sink.layer = LayerBlob(descriptor, "sha256:" + sink._diff.hexdigest(), sink.size)
+
+
+def write_layer(layout: Layout, tar_stream: BinaryIO, algorithm: str) -> LayerBlob:
+    """Compress tar_stream (read to its end) with algorithm into a new blob of layout."""
+    with layer_writer(layout, algorithm) as sink:
+        while chunk := tar_stream.read(_CHUNK):
+            sink.write(chunk)
+    return sink.layer
