@@ -9,21 +9,17 @@ rootfs with a stat-based DigestCache, so unchanged files are not re-read.
 from __future__ import annotations
 
 import os
-import queue
 import stat
 import tempfile
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
-from umoci_py import compress, mtree
+from umoci_py import mtree
 from umoci_py.cas import Layout
-from umoci_py.errors import LayerError
 from umoci_py.layer import blob as layer_blob
 from umoci_py.layer.extract import MapOptions, extract_layer
 from umoci_py.layer.generate import generate_layer
 from umoci_py.layer.overlay import PRIVATE_XATTR, generate_upper_layer, layer_changes, upper_changes
-from umoci_py.unpack import InflateLimit
+from umoci_py.unpack import InflateLimit, open_layer
 from umoci_py.unpriv import remove_tree
 
 from orca import userns
@@ -32,91 +28,12 @@ from orca.snapstore import Lease, SnapshotStore, chain_ids
 ROOTLESS = MapOptions(rootless=True, uid_map=[], gid_map=[])
 
 
-class _Bounded:
-    """A layer's uncompressed stream, refused past its InflateLimit bound (a decompression bomb)."""
-
-    def __init__(self, stream, limit: int, what: str):
-        self.stream, self.limit, self.what = stream, limit, what
-        self.total = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
-        self.total += len(data)
-        if self.total > self.limit:
-            raise LayerError(f"{self.what}: inflates to more than {self.limit} bytes: refused as a "
-                             "decompression bomb")
-        return data
-
-
 def write_layer(store: Layout, write_tar) -> tuple[dict, str]:
     """A gzip layer blob in store of the tar write_tar(file) writes, compressed
     and hashed as it is written: (descriptor, diff_id)."""
     with layer_blob.layer_writer(store, "gzip") as sink:
         write_tar(sink)
     return sink.layer.descriptor, sink.layer.diff_id
-
-
-@contextmanager
-def open_layer(store: Layout, desc: dict, inflate: InflateLimit):
-    """A layer blob's uncompressed stream, refused past its InflateLimit
-    bound, inflated ahead of the reader on a thread of its own."""
-    with store.open_blob(desc["digest"], desc["size"]) as blob:
-        ahead = _ReadAhead(compress.reader(blob, desc["mediaType"]))
-        try:
-            yield _Bounded(ahead, inflate.bound(desc["size"]), f"{store.path}: layer {desc['digest']}")
-        finally:
-            ahead.close()
-
-
-class _ReadAhead:
-    """Reads a stream on a thread, a few chunks ahead: inflating (isal and
-    zlib release the GIL) overlaps the extraction's file system calls."""
-
-    CHUNK = 1 << 20
-
-    def __init__(self, stream):
-        self._queue: queue.Queue = queue.Queue(8)
-        self._stop = threading.Event()
-        self._rest = b""
-        self._eof = False
-        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _run(self, stream) -> None:
-        try:
-            while not self._stop.is_set():
-                data = stream.read(self.CHUNK)
-                self._put(data)
-                if not data:
-                    return
-        except BaseException as err:  # handed to the reader, raised there
-            self._put(err)
-
-    def _put(self, item) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def read(self, n: int = -1) -> bytes:
-        if not self._rest and not self._eof:
-            item = self._queue.get()
-            if isinstance(item, BaseException):
-                self._eof = True
-                raise item
-            self._eof = not item
-            self._rest = item
-        if n < 0 or n >= len(self._rest):
-            data, self._rest = self._rest, b""
-        else:
-            data, self._rest = self._rest[:n], self._rest[n:]
-        return data
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class Snapshot:
@@ -142,8 +59,7 @@ class Snapshot:
         for desc in todo:
             with open_layer(self.store, desc, self.inflate) as stream:
                 extract_layer(stream, self.rootfs, ROOTLESS, cache=self.cache)
-                while stream.read(1 << 20):
-                    pass
+                stream.finish()
         if todo or self.baseline is None:
             self.baseline = self._walk()
         self.layers = digests
@@ -241,8 +157,7 @@ class OverlayRootfs:
         try:
             with open_layer(self.blobs, desc, self.inflate) as stream:
                 extract_layer(stream, target, ROOTLESS)
-                while stream.read(1 << 20):
-                    pass
+                stream.finish()
         finally:
             if parent is not None:
                 userns.umount(str(target))

@@ -143,7 +143,8 @@ def test_gzip_bomb_refused_beyond_the_configured_bound_and_accepted_within(tmp_p
     image = ("--image", f"{layout}:t")
     proc = umoci_py("raw", "unpack", *image, "--inflate-floor", 1 << 20, "--inflate-ratio", 100,
                     tmp_path / "r1", check=False)
-    assert_one_line_error(proc, "decompression bomb", f"more than {max(1 << 20, 100 * blob)} bytes")
+    assert_one_line_error(proc, "decompression bomb", f"more than {max(1 << 20, 100 * blob)} bytes",
+                          "(raise --inflate-ratio or --inflate-floor to allow it)")
     assert not (tmp_path / "r1").exists()
     env = {**os.environ, "UMOCI_PY_INFLATE_FLOOR": str(1 << 20)}
     proc = umoci_py("raw", "unpack", "--rootless", *image, tmp_path / "r2", check=False, env=env)

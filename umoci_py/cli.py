@@ -60,6 +60,10 @@ def _remap_options(f):
     return click.option("--uid-map", multiple=True, metavar="CONTAINER:HOST[:SIZE]")(f)
 
 
+def _inflate_limit(ratio: int, floor: int) -> InflateLimit:
+    return InflateLimit(ratio, floor, "raise --inflate-ratio or --inflate-floor to allow it")
+
+
 def _inflate_options(f):
     default = InflateLimit()
     f = click.option("--inflate-floor", type=click.IntRange(0), default=default.floor, show_default=True,
@@ -159,7 +163,7 @@ def unpack_cmd(image, keep_dirlinks, platform, bundle, inflate_ratio, inflate_fl
     """Unpack an image into a runtime bundle."""
     layout, tag = _open_image(image)
     unpack_bundle(layout, tag, bundle, _maps(kw), keep_dirlinks, _platform(platform),
-                  InflateLimit(inflate_ratio, inflate_floor))
+                  _inflate_limit(inflate_ratio, inflate_floor))
 
 
 @cli.command("repack")
@@ -327,7 +331,7 @@ def raw_unpack_cmd(image, keep_dirlinks, platform, rootfs, inflate_ratio, inflat
     """Unpack only the root filesystem of an image."""
     layout, tag = _open_image(image)
     unpack_rootfs(layout, tag, rootfs, _maps(kw), keep_dirlinks, _platform(platform),
-                  InflateLimit(inflate_ratio, inflate_floor))
+                  _inflate_limit(inflate_ratio, inflate_floor))
 
 
 @raw_group.command("mtree-validate")

@@ -11,9 +11,10 @@ import hashlib
 import os
 import queue
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from umoci_py import bundle as bundle_files
 from umoci_py import compress, mediatypes, mtree, refs
@@ -34,9 +35,14 @@ class InflateLimit:
 
     ratio: int = 100
     floor: int = 1 << 30
+    hint: str = ""  # how the user may raise the bound, added to the refusal
 
     def bound(self, compressed_size: int) -> int:
         return max(self.floor, self.ratio * compressed_size)
+
+    def refusal(self, compressed_size: int) -> LayerError:
+        return LayerError(f"inflates to more than {self.bound(compressed_size)} bytes: refused as a"
+                          f" decompression bomb{f' ({self.hint})' if self.hint else ''}")
 
 
 class _LayerStream:
@@ -49,7 +55,7 @@ class _LayerStream:
 
     _DEPTH = 8
 
-    def __init__(self, blob: BinaryIO, media_type: str, limit: int):
+    def __init__(self, blob: BinaryIO, media_type: str, size: int, inflate: InflateLimit):
         self._queue: queue.Queue = queue.Queue(self._DEPTH)
         self._stop = threading.Event()
         self._chunk = b""
@@ -57,14 +63,15 @@ class _LayerStream:
         self._eof = False
         self._diff_id: str | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._produce, args=(blob, media_type, limit), daemon=True)
+        self._thread = threading.Thread(target=self._produce, args=(blob, media_type, size, inflate),
+                                        daemon=True)
         self._thread.start()
 
-    def _produce(self, blob: BinaryIO, media_type: str, limit: int) -> None:
+    def _produce(self, blob: BinaryIO, media_type: str, size: int, inflate: InflateLimit) -> None:
         try:
             stream = compress.reader(blob, media_type)
             sha = hashlib.sha256()
-            inflated = 0
+            inflated, limit = 0, inflate.bound(size)
             while not self._stop.is_set():
                 data = stream.read(_CHUNK)
                 if not data:
@@ -72,8 +79,7 @@ class _LayerStream:
                 sha.update(data)
                 inflated += len(data)
                 if inflated > limit:
-                    raise LayerError(f"inflates to more than {limit} bytes: refused as a decompression"
-                                     f" bomb (raise --inflate-ratio or --inflate-floor to allow it)")
+                    raise inflate.refusal(size)
                 self._put(data)
             if self._stop.is_set():
                 return  # the reader gave up: no need to verify the rest
@@ -145,21 +151,29 @@ def _load_image(layout: Layout, tag: str, platform) -> tuple[list[dict], dict, d
     return path, manifest, config
 
 
+@contextmanager
+def open_layer(layout: Layout, desc: dict, inflate: InflateLimit) -> Iterator[_LayerStream]:
+    """The uncompressed stream of the layer blob desc, refused past inflate's
+    bound; its finish() reads to the end (so the blob's digest is checked)
+    and returns the diff ID.  A LayerError while it is open names the layer."""
+    media_type = desc.get("mediaType", "")
+    if not mediatypes.is_layer(media_type):
+        raise LayerError(f"{layout.path}: blob {desc['digest']} has media type {media_type!r}, not a layer")
+    with layout.open_blob(desc["digest"], desc["size"]) as blob, \
+            _LayerStream(blob, media_type, desc["size"], inflate) as stream:
+        try:
+            yield stream
+        except LayerError as err:
+            # A corrupt blob usually shows up as a bad tar before its digest is checked.
+            raise LayerError(f"{layout.path}: layer {desc['digest']}: {err}") from None
+
+
 def _extract_layers(layout: Layout, manifest: dict, config: dict, rootfs: Path,
                     opts: MapOptions, keep_dirlinks: bool, cache, inflate: InflateLimit) -> None:
     for layer, diff_id in zip(manifest.get("layers") or [], config["rootfs"]["diff_ids"]):
-        media_type = layer.get("mediaType", "")
-        if not mediatypes.is_layer(media_type):
-            raise LayerError(f"{layout.path}: blob {layer['digest']} has media type"
-                             f" {media_type!r}, not a layer")
-        with layout.open_blob(layer["digest"], layer["size"]) as blob, \
-                _LayerStream(blob, media_type, inflate.bound(layer["size"])) as stream:
-            try:
-                extract_layer(stream, rootfs, opts, keep_dirlinks=keep_dirlinks, cache=cache)
-                got = stream.finish()
-            except LayerError as err:
-                # A corrupt blob usually shows up as a bad tar before its digest is checked.
-                raise LayerError(f"{layout.path}: layer {layer['digest']}: {err}") from None
+        with open_layer(layout, layer, inflate) as stream:
+            extract_layer(stream, rootfs, opts, keep_dirlinks=keep_dirlinks, cache=cache)
+            got = stream.finish()
         if got != diff_id:
             raise LayerError(f"{layout.path}: layer {layer['digest']}: uncompressed digest"
                              f" {got} does not match diff_id {diff_id}")
