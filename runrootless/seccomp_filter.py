@@ -32,6 +32,7 @@ _JGE_K = 0x35
 _RET_K = 0x06
 _OFF_NR = 0
 _OFF_ARCH = 4
+_OFF_ARGS = 16     # seccomp_data.args[6], 8 bytes each (the low half first on x86_64)
 
 # i386 numbers of the calls emulated on x86_64 (asm/unistd_32.h).
 I386_EMULATED = (
@@ -49,14 +50,29 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> tuple[int, int, int, i
     return (code, jt, jf, k)
 
 
-def _section(actions: dict[int, int], x32_guard: bool) -> list:
-    """Load nr; return actions[nr] for a listed call, ALLOW otherwise."""
-    n = len(actions)
+Conditions = tuple[tuple[int, int], ...]   # (argument index, value of its low 32 bits), all to hold
+
+
+def _entry(nr: int, action: int, conditions: Conditions) -> list:
+    """Return action for nr (when its arguments meet the conditions, ALLOW otherwise); else fall through."""
+    m = len(conditions)
+    out = [_insn(_JEQ_K, nr, jf=2 * m + 1 + (1 if m else 0))]
+    for i, (arg, value) in enumerate(conditions):
+        out += [_insn(_LD_W_ABS, _OFF_ARGS + 8 * arg), _insn(_JEQ_K, value, jf=2 * (m - i) - 1)]
+    out.append(_insn(_RET_K, action))
+    if m:
+        out.append(_insn(_RET_K, RET_ALLOW))
+    return out
+
+
+def _section(actions: dict[int, int], x32_guard: bool, only_if: dict[int, Conditions] | None = None) -> list:
+    """Load nr; return actions[nr] for a listed call (meeting only_if[nr], if any), ALLOW otherwise."""
+    entries = [insn for nr, action in sorted(actions.items())
+               for insn in _entry(nr, action, (only_if or {}).get(nr, ()))]
     out = [_insn(_LD_W_ABS, _OFF_NR)]
     if x32_guard:
-        out.append(_insn(_JGE_K, X32_SYSCALL_BIT, jt=2 * n + 1))
-    for nr, action in sorted(actions.items()):
-        out += [_insn(_JEQ_K, nr, jf=1), _insn(_RET_K, action)]
+        out.append(_insn(_JGE_K, X32_SYSCALL_BIT, jt=len(entries) + 1))
+    out += entries
     out.append(_insn(_RET_K, RET_ALLOW))
     if x32_guard:
         out.append(_insn(_RET_K, RET_ERRNO | errno.ENOSYS))
@@ -64,13 +80,18 @@ def _section(actions: dict[int, int], x32_guard: bool) -> list:
 
 
 def build(trapped: list[int], notified: list[int] = (),
-          i386_refused: tuple[int, ...] = I386_EMULATED) -> list[tuple[int, int, int, int]]:
-    """trapped calls stop for the ptrace tracer, notified ones go to the user-notification listener."""
+          i386_refused: tuple[int, ...] = I386_EMULATED,
+          only_if: dict[int, Conditions] | None = None) -> list[tuple[int, int, int, int]]:
+    """trapped calls stop for the ptrace tracer, notified ones go to the user-notification listener.
+
+    only_if narrows an x86_64 call to the argument values it is trapped for
+    (getsockopt: SO_PEERCRED only); with others it runs.
+    """
     nosys = RET_ERRNO | errno.ENOSYS
     actions = {IO_URING_SETUP: nosys}
     actions.update({nr: RET_TRACE for nr in trapped})
     actions.update({nr: RET_USER_NOTIF for nr in notified})
-    x86 = _section(actions, x32_guard=True)
+    x86 = _section(actions, x32_guard=True, only_if=only_if)
     i386 = _section(dict.fromkeys((*i386_refused, IO_URING_SETUP), nosys), x32_guard=False)
     prog = [_insn(_LD_W_ABS, _OFF_ARCH), _insn(_JEQ_K, AUDIT_ARCH_X86_64, jf=len(x86))]
     prog += x86

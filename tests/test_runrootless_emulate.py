@@ -521,9 +521,9 @@ def test_chown_drops_a_capability_but_chown_minus_one_keeps_it(env):
 
 # ---- seccomp program ------------------------------------------------------
 
-def run_bpf(prog, nr, arch):
+def run_bpf(prog, nr, arch, args=(0,) * 6):
     """A tiny classic-BPF interpreter for the instructions the filter uses."""
-    data = struct.pack("iI", nr, arch) + bytes(56)
+    data = struct.pack("iIQ6Q", nr, arch, 0, *args)
     pc, acc = 0, 0
     while True:
         code, jt, jf, k = prog[pc]
@@ -554,3 +554,16 @@ def test_seccomp_program_traps_only_emulated_calls_per_abi():
         seccomp_filter.RET_TRACE, seccomp_filter.RET_TRACE, seccomp_filter.RET_USER_NOTIF,
         seccomp_filter.RET_USER_NOTIF, seccomp_filter.RET_ALLOW]
     assert run_bpf(prog, 0x40000000 | 262, x86) == nosys
+
+
+
+def test_user_filter_traps_getsockopt_for_so_peercred_only():
+    prog = seccomp_filter.build([nr.GETSOCKOPT, nr.OPENAT, nr.BIND], only_if=ids.USER_FILTER_ONLY_IF)
+    x86 = seccomp_filter.AUDIT_ARCH_X86_64
+    trace, allow = seccomp_filter.RET_TRACE, seccomp_filter.RET_ALLOW
+    assert run_bpf(prog, nr.GETSOCKOPT, x86, (3, 1, 17, 0, 0, 0)) == trace        # SOL_SOCKET, SO_PEERCRED
+    assert run_bpf(prog, nr.GETSOCKOPT, x86, (3, 1, 4, 0, 0, 0)) == allow         # SO_ERROR
+    assert run_bpf(prog, nr.GETSOCKOPT, x86, (3, 6, 17, 0, 0, 0)) == allow        # IPPROTO_TCP, 17
+    assert run_bpf(prog, nr.GETSOCKOPT, x86, (3, 1 | 1 << 32, 17, 0, 0, 0)) == trace   # low halves only
+    assert [run_bpf(prog, n, x86) for n in (nr.OPENAT, nr.BIND, nr.OPEN)] == [trace, trace, allow]
+    assert run_bpf(prog, 0x40000000 | nr.OPENAT, x86) == seccomp_filter.RET_ERRNO | errno.ENOSYS

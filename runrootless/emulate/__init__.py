@@ -28,4 +28,5 @@ NAMES = nr.NAMES
 
 def user_filter() -> bytes:
     """The second seccomp program, for processes with fake non-root credentials."""
-    return seccomp_filter.assemble(seccomp_filter.build(sorted(USER_ONLY), (), user.I386))
+    return seccomp_filter.assemble(seccomp_filter.build(sorted(USER_ONLY), (), user.I386,
+                                                        only_if=ids.USER_FILTER_ONLY_IF))

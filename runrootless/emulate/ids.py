@@ -257,6 +257,8 @@ def getsockopt(call: Call) -> AtExit | None:
 
 # Trapped only by the user filter (see emulate.user): root's processes see the kernel's answer.
 USER_HANDLERS = {nr.GETSOCKOPT: getsockopt}
+# The filter traps getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ...) only (apt's methods ask SO_ERROR often).
+USER_FILTER_ONLY_IF = {nr.GETSOCKOPT: ((1, SOL_SOCKET), (2, SO_PEERCRED))}
 
 HANDLERS = {
     nr.GETUID: lambda call: Return(call.creds.ruid),
