@@ -28,6 +28,7 @@ from pathlib import Path
 from . import digest as digestmod
 from . import jsonenc, jsonload, mediatypes, schemas
 from .errors import BlobError, LayoutError, SchemaError
+from .unpriv import remove_tree
 
 INDEX_LOCK = ".umoci_py-index.lock"
 GC_LOCK = ".umoci_py-gc.lock"
@@ -392,10 +393,7 @@ class Layout:
                 os.close(fd)
                 raise
             try:
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+                remove_tree(entry)
                 removed.append(entry)
             finally:
                 os.close(fd)
