@@ -279,7 +279,8 @@ class Builder:
         self.fetch(image.layers)
         with out.writer():
             for desc in image.layers:
-                if not out.has_blob(desc["digest"]):
+                if not out.has_blob(desc["digest"]) and \
+                        not out.link_blob(self.store.blob_path(desc["digest"]), desc["digest"]):
                     with self.store.open_blob(desc["digest"], desc["size"]) as src, out.blob_writer() as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
             cdigest, csize = out.put_json(self._dated(image), "config")

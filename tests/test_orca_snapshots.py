@@ -81,6 +81,8 @@ def test_overlay_and_copy_give_the_same_layers(busybox_layout, tmp_path):
     assert second["etc/passwd"].mode == 0o600 and second["node"].ischr()
     third = {m.name: m for m in layer_members(out, layers[3])}
     assert third["tree/y2"].islnk() or third["tree/y"].islnk()
+    # exported by a hard link to the cache's blob, not a copy
+    assert os.stat(out / "blobs/sha256" / layers[-1]["digest"].split(":")[1]).st_nlink == 2
     assert third["d"].isdir() and (third["tree/y"].uid, third["tree/y"].gid) == (42, 43)
     # a chmod copies a lower file up with its markers: the device, the owner
     assert third["node"].ischr() and (third["node"].devmajor, third["node"].mode) == (1, 0o640)
@@ -177,3 +179,15 @@ def test_builds_killed_at_random_leave_nothing_after_the_next_build_and_prune(bu
     orca("prune", "--cache-dir", cache)
     assert snapshots(cache) == set() and leftovers(cache) == []
     assert sorted(p.name for p in (cache / "snapshots").iterdir()) == [".lock", "empty"]
+
+
+def test_a_build_past_the_budget_trims_the_snapshots_it_no_longer_uses(busybox_layout, tmp_path):
+    cache, ctx = tmp_path / "cache", tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest\nRUN echo 1 > /one\n")
+    orca("--layout", tmp_path / "out", "--cache-dir", cache, "--progress", "quiet", ctx)
+    assert len(snapshots(cache)) == 2
+    (ctx / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest\nRUN echo 2 > /two\n")
+    orca("--layout", tmp_path / "out", "--cache-dir", cache, "--progress", "quiet", ctx,
+         env={"ORCA_CACHE_BUDGET": "1"})
+    assert snapshots(cache) == set() and leftovers(cache) == []

@@ -328,6 +328,27 @@ class Layout:
         schemas.validate(doc, kind, f"new {kind} blob for {self.path}")
         return self.put_blob(jsonenc.dumps(doc))
 
+    def link_blob(self, source: Path, digest: str) -> bool:
+        """Put a file known to hold blob digest in as a hard link (a blob of
+        one of our own layouts: blobs never change once written); False
+        where that cannot be (another file system), for the caller to copy."""
+        with self.writer():
+            tmpdir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.path))
+            dirfd = os.open(tmpdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(dirfd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # live, as BlobWriter's
+                try:
+                    os.link(source, tmpdir / "blob")
+                except OSError:
+                    return False
+                self.blob_dir.mkdir(mode=0o755, exist_ok=True)
+                os.rename(tmpdir / "blob", self.blob_path(digest))
+                _fsync_dir(self.blob_dir)
+                return True
+            finally:
+                os.close(dirfd)
+                shutil.rmtree(tmpdir, ignore_errors=True)
+
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
