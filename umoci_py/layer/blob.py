@@ -7,6 +7,8 @@ into the compressor, so nothing is hashed or compressed twice.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -26,19 +28,50 @@ class LayerBlob:
 
 class LayerSink:
     """The write side of a layer being stored: a file object taking the
-    uncompressed tar; .layer is the LayerBlob once layer_writer is done."""
+    uncompressed tar; .layer is the LayerBlob once layer_writer is done.
+    Hashing and compression run on a thread of their own (hashlib, isal and
+    zlib release the GIL), beside whatever produces the tar."""
 
     def __init__(self, out):
         self._out = out
         self._diff = hashlib.sha256()
         self.size = 0
         self.layer: LayerBlob | None = None
+        self._buf = bytearray()
+        self._queue: queue.Queue = queue.Queue(4)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._diff.update(chunk)
+                    self._out.write(chunk)
+                except BaseException as err:  # raised in the writer's thread
+                    self._error = err
 
     def write(self, data) -> int:
-        self._diff.update(data)
+        if self._error is not None:
+            raise self._error
+        self._buf += data
         self.size += len(data)
-        self._out.write(data)
+        if len(self._buf) >= _CHUNK:
+            self._queue.put(bytes(self._buf))
+            self._buf.clear()
         return len(data)
+
+    def close(self) -> None:
+        """Wait for what was written to be compressed (idempotent)."""
+        if self._thread.is_alive():
+            if self._buf:
+                self._queue.put(bytes(self._buf))
+                self._buf.clear()
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 @contextmanager
@@ -48,7 +81,10 @@ def layer_writer(layout: Layout, algorithm: str):
     with layout.blob_writer() as blob:
         with compress.writer(blob, algorithm) as out:
             sink = LayerSink(out)
-            yield sink
+            try:
+                yield sink
+            finally:
+                sink.close()
     descriptor = {"mediaType": compress.media_type_for(algorithm), "digest": blob.digest, "size": blob.size}
     sink.layer = LayerBlob(descriptor, "sha256:" + sink._diff.hexdigest(), sink.size)
 
