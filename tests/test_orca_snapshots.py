@@ -191,3 +191,22 @@ def test_a_build_past_the_budget_trims_the_snapshots_it_no_longer_uses(busybox_l
     orca("--layout", tmp_path / "out", "--cache-dir", cache, "--progress", "quiet", ctx,
          env={"ORCA_CACHE_BUDGET": "1"})
     assert snapshots(cache) == set() and leftovers(cache) == []
+
+
+def test_more_layers_than_one_page_of_mount_options_holds(busybox_layout, tmp_path):
+    """45 snapshots' paths pass mount(2)'s one-page limit: fsconfig's lowerdir+ takes them."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    steps = "".join(f"COPY f{i} /files/\n" for i in range(45))
+    for i in range(45):
+        (ctx / f"f{i}").write_text(f"{i}\n")
+    (ctx / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest\n{steps}RUN cat /files/* > /all\n")
+    out = tmp_path / "out"
+    proc = orca("--layout", out, "--cache-dir", tmp_path / "cache", "--progress", "plain", "-t", "x", ctx)
+    assert FALLBACK_NOTE not in proc.stderr
+    lowers = len(str(tmp_path / "cache/snapshots" / ("0" * 64) / "diff")) * 46
+    assert lowers > 4096
+    layers = manifest_of(out, "x")["layers"]
+    assert len(layers) == 1 + 45 + 1
+    top = {m.name: m for m in layer_members(out, layers[-1])}
+    assert top["all"].size == sum(len(f"{i}\n") for i in range(45))
