@@ -18,7 +18,8 @@ from umoci_py.cas import Layout
 from umoci_py.layer import blob as layer_blob
 from umoci_py.layer.extract import MapOptions, extract_layer
 from umoci_py.layer.generate import generate_layer
-from umoci_py.layer.overlay import PRIVATE_XATTR, generate_upper_layer, layer_changes, upper_changes
+from umoci_py.layer.overlay import (PRIVATE_XATTR, generate_upper_layer, layer_changes, unpack_layer_as_upper,
+                                    upper_changes)
 from umoci_py.unpack import InflateLimit, open_layer
 from umoci_py.unpriv import remove_tree
 
@@ -156,7 +157,10 @@ class OverlayRootfs:
             userns.mount_overlay(lowers, str(upper), str(work), str(target))
         try:
             with open_layer(self.blobs, desc, self.inflate) as stream:
-                extract_layer(stream, target, ROOTLESS)
+                if parent is None:  # overlay's own xattrs in a layer never reach an upper
+                    unpack_layer_as_upper(stream, upper, ROOTLESS, bottom=True)
+                else:
+                    extract_layer(stream, target, ROOTLESS)
                 stream.finish()
         finally:
             if parent is not None:

@@ -178,10 +178,15 @@ class _UpperExtractor(_Extractor):
     the layer must not reach through symlinks of its lowers (an overlay
     mount over the lowers is the way for those)."""
 
+    bottom = False  # nothing below: whiteouts hide nothing and are dropped
+
     def whiteout(self, raw: str, dirname: str, base: str) -> None:
         name = base[len(WHITEOUT):]
         if not name or name in (".", ".."):
             raise LayerError(f"layer entry {raw!r}: invalid whiteout name")
+        if self.bottom:
+            super().whiteout(raw, dirname, base)  # within the layer only, as extraction does
+            return
         parent = self.resolve_dir(dirname, create=True)
         self.touch_dir(parent)
         if base == OPAQUE:
@@ -198,7 +203,11 @@ class _UpperExtractor(_Extractor):
         return {k: v for k, v in super().xattrs(ti, rel).items() if not k.startswith(PRIVATE_XATTR)}
 
 
-def unpack_layer_as_upper(tar_stream: BinaryIO, upper: str | os.PathLike, opts: MapOptions) -> None:
+def unpack_layer_as_upper(tar_stream: BinaryIO, upper: str | os.PathLike, opts: MapOptions,
+                          bottom: bool = False) -> None:
     """Write the uncompressed layer tar as an overlay upper directory (umoci's
-    OverlayfsRootfs unpack), to be mounted over the layers below it."""
-    _UpperExtractor(os.fspath(upper), opts, False, None).run(TarStream(tar_stream))
+    OverlayfsRootfs unpack), to be mounted over the layers below it; bottom:
+    there are none (a base layer), so its whiteouts apply within it alone."""
+    extractor = _UpperExtractor(os.fspath(upper), opts, False, None)
+    extractor.bottom = bottom
+    extractor.run(TarStream(tar_stream))
