@@ -1,6 +1,7 @@
 """The oracle suite's side of the comparison: build a package set with
 orca-build as the test user, read the image's manifest from its layers, and
-list how it differs from the root-built oracle (tools/make-oracles)."""
+list how it differs from the root-built oracle (tools/make-oracles); run a
+script in an image under runrootless."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from umoci_py import compress, refs
 from umoci_py.cas import Layout
 
 FIXTURES = Path(os.environ.get("ORCA_FIXTURES", "/var/cache/orca-fixtures"))
+BIN = Path(sys.executable).parent
 
 # Paths whose presence or metadata legitimately differ between two installs
 # of the same packages, however made.  The oracle keeps what mmdebstrap's
@@ -65,7 +67,7 @@ def build_set(name: str, work: Path) -> Path:
         "FROM bookworm\n"
         "RUN apt-get update && DEBIAN_FRONTEND=noninteractive"
         f" apt-get install -y --no-install-recommends {' '.join(SETS[name])}\n")
-    proc = subprocess.run([Path(sys.executable).parent / "orca-build", "build", "--progress", "plain",
+    proc = subprocess.run([BIN / "orca-build", "build", "--progress", "plain",
                            "--layout", out, "--cache-dir", work / "cache", "-t", name, ctx],
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-5000:]
@@ -83,6 +85,20 @@ def image_manifest(layout: Path, tag: str) -> dict:
     finally:
         for stream in streams:
             stream.close()
+
+
+def run_in_image(layout: Path, tag: str, script: str, work: Path) -> subprocess.CompletedProcess:
+    """sh -c script in the image, unpacked rootless by umoci-py and run by runrootless."""
+    bundle = work / "bundle"
+    unpack = subprocess.run([BIN / "umoci-py", "unpack", "--rootless", "--image", f"{layout}:{tag}", bundle],
+                            capture_output=True, text=True)
+    assert unpack.returncode == 0, unpack.stderr
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["sh", "-c", script]
+    (bundle / "config.json").write_text(json.dumps(config))
+    return subprocess.run([BIN / "runrootless", "run", "-b", bundle, f"oracle-{tag}"], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=300)
 
 
 def differences(ours: dict, theirs: dict) -> list[str]:

@@ -5,17 +5,13 @@ file capability, and the package list.  postgresql has its own file."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from oracle_build import build_set, differences, image_manifest, oracle
+from oracle_build import build_set, differences, image_manifest, oracle, run_in_image
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +35,7 @@ def test_package_set_is_identical_to_the_root_built_oracle(name, built):
 def test_getcap_and_setcap_see_the_capability_an_unprivileged_unpack_kept(built, tmp_path):
     # ping's cap_net_raw cannot be set by the unpacking user: it is in our record,
     # which getcap reads and setcap changes under runrootless, and repack writes back.
-    bundle = tmp_path / "bundle"
-    unpack = subprocess.run([BIN / "umoci-py", "unpack", "--rootless", "--image", f"{built('login')}:login", bundle],
-                            capture_output=True, text=True)
-    assert unpack.returncode == 0, unpack.stderr
-    config = json.loads((bundle / "config.json").read_text())
-    config["process"]["terminal"] = False
-    config["process"]["args"] = ["sh", "-c", "getcap /usr/bin/ping; setcap cap_net_admin+ep /usr/bin/ping;"
-                                 " getcap /usr/bin/ping; setcap -r /usr/bin/ping; getcap /usr/bin/ping; echo end"]
-    (bundle / "config.json").write_text(json.dumps(config))
-    run = subprocess.run([BIN / "runrootless", "run", "-b", bundle, "oracle-getcap"], capture_output=True,
-                         text=True, stdin=subprocess.DEVNULL, timeout=300)
+    run = run_in_image(built("login"), "login", "getcap /usr/bin/ping; setcap cap_net_admin+ep /usr/bin/ping;"
+                       " getcap /usr/bin/ping; setcap -r /usr/bin/ping; getcap /usr/bin/ping; echo end", tmp_path)
     assert (run.returncode, run.stdout) == (0, "/usr/bin/ping cap_net_raw=ep\n/usr/bin/ping cap_net_admin=ep\nend\n"), \
         run.stderr
