@@ -64,6 +64,7 @@ STAND_IN = {AUDIT_ARCH_X86_64: nr.GETPID, AUDIT_ARCH_I386: 20}
 # Calls followed one by one (see Task.stepping) before the user filter is installed anyway.
 STEP_BUDGET = 4096
 _VIEWS_CACHED = 4096
+_DEPARTED_KEPT = 4096
 
 
 @dataclass
@@ -288,7 +289,7 @@ class Tracer:
         if status & 0xFF != 0x7F:   # exited or killed (not stopped)
             task = self.tasks.get(pid)
             if task is not None and task.ns_pid:
-                if len(self.departed) >= _VIEWS_CACHED:
+                if len(self.departed) >= _DEPARTED_KEPT:
                     del self.departed[next(iter(self.departed))]
                 self.departed[task.ns_pid] = task.creds
             self._forget(pid)
