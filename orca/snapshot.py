@@ -122,7 +122,8 @@ class OverlayRootfs:
 
     def _unmount(self) -> None:
         if self.upper is not None:
-            userns.umount(str(self.rootfs))
+            # lazily: a failed step's leftovers must not keep the build from ending
+            userns.umount(str(self.rootfs), lazy=True)
             remove_tree(self.upper.parent)
             self.upper = None
 

@@ -168,9 +168,10 @@ def _mount_many(lowers: list[str], upper: str | None, work: str | None, target: 
         os.close(fs)
 
 
-def umount(target: str) -> None:
+def umount(target: str, lazy: bool = False) -> None:
+    """Unmount target; lazy: detach it even while something still uses it."""
     with _privileged():
-        linux.umount2(target, 0)
+        linux.umount2(target, linux.MNT_DETACH if lazy else 0)
 
 
 def _escape(path: str) -> str:
