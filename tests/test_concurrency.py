@@ -9,8 +9,7 @@ import os
 import subprocess
 import sys
 
-from test_crash_safety import check_layout
-from umoci_py_helpers import umoci_py, validate_layout
+from umoci_py_helpers import check_layout, umoci_py, validate_layout
 
 # Blocks on the pipe until every process is spawned and the write end closes.
 _GATED = "import os, sys; os.read(int(sys.argv[1]), 1); sys.argv[1:2] = []; "

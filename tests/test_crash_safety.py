@@ -11,28 +11,12 @@ import subprocess
 import sys
 import time
 
-from umoci_py import refs
 from umoci_py.bundle import UMOCI_JSON
-from umoci_py.cas import Layout
-from umoci_py_helpers import assert_one_line_error, umoci_py, validate_layout
+from umoci_py_helpers import assert_one_line_error, check_layout, umoci_py, validate_layout
 
 KILLS_PER_OP = 7
 UMOCI_PY = [sys.executable, "-m", "umoci_py.cli"]
 ORCA = [sys.executable, "-c", "from orca.cli import main; main()"]
-
-
-def check_layout(path) -> list[str]:
-    """Every tag resolves and every blob below it verifies; returns the tags."""
-    layout = Layout.open(path)
-    tags = refs.list_tags(layout)
-    for tag in tags:
-        manifest = layout.read_json(refs.resolve(layout, tag)[-1], "manifest")
-        layout.read_json(manifest["config"], "config")
-        for layer in manifest["layers"]:
-            with layout.open_blob(layer["digest"], layer["size"]) as f:
-                while f.read(1 << 20):
-                    pass
-    return tags
 
 
 def timed(cmd) -> float:

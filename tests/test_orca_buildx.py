@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from orca.cli import cli
+from orca_build_helpers import context
 from umoci_py import refs
 from umoci_py.cas import Layout
 
@@ -25,13 +26,6 @@ from umoci_py.cas import Layout
 def orca_build(tmp_path: Path, ctx: Path, *extra: str, env: dict | None = None):
     return CliRunner().invoke(cli, ["--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
                                     "--progress", "plain", *extra, str(ctx)], env=env or {})
-
-
-def context(tmp_path: Path, base: Path, dockerfile: str, name: str = "ctx") -> Path:
-    ctx = tmp_path / name
-    ctx.mkdir(exist_ok=True)
-    (ctx / "Dockerfile").write_text(dockerfile.replace("BASE", f"oci:{base}:latest"))
-    return ctx
 
 
 def image(tmp_path: Path, tag: str):

@@ -7,6 +7,7 @@ import tarfile
 from click.testing import CliRunner
 
 from orca.cli import cli
+from orca_build_helpers import step_states
 from umoci_py import refs
 from umoci_py.cas import Layout
 
@@ -16,18 +17,6 @@ def _build(tmp_path, ctx):
                                    "--progress", "plain", "-t", "app", str(ctx)], env={})
     assert res.exit_code == 0, res.output
     return res.output
-
-
-def _step_states(output: str) -> dict[str, str]:
-    """instruction text -> CACHED or DONE, from the plain log."""
-    names, states = {}, {}
-    for line in output.splitlines():
-        number, _, rest = line.partition(" ")
-        if rest.startswith("["):
-            names[number] = rest.split("] ", 1)[1]
-        elif rest == "CACHED" or rest.startswith("DONE"):
-            states[names[number]] = rest.split()[0]
-    return states
 
 
 def _last_layer(tmp_path) -> dict[str, bytes | None]:
@@ -48,14 +37,14 @@ def test_changing_an_excluded_file_does_not_rerun_the_copy(tmp_path, busybox_lay
     (ctx / "src" / "cache").mkdir()
     (ctx / "src" / "cache" / "blob").write_text("one\n")
     copy = "COPY --exclude=*.tmp --exclude=cache src /app/"
-    assert _step_states(_build(tmp_path, ctx))[copy] == "DONE"
+    assert step_states(_build(tmp_path, ctx))[copy] == "DONE"
     assert set(_last_layer(tmp_path)) - {"."} == {"app", "app/keep.txt"}
 
     (ctx / "src" / "scratch.tmp").write_text("two\n")
     (ctx / "src" / "cache" / "blob").write_text("two\n")
     (ctx / "src" / "cache" / "new").write_text("new\n")
-    assert _step_states(_build(tmp_path, ctx))[copy] == "CACHED"
+    assert step_states(_build(tmp_path, ctx))[copy] == "CACHED"
 
     (ctx / "src" / "keep.txt").write_text("changed\n")
-    assert _step_states(_build(tmp_path, ctx))[copy] == "DONE"
+    assert step_states(_build(tmp_path, ctx))[copy] == "DONE"
     assert _last_layer(tmp_path)["app/keep.txt"] == b"changed\n"

@@ -8,8 +8,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
-from test_orca_copy_cache import _step_states
-from test_orca_run import build, context, manifest
+from orca_build_helpers import build, context, manifest, step_states
 
 DOCKERFILE = """\
 FROM BASE AS tools
@@ -43,12 +42,12 @@ def test_no_change_rebuild_keeps_the_digest_a_change_makes_a_new_one(tmp_path, b
     first, _, config = _digest(tmp_path, ctx)
 
     again, log, same = _digest(tmp_path, ctx)
-    assert set(_step_states(log).values()) == {"CACHED"}, log
+    assert set(step_states(log).values()) == {"CACHED"}, log
     assert again == first and same == config
 
     (ctx / "hello.txt").write_text("changed\n")
     changed, log, newer = _digest(tmp_path, ctx)
-    assert _step_states(log)["COPY hello.txt /hello.txt"] == "DONE"
+    assert step_states(log)["COPY hello.txt /hello.txt"] == "DONE"
     assert changed != first
     assert _ns(newer["created"]) > _ns(config["created"])
     assert _ns(newer["history"][-1]["created"]) > _ns(config["created"])
@@ -69,7 +68,7 @@ def test_a_config_change_alone_gets_a_new_time(tmp_path, busybox_layout):
     first, _, config = _digest(tmp_path, ctx)
     (ctx / "Dockerfile").write_text((ctx / "Dockerfile").read_text().replace("WHO=world", "WHO=you"))
     second, log, changed = _digest(tmp_path, ctx)
-    assert set(_step_states(log).values()) == {"CACHED"}, log
+    assert set(step_states(log).values()) == {"CACHED"}, log
     assert second != first
     assert _ns(changed["created"]) > _ns(config["created"])
     assert changed["history"][-2] == {**config["history"][-2], "created": changed["history"][-2]["created"],

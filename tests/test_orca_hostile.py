@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from test_crash_safety import check_layout
+from umoci_py_helpers import check_layout
 
 ORCA = [sys.executable, "-c", "from orca.cli import main; main()"]
 OUTSIDE = b"outside-the-context-7c41e0"

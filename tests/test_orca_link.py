@@ -6,8 +6,7 @@ import subprocess
 import tarfile
 import io
 
-from test_orca_copy_cache import _step_states
-from test_orca_run import build, context, layer_files, manifest
+from orca_build_helpers import build, context, layer_files, manifest, step_states
 
 DOCKERFILE = """\
 FROM BASE
@@ -59,7 +58,7 @@ def test_changing_the_base_keeps_the_link_copy_cached(tmp_path, busybox_layout):
 
     result, log, _ = build(tmp_path, _context(tmp_path, busybox_layout, "two"))
     assert not isinstance(result, Exception), log
-    states = _step_states(log)
+    states = step_states(log)
     assert states[LINK] == "CACHED" and states[PLAIN] == "DONE", log
     layout, man, config = manifest(tmp_path, result)
     second, files = _link_layer(layout, man, config)

@@ -4,52 +4,15 @@ leave no trace, network isolation, shebang heredocs, failures that say where."""
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import subprocess
 import sys
-import tarfile
-from pathlib import Path
 
 from layer_tars import entry, make_tar
 from oracle_build import image_manifest
+from orca_build_helpers import build, context, layer_files, manifest
 
 from orca.errors import BuildError
-from orca.execute import BuildRequest, run_build
-from orca.progress import Progress
-from umoci_py.cas import Layout
-
-
-def build(tmp_path: Path, ctx: Path, **kw):
-    """run_build with the log captured; (result, log text, progress)."""
-    log = io.StringIO()
-    progress = Progress("plain", log)
-    kw.setdefault("cache_dir", tmp_path / "cache")
-    req = BuildRequest(context=ctx, layout=tmp_path / "out", progress=progress, jobs=2, **kw)
-    try:
-        result = run_build(req)
-    except BuildError as err:
-        return err, log.getvalue(), progress
-    return result, log.getvalue(), progress
-
-
-def context(tmp_path: Path, base: Path, dockerfile: str) -> Path:
-    ctx = tmp_path / "ctx"
-    ctx.mkdir(exist_ok=True)
-    (ctx / "Dockerfile").write_text(dockerfile.replace("BASE", f"oci:{base}:latest"))
-    return ctx
-
-
-def layer_files(layout: Layout, desc: dict) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
-    data = gzip.decompress(layout.read_blob(desc["digest"], desc["size"]))
-    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
-        return {m.name: (m, tf.extractfile(m).read() if m.isfile() else b"") for m in tf.getmembers()}
-
-
-def manifest(tmp_path: Path, result) -> tuple[Layout, dict, dict]:
-    layout = Layout.open(tmp_path / "out")
-    man = layout.read_json(result.descriptor, "manifest")
-    return layout, man, layout.read_json(man["config"], "config")
 
 
 REPRO = """\

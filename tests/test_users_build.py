@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from orca.errors import BuildError
-from test_orca_run import build, layer_files, manifest
+from orca_build_helpers import build, layer_files, manifest
 
 APP = """\
 FROM oci:{base}:bookworm

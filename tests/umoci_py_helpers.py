@@ -14,6 +14,9 @@ from pathlib import Path
 
 import xattr
 
+from umoci_py import refs
+from umoci_py.cas import Layout
+
 OWNER_XATTR = "user.rootlesscontainers"
 
 
@@ -145,6 +148,20 @@ def layout_snapshot(layout: Path) -> dict[str, str]:
             full = Path(dirpath) / name
             out[str(full.relative_to(layout))] = hashlib.sha256(full.read_bytes()).hexdigest()
     return out
+
+
+def check_layout(path) -> list[str]:
+    """Every tag resolves and every blob below it verifies; returns the tags."""
+    layout = Layout.open(path)
+    tags = refs.list_tags(layout)
+    for tag in tags:
+        manifest = layout.read_json(refs.resolve(layout, tag)[-1], "manifest")
+        layout.read_json(manifest["config"], "config")
+        for layer in manifest["layers"]:
+            with layout.open_blob(layer["digest"], layer["size"]) as f:
+                while f.read(1 << 20):
+                    pass
+    return tags
 
 
 def validate_layout(layout, tmp_path):

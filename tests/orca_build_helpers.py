@@ -1,0 +1,62 @@
+"""Helpers shared by the orca-build tests: a build run in-process with its log
+captured, a context from a Dockerfile, and what the build made (manifest,
+config, a layer's files, each step's CACHED or DONE)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+from orca.errors import BuildError
+from orca.execute import BuildRequest, run_build
+from orca.progress import Progress
+from umoci_py.cas import Layout
+
+
+def build(tmp_path: Path, ctx: Path, **kw):
+    """run_build with the log captured; (result, log text, progress)."""
+    log = io.StringIO()
+    progress = Progress("plain", log)
+    kw.setdefault("cache_dir", tmp_path / "cache")
+    req = BuildRequest(context=ctx, layout=tmp_path / "out", progress=progress, jobs=2, **kw)
+    try:
+        result = run_build(req)
+    except BuildError as err:
+        return err, log.getvalue(), progress
+    return result, log.getvalue(), progress
+
+
+def context(tmp_path: Path, base: Path, dockerfile: str, name: str = "ctx") -> Path:
+    """tmp_path/name holding the Dockerfile, BASE in it naming the base layout's tag latest."""
+    ctx = tmp_path / name
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(dockerfile.replace("BASE", f"oci:{base}:latest"))
+    return ctx
+
+
+def layer_files(layout: Layout, desc: dict) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    """name -> (header, content; b"" for all but regular files) of a gzip layer."""
+    data = gzip.decompress(layout.read_blob(desc["digest"], desc["size"]))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        return {m.name: (m, tf.extractfile(m).read() if m.isfile() else b"") for m in tf.getmembers()}
+
+
+def manifest(tmp_path: Path, result) -> tuple[Layout, dict, dict]:
+    """(layout, manifest, config) of the image a build() into tmp_path made."""
+    layout = Layout.open(tmp_path / "out")
+    man = layout.read_json(result.descriptor, "manifest")
+    return layout, man, layout.read_json(man["config"], "config")
+
+
+def step_states(output: str) -> dict[str, str]:
+    """instruction text -> CACHED or DONE, from the plain log."""
+    names, states = {}, {}
+    for line in output.splitlines():
+        number, _, rest = line.partition(" ")
+        if rest.startswith("["):
+            names[number] = rest.split("] ", 1)[1]
+        elif rest == "CACHED" or rest.startswith("DONE"):
+            states[names[number]] = rest.split()[0]
+    return states
