@@ -110,11 +110,13 @@ def _copied(root: Path, src: Source, excluded: Excluded, exclude: Excluded):
 
 
 def content_digest(root: Path, sources: list[Source], excluded: Excluded = _never,
-                   owners: bool = False, exclude: Excluded = _never) -> str:
+                   owners: bool = False, exclude: Excluded = _never, digests=None) -> str:
     """tarsum-like digest of the sources: names, type, mode, size, link target
     and content, never mtime.  Context owners count as 0:0 (as BuildKit's
     local source does), so a checkout by another user hits the same cache;
-    with owners, the rootless owner xattr of another stage's files counts."""
+    with owners, the rootless owner xattr of another stage's files counts.
+    digests (an mtree.DigestCache by absolute path) spares reading files
+    whose inode, size, mtime and ctime are unchanged."""
     h = hashlib.sha256()
     for src in sources:
         h.update(f"source {src.rel}\0".encode())
@@ -126,9 +128,19 @@ def content_digest(root: Path, sources: list[Source], excluded: Excluded = _neve
             if owners:
                 h.update(_owner_payload(full) or b"-")
             if stat.S_ISREG(st.st_mode):
-                with open(full, "rb") as f:
-                    h.update(hashlib.file_digest(f, "sha256").digest())
+                h.update(bytes.fromhex(_file_digest(os.path.abspath(full), st, digests)))
     return "sha256:" + h.hexdigest()
+
+
+def _file_digest(path: str, st: os.stat_result, digests) -> str:
+    known = digests.lookup(path, st) if digests is not None else None
+    if known is not None:
+        return known
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if digests is not None:
+        digests.put(path, st, digest)
+    return digest
 
 
 @dataclass

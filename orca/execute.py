@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 LAYER_KINDS = {"RUN", "COPY", "ADD", "WORKDIR"}
+CONTEXT_DIGESTS = "context-digests.json"  # in the cache dir
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Builder:
         self.views: list = []
         self._mode: str | None = None
         self._mode_lock = threading.Lock()
+        self._digests = None
         self.slots = CpuSlots()
         self.notes = Notes(lambda text: opts.progress.info(f"note: {text}"))
         self.platform_str = "/".join(p for p in (opts.platform.os, opts.platform.architecture,
@@ -142,6 +144,7 @@ class Builder:
                 self._schedule()
                 out = self._output_layout() if self.o.load else self.store
                 desc = self._export(out, self.results[self.plan.target].image)
+            self._save_digests()
             return BuildResult(desc, {self.plan.stages[i].label: r for i, r in self.results.items()}, out)
         finally:
             try:
@@ -239,6 +242,26 @@ class Builder:
             view = snapshot.Snapshot(workdir, self.store)
         self.views.append(view)
         return view
+
+    def context_digests(self):
+        """Digests of the context's files from the last build on this cache
+        dir, by inode, size, mtime and ctime (ctime changes on any write)."""
+        with self._mode_lock:
+            if self._digests is None:
+                from umoci_py.mtree import DigestCache
+                self._digests = DigestCache.load(self.o.cache.root / CONTEXT_DIGESTS)
+            return self._digests
+
+    def _save_digests(self) -> None:
+        if self._digests is not None:
+            # this context's files only: the file stays the size of one context
+            prefix = os.path.abspath(self.o.context) + "/"
+            self._digests.files = {k: v for k, v in self._digests.files.items() if k.startswith(prefix)}
+            try:
+                self._digests.save(self.workroot / CONTEXT_DIGESTS)
+                os.replace(self.workroot / CONTEXT_DIGESTS, self.o.cache.root / CONTEXT_DIGESTS)
+            except OSError:
+                pass  # a cache of digests: the next build reads the files again
 
     def mode(self) -> str:
         """How working rootfs are made: "overlay" (mounts over the snapshot
@@ -645,7 +668,8 @@ class StageRun:
             instr["link"] = True
             if numeric_owner:
                 parent = digest_of({"link": True, "source_date_epoch": self.b.o.source_date_epoch})
-        content = identity or cp.content_digest(*sources(), excluded, exclude=exclude)
+        content = identity or cp.content_digest(*sources(), excluded, exclude=exclude,
+                                                digests=self.b.context_digests())
         key = step_key(parent, instr, {}, self.b.platform_str, content)
         # COPY --from: BuildKit merges equal results, so the content of the
         # selected files (not which build of the stage made them) is the key

@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -210,3 +211,20 @@ def test_more_layers_than_one_page_of_mount_options_holds(busybox_layout, tmp_pa
     assert len(layers) == 1 + 45 + 1
     top = {m.name: m for m in layer_members(out, layers[-1])}
     assert top["all"].size == sum(len(f"{i}\n") for i in range(45))
+
+
+def test_context_digests_kept_between_builds_still_see_a_same_size_same_mtime_edit(busybox_layout, tmp_path):
+    ctx, out = tmp_path / "ctx", tmp_path / "out"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest\nCOPY f /f\n")
+    (ctx / "f").write_text("one\n")
+    orca("--layout", out, "--cache-dir", tmp_path / "cache", "--progress", "quiet", "-t", "a", ctx)
+    assert (tmp_path / "cache" / "context-digests.json").exists()
+    st = os.stat(ctx / "f")
+    (ctx / "f").write_text("two\n")
+    os.utime(ctx / "f", ns=(st.st_atime_ns, st.st_mtime_ns))  # only the ctime tells
+    orca("--layout", out, "--cache-dir", tmp_path / "cache", "--progress", "quiet", "-t", "b", ctx)
+    top = manifest_of(out, "b")["layers"][-1]
+    member = [m for m in layer_members(out, top) if m.name == "f"][0]
+    with tarfile.open(out / "blobs/sha256" / top["digest"].split(":")[1]) as tar:
+        assert tar.extractfile("f").read() == b"two\n" and member.size == 4
