@@ -63,3 +63,21 @@ def plain_registry(tmp_path_factory):
     r = Registry(tmp_path_factory.mktemp("registry"))
     yield r
     r.stop()
+
+
+@pytest.fixture(scope="session")
+def debian_bundle(tmp_path_factory, debian_layout_ro) -> Path:
+    """The bookworm fixture unpacked rootless by umoci-py once, for runrootless tests that only read it."""
+    from umoci_py_helpers import umoci_py
+
+    bundle = tmp_path_factory.mktemp("rr") / "bundle"
+    umoci_py("unpack", "--rootless", "--image", f"{debian_layout_ro}:bookworm", bundle)
+    return bundle
+
+
+@pytest.fixture
+def private_bundle(debian_bundle, tmp_path) -> Path:
+    """A private copy of debian_bundle, for a test that changes it."""
+    from runrootless_helpers import private_copy
+
+    return private_copy(debian_bundle, tmp_path)

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from runrootless import api
-from runrootless_helpers import host_owner, run_sh
+from runrootless_helpers import host_owner, private_copy, run_sh
 from umoci_py.rootless import read_side, side_owner
 from umoci_py_helpers import top_layer, umoci_py
 
@@ -182,9 +182,7 @@ def app_bundle(tmp_path_factory, debian_layout_ro):
 
 @pytest.fixture
 def bundle(app_bundle, tmp_path):
-    dest = tmp_path / "bundle"
-    subprocess.run(["cp", "-a", str(app_bundle), str(dest)], check=True)
-    return dest
+    return private_copy(app_bundle, tmp_path)
 
 
 def _repacked(bundle, debian_layout) -> dict:

@@ -18,36 +18,9 @@ from runrootless.emulate import TABLE, ids, mknod, owner, user, xattr
 from runrootless.emulate import stat as stat_h
 from runrootless.emulate.base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, AtExit, Call, Creds, Return, TraceeFiles
 from runrootless.tracer import needs_user_emulation, settled
+from runrootless_helpers import BASE, FakeMemory, make_call
 from umoci_py.rootless import (CAPS_RECORD_XATTR, XATTR_NAME, encode_caps_record, encode_owner, read_side,
                                side_owner, write_side)
-
-BASE = 0x10000
-
-
-class FakeMemory:
-    """A flat address space starting at BASE."""
-
-    def __init__(self, size=8192):
-        self.data = bytearray(size)
-        self.top = BASE
-
-    def put(self, data: bytes) -> int:
-        addr = self.top
-        self.write(addr, data)
-        self.top += len(data) + 8
-        return addr
-
-    def read(self, addr, size):
-        off = addr - BASE
-        if off < 0 or off >= len(self.data):
-            return b""
-        return bytes(self.data[off:off + size])
-
-    def write(self, addr, data):
-        off = addr - BASE
-        if off < 0 or off + len(data) > len(self.data):
-            raise OSError(errno.EFAULT, "bad address")
-        self.data[off:off + len(data)] = data
 
 
 @pytest.fixture
@@ -57,11 +30,6 @@ def env(tmp_path):
     os.symlink(tmp_path, tmp_path / "cwd")
     files = TraceeFiles(root="/", cwd=str(tmp_path / "cwd"), fd_dir=str(tmp_path / "fd"))
     return tmp_path, files
-
-
-def make_call(nr, args, files=None, creds=None, mem=None):
-    args = tuple(a & (2**64 - 1) for a in args) + (0,) * (6 - len(args))
-    return Call(nr, args, creds or Creds(), mem or FakeMemory(), files)
 
 
 def owner_of(path):

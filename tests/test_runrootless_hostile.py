@@ -21,6 +21,7 @@ import pytest
 from runrootless import api, seccomp_filter
 from runrootless.emulate import TABLE, USER_ONLY, ids, user
 from runrootless.spec import DEFAULT_MAX_TASKS
+from runrootless_helpers import assert_no_children
 from umoci_py.rootless import XATTR_NAME, decode_owner, encode_owner
 
 FIXTURES = Path(os.environ.get("ORCA_FIXTURES", "/var/cache/orca-fixtures"))
@@ -74,11 +75,6 @@ def calls(*groups):
 
 def results(out):
     return [int(line) if line.lstrip("-").isdigit() else line for line in out.splitlines()]
-
-
-def assert_no_children():
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
 
 
 def seen(stats, nr):

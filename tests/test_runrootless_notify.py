@@ -14,8 +14,7 @@ import pytest
 from runrootless import api, notify
 from runrootless.emulate import NOTIFY_TABLE
 from runrootless.emulate.base import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, Creds, TraceeFiles
-from test_runrootless_emulate import FakeMemory, make_call
-from test_runrootless_run import debian_bundle, host_owner, private_bundle  # noqa: F401 - fixtures
+from runrootless_helpers import FakeMemory, host_owner, make_call, run_sh
 from umoci_py.rootless import OWNERS_XATTR, XATTR_NAME, encode_owner, read_side, side_owner, write_side
 
 CONTINUE = notify.CONTINUE
@@ -189,13 +188,9 @@ def test_fifo_of_a_non_root_caller_is_made_and_recorded(tree):
 # ---- whole runs -----------------------------------------------------------
 
 def run(bundle, script, notify=True, **kw):
-    spec = api.spec_from_bundle(bundle)
-    spec.args = ["/bin/sh", "-c", script]
-    for key, value in kw.items():
-        setattr(spec, key, value)
-    chunks, stats = [], api.Stats()
-    status = api.run(spec, output=chunks.append, notify=notify, stats=stats)
-    return status, b"".join(chunks).decode(), stats
+    """run_sh's (exit status, output), then the run's stats."""
+    stats = api.Stats()
+    return (*run_sh(bundle, script, notify=notify, stats=stats, **kw), stats)
 
 
 ROOT_LOOP = "for i in 1 2 3 4 5 6 7 8 9 10; do id -u >/dev/null; done; stat -c %U:%G /etc/shadow"

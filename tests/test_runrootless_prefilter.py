@@ -14,7 +14,6 @@ import pytest
 from runrootless import api
 from runrootless.prefilter import Prefilter
 from runrootless.sandbox import SandboxError
-from test_runrootless_run import debian_bundle, private_bundle  # noqa: F401 - fixtures
 from umoci_py.rootless import write_side
 
 # Every branch of the pre-filter's decision, through the raw syscalls (glibc

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runrootless import api
-from runrootless_helpers import host_owner, run_sh  # noqa: F401 - also imported from here by other tests
+from runrootless_helpers import assert_no_children, host_owner, run_sh
 from umoci_py_helpers import top_layer, umoci_py
 
 STRESS_C = r"""
@@ -79,31 +79,12 @@ int main(int argc, char **argv) {
 """
 
 
-@pytest.fixture(scope="session")
-def debian_bundle(tmp_path_factory, debian_layout_ro) -> Path:
-    bundle = tmp_path_factory.mktemp("rr") / "bundle"
-    umoci_py("unpack", "--rootless", "--image", f"{debian_layout_ro}:bookworm", bundle)
-    return bundle
-
-
 def repacked_layer(bundle: Path, layout_ro: Path, tmp_path: Path) -> dict:
     """Repack the bundle with umoci-py into a private copy of its layout; the new layer's members by path."""
     layout = tmp_path / "layout"
     shutil.copytree(layout_ro, layout)
     umoci_py("repack", "--image", f"{layout}:after", bundle)
     return top_layer(layout, "after")
-
-
-@pytest.fixture
-def private_bundle(debian_bundle, tmp_path) -> Path:
-    dest = tmp_path / "bundle"
-    subprocess.run(["cp", "-a", str(debian_bundle), str(dest)], check=True)
-    return dest
-
-
-def assert_no_children():
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
 
 
 def test_exit_status_output_and_identity(debian_bundle):

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from runrootless import api
-from test_runrootless_run import host_owner, run_sh
+from runrootless_helpers import host_owner, private_copy, run_sh
 from umoci_py_helpers import top_layer
 from umoci_py.rootless import XATTR_NAME, read_side, resolve_owner, side_owner
 
@@ -27,9 +27,7 @@ def bundle(tmp_path_factory, debian_layout_ro):
 
 @pytest.fixture
 def private(bundle, tmp_path):
-    dest = tmp_path / "bundle"
-    subprocess.run(["cp", "-a", str(bundle), str(dest)], check=True)
-    return dest
+    return private_copy(bundle, tmp_path)
 
 
 def test_useradd_records_home_and_keeps_shadow(bundle):
