@@ -1,4 +1,5 @@
-"""Shared fixtures: the base images built by tools/make-fixtures and fresh copies."""
+"""Shared fixtures: the base images built by tools/make-fixtures and fresh copies, the bookworm
+bundle umoci-py unpacks from one (and private copies), a HOME of the second user."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(os.environ.get("ORCA_FIXTURES", "/var/cache/orca-fixtures"))
+from fixtures_dir import FIXTURES
 
 
 def _fixture_layout(name: str) -> Path:
@@ -18,12 +19,16 @@ def _fixture_layout(name: str) -> Path:
     return path
 
 
+def _private_layout(tmp_path: Path, name: str) -> Path:
+    dest = tmp_path / name
+    shutil.copytree(_fixture_layout(name), dest)
+    return dest
+
+
 @pytest.fixture
 def busybox_layout(tmp_path) -> Path:
     """A private copy of the busybox layout (tag 'latest')."""
-    dest = tmp_path / "busybox"
-    shutil.copytree(_fixture_layout("busybox"), dest)
-    return dest
+    return _private_layout(tmp_path, "busybox")
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +40,7 @@ def busybox_layout_ro() -> Path:
 @pytest.fixture
 def debian_layout(tmp_path) -> Path:
     """A private copy of the mmdebstrap bookworm layout (tag 'bookworm')."""
-    dest = tmp_path / "debian"
-    shutil.copytree(_fixture_layout("debian"), dest)
-    return dest
+    return _private_layout(tmp_path, "debian")
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +84,18 @@ def private_bundle(debian_bundle, tmp_path) -> Path:
     from runrootless_helpers import private_copy
 
     return private_copy(debian_bundle, tmp_path)
+
+
+@pytest.fixture
+def user2_home():
+    """A fresh HOME owned by the second user, readable by this one."""
+    from second_user import as_user2
+
+    made = as_user2("mktemp", "-d", "/tmp/orca-user2.XXXXXX")
+    assert made.returncode == 0, made.stderr
+    home = Path(made.stdout.strip())
+    try:
+        assert as_user2("chmod", "0755", str(home)).returncode == 0
+        yield home
+    finally:
+        as_user2("rm", "-rf", str(home))

@@ -6,19 +6,18 @@ script in an image under runrootless."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from fixtures_dir import FIXTURES
 from oracle_manifest import SETS, manifest_of_layers
 
 from umoci_py import compress, refs
 from umoci_py.cas import Layout
 
-FIXTURES = Path(os.environ.get("ORCA_FIXTURES", "/var/cache/orca-fixtures"))
 BIN = Path(sys.executable).parent
 
 # Paths whose presence or metadata legitimately differ between two installs

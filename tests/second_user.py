@@ -12,8 +12,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import orca
 
 SOURCE = Path(orca.__file__).resolve().parent.parent  # the second user runs the code under test
@@ -29,19 +27,6 @@ def orca_build_as_user2(home: Path, *args: str, **kw) -> subprocess.CompletedPro
     return as_user2("env", "-i", f"HOME={home}", f"PATH={Path(sys.executable).parent}:/usr/bin:/bin",
                     "PYTHONDONTWRITEBYTECODE=1", f"PYTHONPATH={SOURCE}", sys.executable, "-c",
                     "from orca.cli import main; main()", *args, **kw)
-
-
-@pytest.fixture
-def user2_home():
-    """A fresh HOME owned by the second user, readable by this one."""
-    made = as_user2("mktemp", "-d", "/tmp/orca-user2.XXXXXX")
-    assert made.returncode == 0, made.stderr
-    home = Path(made.stdout.strip())
-    try:
-        assert as_user2("chmod", "0755", str(home)).returncode == 0
-        yield home
-    finally:
-        as_user2("rm", "-rf", str(home))
 
 
 @contextlib.contextmanager

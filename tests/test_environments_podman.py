@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from fixtures_dir import FIXTURES
+
 pytestmark = pytest.mark.slow
 
 WRAPPER = "/usr/local/libexec/orca-envs/podman-env"
 SRC = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-FIXTURES = Path(os.environ.get("ORCA_FIXTURES", "/var/cache/orca-fixtures"))
 MASKED_NOTE = "note: /proc is masked by the container runtime (mount(proc on /proc): EPERM"
 
 # Every process in the container that is not this check or its ancestors

@@ -3,7 +3,6 @@ umoci.json) and the user.rootlesscontainers xattr codec."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 

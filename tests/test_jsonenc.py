@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import shutil
 import subprocess
 
 from umoci_py import jsonenc

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from second_user import orca_build_as_user2, shared_context, user2_home  # noqa: F401 (a fixture)
+from fixtures_dir import FIXTURES
+from second_user import orca_build_as_user2, shared_context
 from umoci_py import refs
 from umoci_py.cas import Layout
 
@@ -20,7 +21,6 @@ from orca.cache_export import CacheSpec, load_local, parse_cache_spec
 from orca.cli import cli
 from orca.errors import BuildError
 
-FIXTURES = Path("/var/cache/orca-fixtures")
 SDE = "1700000000"
 DOCKERFILE = f"""\
 FROM oci:{FIXTURES / 'busybox'}:latest AS builder

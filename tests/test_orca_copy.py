@@ -2,7 +2,6 @@
 
 import os
 import tarfile
-from pathlib import Path
 
 import pytest
 import xattr

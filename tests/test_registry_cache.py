@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from fixtures_dir import FIXTURES
 from registry_server import Registry, TokenServer, skopeo
-from second_user import as_user2, orca_build_as_user2, shared_context, user2_home  # noqa: F401 (a fixture)
+from second_user import as_user2, orca_build_as_user2, shared_context
 from umoci_py import refs
 from umoci_py.cas import Layout
 from umoci_py.mutate import Mutator
@@ -34,7 +35,6 @@ from orca.registry.client import Client, RegistryOptions
 from orca.registry.errors import AuthError
 from orca.registry.pull import pull
 
-FIXTURES = Path("/var/cache/orca-fixtures")
 USERS = {"builder-a": "pw-a-7781", "builder-b": "pw-b-9902"}
 SDE = "1700000000"
 # A builder stage (on a base of its own) whose layers the final image does not

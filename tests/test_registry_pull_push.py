@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures_dir import FIXTURES
 from registry_server import Registry, free_port, make_ca, skopeo
 from umoci_py import mediatypes as mt
 from umoci_py import refs
@@ -25,7 +26,6 @@ from orca.registry.errors import DigestError, RegistryError
 from orca.registry.pull import pull
 from orca.registry.push import push
 
-FIXTURES = Path(os.environ.get("ORCA_FIXTURES", "/var/cache/orca-fixtures"))
 USER, PASSWORD = "alice", "s3cret-Pa55"
 AMD64 = refs.host_platform()
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from fixtures_dir import FIXTURES
 from runrootless import api, seccomp_filter
 from runrootless.emulate import TABLE, USER_ONLY, ids, user
 from runrootless.spec import DEFAULT_MAX_TASKS
 from runrootless_helpers import assert_no_children
 from umoci_py.rootless import XATTR_NAME, decode_owner, encode_owner
 
-FIXTURES = Path(os.environ.get("ORCA_FIXTURES", "/var/cache/orca-fixtures"))
 ENOSYS = -errno.ENOSYS
 # Arguments that make every call in the sweep fail harmlessly should it run:
 # a bad pointer, fd -1, id -1 (no change).
