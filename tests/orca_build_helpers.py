@@ -1,6 +1,7 @@
-"""Helpers shared by the orca-build tests: a build run in-process with its log
-captured, a context from a Dockerfile, and what the build made (manifest,
-config, a layer's files, each step's CACHED or DONE)."""
+"""Helpers shared by the orca-build tests: a build run in-process (run_build
+with its log captured, or the command line through click's runner), a context
+from a Dockerfile, and what the build made (manifest, config, a layer's files,
+each step's CACHED or DONE)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import io
 import tarfile
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from orca.cli import cli
 from orca.errors import BuildError
 from orca.execute import BuildRequest, run_build
 from orca.progress import Progress
+from umoci_py import refs
 from umoci_py.cas import Layout
 
 
@@ -28,6 +33,18 @@ def build(tmp_path: Path, ctx: Path, **kw):
     return result, log.getvalue(), progress
 
 
+def cli_build(tmp_path: Path, ctx: Path, *extra: str, env: dict | None = None):
+    """orca-build's command line in-process into tmp_path/out (cache tmp_path/cache), plain progress; its Result."""
+    return CliRunner().invoke(cli, ["--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                                    "--progress", "plain", *extra, str(ctx)], env=env or {})
+
+
+def ok(res):
+    """res, after asserting the CLI run succeeded (its output otherwise)."""
+    assert res.exit_code == 0, res.output
+    return res
+
+
 def context(tmp_path: Path, base: Path, dockerfile: str, name: str = "ctx") -> Path:
     """tmp_path/name holding the Dockerfile, BASE in it naming the base layout's tag latest."""
     ctx = tmp_path / name
@@ -36,11 +53,24 @@ def context(tmp_path: Path, base: Path, dockerfile: str, name: str = "ctx") -> P
     return ctx
 
 
+def image(tmp_path: Path, tag: str):
+    """(layout, manifest descriptor, manifest, config) of tag in tmp_path/out."""
+    layout = Layout.open(tmp_path / "out")
+    desc = refs.resolve(layout, tag)[-1]
+    manifest = layout.read_json(desc, "manifest")
+    return layout, desc, manifest, layout.read_json(manifest["config"], "config")
+
+
 def layer_files(layout: Layout, desc: dict) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
     """name -> (header, content; b"" for all but regular files) of a gzip layer."""
     data = gzip.decompress(layout.read_blob(desc["digest"], desc["size"]))
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         return {m.name: (m, tf.extractfile(m).read() if m.isfile() else b"") for m in tf.getmembers()}
+
+
+def layer_contents(layout: Layout, desc: dict) -> dict[str, bytes]:
+    """name -> content alone (b"" for all but regular files) of a gzip layer."""
+    return {name: data for name, (_, data) in layer_files(layout, desc).items()}
 
 
 def manifest(tmp_path: Path, result) -> tuple[Layout, dict, dict]:

@@ -2,28 +2,12 @@
 
 import gzip
 import io
-import json
 import tarfile
 
 from click.testing import CliRunner
 
 from orca.cli import cli
-from umoci_py import refs
-from umoci_py.cas import Layout
-
-
-def _build(tmp_path, ctx, *extra, env=None):
-    res = CliRunner().invoke(cli, ["--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-                                   "--progress", "plain", *extra, str(ctx)], env=env or {})
-    return res
-
-
-def _image(tmp_path, tag):
-    layout = Layout.open(tmp_path / "out")
-    desc = refs.resolve(layout, tag)[-1]
-    manifest = layout.read_json(desc, "manifest")
-    config = layout.read_json(manifest["config"], "config")
-    return layout, desc, manifest, config
+from orca_build_helpers import cli_build, image
 
 
 def _layer_names(layout, desc):
@@ -56,9 +40,9 @@ LABEL who=$WHO
 
 def test_copy_build_layers_config_history_and_cache(tmp_path, busybox_layout):
     ctx = _context(tmp_path, busybox_layout, DOCKERFILE)
-    first = _build(tmp_path, ctx, "-t", "app")
+    first = cli_build(tmp_path, ctx, "-t", "app")
     assert first.exit_code == 0, first.output
-    layout, desc, manifest, config = _image(tmp_path, "app")
+    layout, desc, manifest, config = image(tmp_path, "app")
     assert first.output.strip().splitlines()[-1] == desc["digest"]
     members = _layer_names(layout, manifest["layers"][-1])
     assert "app/hello.txt" in members and not any(n.endswith(".log") for n in members)
@@ -73,43 +57,43 @@ def test_copy_build_layers_config_history_and_cache(tmp_path, busybox_layout):
     assert hist[2]["created_by"].endswith(" # buildkit") and "empty_layer" not in hist[2]
     assert all(h["comment"] == "buildkit.dockerfile.v0" for h in hist)
 
-    second = _build(tmp_path, ctx, "-t", "app")
+    second = cli_build(tmp_path, ctx, "-t", "app")
     assert second.exit_code == 0, second.output
     assert second.output.count("CACHED") == 2  # COPY and WORKDIR
 
     (ctx / "other.log").write_text("still ignored")  # ignored files never reach a key
-    assert _build(tmp_path, ctx).output.count("CACHED") == 2
+    assert cli_build(tmp_path, ctx).output.count("CACHED") == 2
     (ctx / "hello.txt").write_text("changed\n")
-    third = _build(tmp_path, ctx, "--build-arg", "WHO=you")
+    third = cli_build(tmp_path, ctx, "--build-arg", "WHO=you")
     assert third.exit_code == 0 and "CACHED" not in third.output
 
 
 def test_source_date_epoch_gives_identical_digests(tmp_path, busybox_layout):
     ctx = _context(tmp_path, busybox_layout, DOCKERFILE)
-    a = _build(tmp_path, ctx, "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000")
+    a = cli_build(tmp_path, ctx, "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000")
     (ctx / "hello.txt").touch()
-    b = _build(tmp_path, ctx, "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000")
+    b = cli_build(tmp_path, ctx, "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000")
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     assert a.output.splitlines()[-1] == b.output.splitlines()[-1]
 
 
 def test_copy_outside_context_fails_with_location(tmp_path, busybox_layout):
     ctx = _context(tmp_path, busybox_layout, "FROM BASE\nCOPY ../etc/passwd /x\n")
-    res = _build(tmp_path, ctx)
+    res = cli_build(tmp_path, ctx)
     assert res.exit_code == 1
     assert "Dockerfile:2: COPY: source '../etc/passwd' is outside the build context" in res.output
 
 
 def test_missing_base_is_a_clear_error(tmp_path, busybox_layout):
     ctx = _context(tmp_path, busybox_layout, "FROM nosuch:tag\n")
-    res = _build(tmp_path, ctx)
+    res = cli_build(tmp_path, ctx)
     # names the line and what was looked for (the layout, or a registry once H's resolver is in)
     assert res.exit_code == 1 and "Dockerfile:1: " in res.output and "nosuch:tag" in res.output
 
 
 def test_cache_ls_and_prune(tmp_path, busybox_layout):
     ctx = _context(tmp_path, busybox_layout, DOCKERFILE)
-    assert _build(tmp_path, ctx).exit_code == 0
+    assert cli_build(tmp_path, ctx).exit_code == 0
     runner = CliRunner()
     ls = runner.invoke(cli, ["cache", "ls", "--cache-dir", str(tmp_path / "cache")])
     assert "COPY --chown=1000:1000" in ls.output
@@ -133,9 +117,9 @@ def test_copy_symbolic_chmod_exclude_and_parents(tmp_path, busybox_layout):
     for name in ("run.sh", "x.log", "skip/inner", "deep/a.txt", "deep/b.txt"):
         (ctx / "src" / name).write_text(name)
         (ctx / "src" / name).chmod(0o664)
-    res = _build(tmp_path, ctx, "-t", "flags")
+    res = cli_build(tmp_path, ctx, "-t", "flags")
     assert res.exit_code == 0, res.output
-    layout, _, manifest, _ = _image(tmp_path, "flags")
+    layout, _, manifest, _ = image(tmp_path, "flags")
     plain = _layer_names(layout, manifest["layers"][-2])
     assert plain["plain/run.sh"].mode == 0o744
     assert plain["plain/deep/a.txt"].mode == 0o744
@@ -157,10 +141,10 @@ RUN cat /final.txt > /copy.txt
 def test_copy_from_is_keyed_by_the_copied_content(tmp_path, busybox_layout):
     ctx = _context(tmp_path, busybox_layout, MERGE)
     (ctx / "input.txt").write_text("same-prefix-1\n")
-    first = _build(tmp_path, ctx)
+    first = cli_build(tmp_path, ctx)
     assert first.exit_code == 0, first.output
     (ctx / "input.txt").write_text("same-prefix-2\n")  # gen re-runs, its /out.txt does not change
-    second = _build(tmp_path, ctx)
+    second = cli_build(tmp_path, ctx)
     assert second.exit_code == 0, second.output
     lines = second.output.splitlines()
     cached = {line.split()[0] for line in lines if line.endswith("CACHED")}
@@ -168,20 +152,20 @@ def test_copy_from_is_keyed_by_the_copied_content(tmp_path, busybox_layout):
     gen_steps = {line.split()[0] for line in lines if "[gen]" in line}
     assert final_steps <= cached and not gen_steps & cached
     (ctx / "input.txt").write_text("diff-prefix\n")
-    third = _build(tmp_path, ctx, "-t", "merged")
+    third = cli_build(tmp_path, ctx, "-t", "merged")
     assert "CACHED" not in third.output
-    layout, _, manifest, _ = _image(tmp_path, "merged")
+    layout, _, manifest, _ = image(tmp_path, "merged")
     assert _layer_names(layout, manifest["layers"][-1])["copy.txt"].size == 5
 
 
 def test_expose_ranges_give_one_port_each(tmp_path, busybox_layout):
     ctx = _context(tmp_path, busybox_layout, "FROM BASE\nARG P=53/UDP\nEXPOSE 8000-8002 $P\n")
-    res = _build(tmp_path, ctx, "-t", "app")
+    res = cli_build(tmp_path, ctx, "-t", "app")
     assert res.exit_code == 0, res.output
-    config = _image(tmp_path, "app")[3]
+    config = image(tmp_path, "app")[3]
     assert config["config"]["ExposedPorts"] == {"8000/tcp": {}, "8001/tcp": {}, "8002/tcp": {}, "53/udp": {}}
     (tmp_path / "bad").mkdir()
     bad = _context(tmp_path / "bad", busybox_layout, "FROM BASE\nEXPOSE 90-80\n")
-    res = _build(tmp_path, bad)
+    res = cli_build(tmp_path, bad)
     assert res.exit_code == 1
     assert res.output.strip().splitlines()[-1].endswith("Dockerfile:2: invalid range specified for container port: 90-80")

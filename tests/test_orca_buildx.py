@@ -4,41 +4,20 @@ labels and annotations, RUN sandbox flags."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import io
 import os
 import re
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from orca.cli import cli
-from orca_build_helpers import context
+from orca_build_helpers import cli_build, context, image, layer_contents
 from umoci_py import refs
 from umoci_py.cas import Layout
-
-
-def orca_build(tmp_path: Path, ctx: Path, *extra: str, env: dict | None = None):
-    return CliRunner().invoke(cli, ["--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-                                    "--progress", "plain", *extra, str(ctx)], env=env or {})
-
-
-def image(tmp_path: Path, tag: str):
-    layout = Layout.open(tmp_path / "out")
-    desc = refs.resolve(layout, tag)[-1]
-    manifest = layout.read_json(desc, "manifest")
-    return layout, desc, manifest, layout.read_json(manifest["config"], "config")
-
-
-def layer_files(layout: Layout, desc: dict) -> dict[str, bytes]:
-    data = gzip.decompress(layout.read_blob(desc["digest"], desc["size"]))
-    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
-        return {m.name: tf.extractfile(m).read() if m.isfile() else b"" for m in tf.getmembers()}
 
 
 # --- ssh ----------------------------------------------------------------------------------------
@@ -86,11 +65,11 @@ RUN --mount=type=ssh,id=absent echo "${SSH_AUTH_SOCK:-unset} $(ls /run/buildkit)
 def test_ssh_mount_forwards_an_agent_that_answers_and_leaves_nothing(tmp_path, busybox_layout, ssh_agent):
     ctx = context(tmp_path, busybox_layout, SSH_FILE)
     _host_program(ctx / "t", shutil.which("ssh-add"))
-    res = orca_build(tmp_path, ctx, "-t", "app", "--ssh", "default", "--ssh", f"deploy={ssh_agent}",
+    res = cli_build(tmp_path, ctx, "-t", "app", "--ssh", "default", "--ssh", f"deploy={ssh_agent}",
                      env={"SSH_AUTH_SOCK": str(ssh_agent)})
     assert res.exit_code == 0, res.output
     layout, _, manifest, _ = image(tmp_path, "app")
-    first, second, third = (layer_files(layout, d) for d in manifest["layers"][-3:])
+    first, second, third = (layer_contents(layout, d) for d in manifest["layers"][-3:])
     assert b"orca-test-key (ED25519)" in first["keys"]          # the agent answered through the mount
     assert first["sock"] == b"/run/buildkit/ssh_agent.0 600 socket\n"
     deploy = second["deploy"].decode().splitlines()
@@ -104,7 +83,7 @@ def test_ssh_mount_forwards_an_agent_that_answers_and_leaves_nothing(tmp_path, b
     # the socket's path is not part of any step's key
     moved = tmp_path / "moved.sock"
     moved.symlink_to(ssh_agent)
-    again = orca_build(tmp_path, ctx, "-t", "app", "--ssh", f"default={moved}", "--ssh", f"deploy={moved}")
+    again = cli_build(tmp_path, ctx, "-t", "app", "--ssh", f"default={moved}", "--ssh", f"deploy={moved}")
     assert again.exit_code == 0, again.output
     assert again.output.count("CACHED") == 3
     for path in [*(tmp_path / "cache").rglob("*"), *(tmp_path / "out").rglob("*")]:
@@ -115,14 +94,14 @@ def test_ssh_mount_forwards_an_agent_that_answers_and_leaves_nothing(tmp_path, b
 
 def test_ssh_errors_are_one_line(tmp_path, busybox_layout, ssh_agent):
     ctx = context(tmp_path, busybox_layout, "FROM BASE\nRUN --mount=type=ssh,required=true true\n")
-    res = orca_build(tmp_path, ctx)
+    res = cli_build(tmp_path, ctx)
     assert res.exit_code == 1
     assert res.output.splitlines()[-1].endswith(
         "Dockerfile:2: ssh agent 'default' required but not provided (--ssh default=SOCKET)")
-    res = orca_build(tmp_path, ctx, "--ssh", "default", env={"SSH_AUTH_SOCK": ""})
+    res = cli_build(tmp_path, ctx, "--ssh", "default", env={"SSH_AUTH_SOCK": ""})
     assert res.exit_code == 2 and len(res.output.splitlines()) == 1
     assert res.output.startswith("orca-build: Invalid value for --ssh: 'default': SSH_AUTH_SOCK is not set")
-    res = orca_build(tmp_path, ctx, "--ssh", f"default={tmp_path / 'keys' / 'id'}")
+    res = cli_build(tmp_path, ctx, "--ssh", f"default={tmp_path / 'keys' / 'id'}")
     assert res.exit_code == 1
     assert res.output.strip() == f"orca-build: --ssh default={tmp_path / 'keys' / 'id'}: {tmp_path / 'keys' / 'id'}: " \
                                  "not a socket (give an ssh-agent socket; key files are not loaded, add them " \
@@ -136,7 +115,7 @@ META_FILE = "FROM BASE\nLABEL from.dockerfile=1 both=dockerfile\nCOPY Dockerfile
 
 def test_quiet_iidfile_and_metadata_file_match_the_layout(tmp_path, busybox_layout):
     ctx = context(tmp_path, busybox_layout, META_FILE)
-    res = orca_build(tmp_path, ctx, "-q", "-t", "app", "-t", "app:2", "--iidfile", str(tmp_path / "iid"),
+    res = cli_build(tmp_path, ctx, "-q", "-t", "app", "-t", "app:2", "--iidfile", str(tmp_path / "iid"),
                      "--metadata-file", str(tmp_path / "meta.json"))
     assert res.exit_code == 0, res.output
     layout, desc, manifest, _ = image(tmp_path, "app")
@@ -151,7 +130,7 @@ def test_quiet_iidfile_and_metadata_file_match_the_layout(tmp_path, busybox_layo
 
 def test_labels_go_to_the_config_and_annotations_where_their_kind_says(tmp_path, busybox_layout):
     ctx = context(tmp_path, busybox_layout, META_FILE)
-    res = orca_build(tmp_path, ctx, "-t", "app", "--label", "org.example.team=build", "--label", "both=cli",
+    res = cli_build(tmp_path, ctx, "-t", "app", "--label", "org.example.team=build", "--label", "both=cli",
                      "--annotation", "org.opencontainers.image.source=https://example.test/app",
                      "--annotation", "manifest-descriptor:org.example.desc=d",
                      "--annotation", "index,manifest:org.example.both=x")
@@ -168,7 +147,7 @@ def test_labels_go_to_the_config_and_annotations_where_their_kind_says(tmp_path,
     for bad, message in [("novalue", "--annotation novalue: expected [KIND:]KEY=VALUE"),
                          ("index-descriptor:k=v", "unknown kind 'index-descriptor'"),
                          ("manifest[linux/amd64]:k=v", "platform-qualified annotations are not supported")]:
-        res = orca_build(tmp_path, ctx, "--annotation", bad)
+        res = cli_build(tmp_path, ctx, "--annotation", bad)
         assert res.exit_code == 1 and message in res.output and len(res.output.splitlines()) == 1, res.output
 
 
@@ -176,9 +155,9 @@ def test_no_cache_filter_reruns_only_the_named_stage(tmp_path, busybox_layout):
     ctx = context(tmp_path, busybox_layout,
                   "FROM BASE AS Tools\nRUN echo tools > /t\n"
                   "FROM BASE AS app\nRUN echo app > /a\nCOPY --from=tools /t /t\n")
-    first = orca_build(tmp_path, ctx)
+    first = cli_build(tmp_path, ctx)
     assert first.exit_code == 0, first.output
-    again = orca_build(tmp_path, ctx, "--no-cache-filter", "tools")
+    again = cli_build(tmp_path, ctx, "--no-cache-filter", "tools")
     assert again.exit_code == 0, again.output
     steps = {}
     for line in again.output.splitlines():
@@ -199,11 +178,11 @@ RUN cat /proc/net/dev > /net; ulimit -n > /nofile; ulimit -Hn >> /nofile; grep '
 
 def test_network_ulimit_shm_size_and_add_host_reach_the_run(tmp_path, busybox_layout):
     ctx = context(tmp_path, busybox_layout, SANDBOX_FILE)
-    res = orca_build(tmp_path, ctx, "-t", "app", "--network", "none", "--ulimit", "nofile=100:200",
+    res = cli_build(tmp_path, ctx, "-t", "app", "--network", "none", "--ulimit", "nofile=100:200",
                      "--shm-size", "2m", "--add-host", "db.internal:10.1.2.3", "--add-host", "v6=[fd00::1]")
     assert res.exit_code == 0, res.output
     layout, _, manifest, _ = image(tmp_path, "app")
-    files = layer_files(layout, manifest["layers"][-1])
+    files = layer_contents(layout, manifest["layers"][-1])
     assert [line.split(":")[0].strip() for line in files["net"].decode().splitlines()[2:]] == ["lo"]
     assert files["nofile"] == b"100\n200\n"
     assert "size=2048k" in files["shm"].decode()
@@ -211,9 +190,9 @@ def test_network_ulimit_shm_size_and_add_host_reach_the_run(tmp_path, busybox_la
     assert hosts[-2:] == ["10.1.2.3\tdb.internal", "fd00::1\tv6"]
     assert "buildkitsandbox" in " ".join(hosts[:-2])     # the same file that names the step's host
     # the defaults: the host's network, the build's own limits, a 64 MiB /dev/shm; and a new key
-    plain = orca_build(tmp_path, ctx, "-t", "plain")
+    plain = cli_build(tmp_path, ctx, "-t", "plain")
     assert plain.exit_code == 0 and "CACHED" not in plain.output, plain.output
-    files = layer_files(*(lambda l, _d, m, _c: (l, m["layers"][-1]))(*image(tmp_path, "plain")))
+    files = layer_contents(*(lambda l, _d, m, _c: (l, m["layers"][-1]))(*image(tmp_path, "plain")))
     assert len(files["net"].decode().splitlines()[2:]) > 1
     assert "size=65536k" in files["shm"].decode()
     assert "db.internal" not in files["hosts"].decode()
@@ -228,7 +207,7 @@ def test_sandbox_flag_errors_are_one_line(tmp_path, busybox_layout):
         (["--add-host", "db"], "--add-host db: expected NAME:IP"),
         (["--cache-dir", "/proc/1/nope"], "orca-build: /proc/1/nope"),
     ]:
-        res = orca_build(tmp_path, ctx, *flags)
+        res = cli_build(tmp_path, ctx, *flags)
         assert res.exit_code == 1, res.output
         assert len(res.output.splitlines()) == 1 and message in res.output, res.output
 

@@ -10,6 +10,7 @@ import tarfile
 
 from click.testing import CliRunner
 
+from orca_build_helpers import ok
 from registry_server import skopeo
 from umoci_py import refs
 from umoci_py.cas import Layout
@@ -21,11 +22,6 @@ def build(tmp_path, ctx, *args, input=None):
     return CliRunner().invoke(cli, ["--layout", str(tmp_path / "layout"), "--cache-dir", str(tmp_path / "cache"),
                                     "--progress", "plain", "-o", f"type=local,dest={tmp_path / 'files'}",
                                     *args, str(ctx)], input=input, env={})
-
-
-def ok(res):
-    assert res.exit_code == 0, res.output
-    return res
 
 
 def image_config(tmp_path, tag: str) -> dict:

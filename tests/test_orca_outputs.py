@@ -11,6 +11,7 @@ import tarfile
 import pytest
 from click.testing import CliRunner
 
+from orca_build_helpers import ok
 from registry_server import skopeo
 from umoci_py import refs
 from umoci_py.cas import Layout
@@ -44,11 +45,6 @@ def ctx(tmp_path, busybox_layout):
 def build(tmp_path, ctx, *args, input=None):
     return CliRunner().invoke(cli, ["--layout", str(tmp_path / "layout"), "--cache-dir", str(tmp_path / "cache"),
                                     "--progress", "plain", *args, str(ctx)], input=input, env={})
-
-
-def ok(res):
-    assert res.exit_code == 0, res.output
-    return res
 
 
 def members(data: bytes) -> dict[str, tuple[tarfile.TarInfo, bytes | None]]:
