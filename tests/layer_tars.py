@@ -75,13 +75,6 @@ def extract_image(layout: Path, tag: str, rootfs: Path, cache=None) -> None:
             extract_layer(compress.reader(f, media_type), rootfs, ROOTLESS, cache=cache)
 
 
-def umoci_unpack(layout: Path, tag: str, bundle: Path) -> None:
-    import subprocess
-
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:{tag}", str(bundle)],
-                   check=True, capture_output=True)
-
-
 def umoci_mtree(bundle: Path) -> str:
     return next(bundle.glob("sha256_*.mtree")).read_text()
 

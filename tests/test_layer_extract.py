@@ -9,11 +9,12 @@ import stat
 import tarfile
 
 import pytest
-from layer_tars import ROOTLESS, apply, entry, extract_image, umoci_mtree, umoci_unpack, xattr
+from layer_tars import ROOTLESS, apply, entry, extract_image, umoci_mtree, xattr
 
 from umoci_py import mtree
 from umoci_py.errors import LayerError
 from umoci_py.layer.extract import DEVICE_XATTR, extract_layer
+from umoci_py_helpers import umoci_unpack
 
 OWNER = "user.rootlesscontainers"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from layer_tars import manifest_layers, umoci_mtree, umoci_unpack
+from layer_tars import manifest_layers, umoci_mtree
+from umoci_py_helpers import umoci, umoci_unpack
 
 from umoci_py import mtree
 
@@ -14,10 +15,6 @@ WEIRD = ["sp ace", "tab\tname", "back\\slash", "star*q?[b]#h", "caf\u00e9", "new
 
 def _body(text):
     return [line for line in text.splitlines() if not line.startswith("#")]
-
-
-def _umoci(*args):
-    return subprocess.run(["umoci", *args], check=True, capture_output=True, text=True)
 
 
 def _layers(layout, tag="latest"):
@@ -33,7 +30,7 @@ def test_dump_matches_umoci_text_and_names_round_trip(busybox_layout, tmp_path):
         (rootfs / "etc/odd" / name).write_bytes(name.encode())
     os.symlink("tar get", rootfs / "etc/odd/ln")
     os.setxattr(rootfs / "etc/odd/sp ace", "user.x", b"\x00\x01v")
-    _umoci("repack", "--refresh-bundle", "--image", f"{busybox_layout}:latest", str(bundle))
+    umoci("repack", "--refresh-bundle", "--image", f"{busybox_layout}:latest", str(bundle))
     theirs = umoci_mtree(bundle)
     ours = mtree.walk(rootfs, rootless=True)
     assert _body(ours.dump()) == _body(theirs)
@@ -50,10 +47,10 @@ def test_umoci_repacks_our_manifest_without_spurious_changes(busybox_layout, tmp
     manifest_file = next(bundle.glob("sha256_*.mtree"))
     manifest_file.write_text(mtree.walk(bundle / "rootfs", rootless=True).dump())
     layers_before = len(_layers(busybox_layout))
-    _umoci("repack", "--image", f"{busybox_layout}:same", str(bundle))
+    umoci("repack", "--image", f"{busybox_layout}:same", str(bundle))
     assert len(_layers(busybox_layout, "same")) == layers_before  # empty diff: no layer
     (bundle / "rootfs/etc/hostname").write_text("changed\n")
-    _umoci("repack", "--image", f"{busybox_layout}:changed", str(bundle))
+    umoci("repack", "--image", f"{busybox_layout}:changed", str(bundle))
     layers = _layers(busybox_layout, "changed")
     assert len(layers) == layers_before + 1
     listing = subprocess.run(["tar", "-tzf", str(busybox_layout / "blobs/sha256" / layers[-1]["digest"][7:])],

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import tarfile
 import io
 
 from orca_build_helpers import build, context, layer_files, manifest, step_states
+from umoci_py_helpers import umoci_unpack
 
 DOCKERFILE = """\
 FROM BASE
@@ -83,7 +83,6 @@ def test_umoci_unpacks_the_link_layer_over_the_base(tmp_path, busybox_layout):
     layout, man, config = manifest(tmp_path, result)
     assert set(layer_files(layout, man["layers"][-1])) == {"app", "app/sub", "app/sub/new.txt"}
     bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{tmp_path / 'out'}:app", str(bundle)],
-                   check=True, capture_output=True)
+    umoci_unpack(tmp_path / "out", "app", bundle)
     app = bundle / "rootfs" / "app"
     assert (app / "old.txt").read_text() == "old\n" and (app / "sub" / "new.txt").read_text() == "new\n"

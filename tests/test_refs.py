@@ -20,6 +20,7 @@ from umoci_py import mediatypes, refs
 from umoci_py.cas import Layout
 from umoci_py.errors import BlobError, RefError, UsageError
 from umoci_py.refs import Platform
+from umoci_py_helpers import umoci
 
 
 def _layer(payload: bytes) -> tuple[bytes, str]:
@@ -57,10 +58,6 @@ def make_index(layout: Layout, descriptors: list[dict]) -> dict:
     digest, size = layout.put_json({"schemaVersion": 2, "mediaType": mediatypes.INDEX,
                                     "manifests": descriptors}, "index")
     return {"mediaType": mediatypes.INDEX, "digest": digest, "size": size}
-
-
-def _umoci(*args) -> str:
-    return subprocess.run(["umoci", *args], check=True, capture_output=True, text=True).stdout
 
 
 # -- argument syntax ---------------------------------------------------------
@@ -166,11 +163,11 @@ def test_set_and_remove_tags_interoperate_with_umoci(tmp_path):
     refs.set_tag(layout, "two", a)
     refs.set_tag(layout, "one", b)
     assert refs.list_tags(layout) == ["two", "one"]
-    assert _umoci("ls", "--layout", str(layout.path)) == "two\none\n"
+    assert umoci("ls", "--layout", layout.path).stdout == "two\none\n"
     assert refs.resolve(layout, "one")[-1]["digest"] == b["digest"]
     entries = layout.read_index()["manifests"]
     assert [e["annotations"][refs.REF_NAME] for e in entries] == ["two", "one"]
-    _umoci("tag", "--image", f"{layout.path}:two", "three")
+    umoci("tag", "--image", f"{layout.path}:two", "three")
     assert refs.list_tags(layout) == ["two", "one", "three"]
     refs.remove_tag(layout, "two")
     refs.remove_tag(layout, "never-existed")
@@ -188,7 +185,7 @@ def test_peers_accept_our_layout(tmp_path):
                                         capture_output=True, text=True).stdout)
     assert inspect["Architecture"] == "amd64" and len(inspect["Layers"]) == 1
     bundle = tmp_path / "bundle"
-    _umoci("unpack", "--rootless", "--image", f"{layout.path}:v1", str(bundle))
+    umoci("unpack", "--rootless", "--image", f"{layout.path}:v1", str(bundle))
     assert (bundle / "rootfs" / "hello.txt").read_bytes() == b"hi\n"
 
 
@@ -214,7 +211,7 @@ def test_gc_removes_only_unreachable_blobs(tmp_path):
     assert not stale.exists() and (layout.path / ".internal").exists()
     assert refs.gc(layout) == []
     # umoci agrees that nothing more is garbage and the image is intact.
-    _umoci("gc", "--layout", str(layout.path))
+    umoci("gc", "--layout", str(layout.path))
     assert layout.list_blobs() == before
     assert refs.resolve(layout, "t", Platform("linux", "amd64"))
 

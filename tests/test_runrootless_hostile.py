@@ -24,6 +24,7 @@ from runrootless.emulate import TABLE, USER_ONLY, ids, user
 from runrootless.spec import DEFAULT_MAX_TASKS
 from runrootless_helpers import assert_no_children
 from umoci_py.rootless import XATTR_NAME, decode_owner, encode_owner
+from umoci_py_helpers import umoci_unpack
 
 ENOSYS = -errno.ENOSYS
 # Arguments that make every call in the sweep fail harmlessly should it run:
@@ -42,8 +43,7 @@ def hostile_bin(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def busybox_bundle(tmp_path_factory) -> Path:
     bundle = tmp_path_factory.mktemp("rrh") / "bundle"
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{FIXTURES / 'busybox'}:latest", str(bundle)],
-                   check=True, capture_output=True)
+    umoci_unpack(FIXTURES / "busybox", "latest", bundle)
     return bundle
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from umoci_py import schemas
 from umoci_py.errors import SchemaError
+from umoci_py_helpers import umoci_unpack
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -77,8 +78,7 @@ def test_config_rootfs_type_checked():
 
 def test_umoci_runtime_config_and_umoci_json_validate(busybox_layout, tmp_path):
     bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{busybox_layout}:latest", str(bundle)],
-                   check=True, capture_output=True)
+    umoci_unpack(busybox_layout, "latest", bundle)
     spec = json.loads((bundle / "config.json").read_text())
     schemas.validate(spec, "runtime-config", "config.json")
     meta = json.loads((bundle / "umoci.json").read_text())
@@ -127,8 +127,7 @@ def test_fast_check_agrees_with_jsonschema(debian_layout_ro, busybox_layout, tmp
 
     docs = _documents(debian_layout_ro)
     bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{busybox_layout}:latest", str(bundle)],
-                   check=True, capture_output=True)
+    umoci_unpack(busybox_layout, "latest", bundle)
     docs["runtime-config"] = json.loads((bundle / "config.json").read_text())
     docs["umoci-json"] = json.loads((bundle / "umoci.json").read_text())
     assert set(docs) == set(schemas.KINDS)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
 from runrootless import api
 from runrootless_helpers import host_owner, private_copy, run_sh
-from umoci_py_helpers import top_layer
+from umoci_py_helpers import top_layer, umoci, umoci_unpack
 from umoci_py.rootless import XATTR_NAME, read_side, resolve_owner, side_owner
 
 ADD_APP = "useradd -m -u 1234 app"
@@ -18,8 +17,7 @@ ADD_APP = "useradd -m -u 1234 app"
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, debian_layout_ro):
     path = tmp_path_factory.mktemp("users") / "bundle"
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{debian_layout_ro}:bookworm", str(path)],
-                   check=True, capture_output=True)
+    umoci_unpack(debian_layout_ro, "bookworm", path)
     status, out = run_sh(path, ADD_APP)
     assert status == 0, out
     return path
@@ -67,8 +65,7 @@ def test_permission_checks_as_user(private):
 
 def test_runuser_drop_creates_as_user_and_repacks(debian_layout, tmp_path):
     bundle = tmp_path / "b"
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{debian_layout}:bookworm", str(bundle)],
-                   check=True, capture_output=True)
+    umoci_unpack(debian_layout, "bookworm", bundle)
     script = (f"{ADD_APP} && runuser -u app -- sh -c 'id -u; touch /tmp/by-app; mkdir /tmp/dir-app; "
               "ln -s by-app /tmp/ln-app'; touch /tmp/by-root")
     status, out = run_sh(bundle, script)
@@ -76,8 +73,7 @@ def test_runuser_drop_creates_as_user_and_repacks(debian_layout, tmp_path):
     tmp = bundle / "rootfs/tmp"
     assert host_owner(tmp / "by-app") == (1234, 1234) and host_owner(tmp / "dir-app") == (1234, 1234)
     assert host_owner(tmp / "by-root") is None
-    subprocess.run(["umoci", "repack", "--image", f"{debian_layout}:bookworm", str(bundle)],
-                   check=True, capture_output=True)
+    umoci("repack", "--image", f"{debian_layout}:bookworm", bundle)
     members = {name.lstrip("./"): m for name, m in top_layer(debian_layout, "bookworm").items()}
     assert (members["tmp/by-app"].uid, members["tmp/by-app"].gid) == (1234, 1234)
     assert (members["tmp/dir-app"].uid, members["tmp/dir-app"].gid) == (1234, 1234)

@@ -37,6 +37,11 @@ def umoci(*args, check=True) -> subprocess.CompletedProcess:
     return proc
 
 
+def umoci_unpack(layout: Path, tag: str, bundle: Path) -> None:
+    """The real umoci's rootless unpack of layout:tag into bundle."""
+    umoci("unpack", "--rootless", "--image", f"{layout}:{tag}", bundle)
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
     assert proc.returncode == 1, proc
     lines = proc.stderr.strip().splitlines()
