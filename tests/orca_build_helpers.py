@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import sys
 import tarfile
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from orca.execute import BuildRequest, run_build
 from orca.progress import Progress
 from umoci_py import refs
 from umoci_py.cas import Layout
+
+# orca-build as a process of its own, run by this interpreter (so from the code under test).
+ORCA = [sys.executable, "-c", "from orca.cli import main; main()"]
 
 
 def build(tmp_path: Path, ctx: Path, **kw):

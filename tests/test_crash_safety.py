@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
 import time
 
+from orca_build_helpers import ORCA
 from umoci_py.bundle import UMOCI_JSON
-from umoci_py_helpers import assert_one_line_error, check_layout, umoci_py, validate_layout
+from umoci_py_helpers import UMOCI_PY, assert_one_line_error, check_layout, umoci_py, validate_layout
 
 KILLS_PER_OP = 7
-UMOCI_PY = [sys.executable, "-m", "umoci_py.cli"]
-ORCA = [sys.executable, "-c", "from orca.cli import main; main()"]
 
 
 def timed(cmd) -> float:

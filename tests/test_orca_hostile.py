@@ -9,13 +9,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 
 import pytest
 
+from orca_build_helpers import ORCA
 from umoci_py_helpers import check_layout
 
-ORCA = [sys.executable, "-c", "from orca.cli import main; main()"]
 OUTSIDE = b"outside-the-context-7c41e0"
 
 

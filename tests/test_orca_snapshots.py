@@ -13,15 +13,14 @@ import json
 import os
 import random
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
+from orca_build_helpers import ORCA
 from umoci_py.cas import Layout
 from umoci_py_helpers import layer_members, manifest_of, validate_layout
 
-ORCA = [sys.executable, "-c", "from orca.cli import main; main()"]
 FALLBACK_NOTE = "working rootfs by copy"
 
 CHANGES = """\

@@ -18,11 +18,12 @@ from umoci_py import refs
 from umoci_py.cas import Layout
 
 OWNER_XATTR = "user.rootlesscontainers"
+UMOCI_PY = [sys.executable, "-m", "umoci_py.cli"]
 
 
 def umoci_py(*args, check=True, env=None) -> subprocess.CompletedProcess:
     """Run our CLI the way a user does: a separate process, real exit status."""
-    proc = subprocess.run([sys.executable, "-m", "umoci_py.cli", *map(str, args)],
+    proc = subprocess.run([*UMOCI_PY, *map(str, args)],
                           capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"umoci-py {args} failed ({proc.returncode}): {proc.stderr}")
