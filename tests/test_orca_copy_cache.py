@@ -1,30 +1,15 @@
 """COPY cache keys: what --exclude drops and what --link ignores."""
 
-import gzip
-import io
-import tarfile
-
-from click.testing import CliRunner
-
-from orca.cli import cli
-from orca_build_helpers import step_states
-from umoci_py import refs
-from umoci_py.cas import Layout
+from orca_build_helpers import cli_build, image, layer_contents, ok, step_states
 
 
-def _build(tmp_path, ctx):
-    res = CliRunner().invoke(cli, ["--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-                                   "--progress", "plain", "-t", "app", str(ctx)], env={})
-    assert res.exit_code == 0, res.output
-    return res.output
+def _build(tmp_path, ctx) -> str:
+    return ok(cli_build(tmp_path, ctx, "-t", "app")).output
 
 
-def _last_layer(tmp_path) -> dict[str, bytes | None]:
-    layout = Layout.open(tmp_path / "out")
-    manifest = layout.read_json(refs.resolve(layout, "app")[-1], "manifest")
-    desc = manifest["layers"][-1]
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layout.read_blob(desc["digest"], desc["size"])))) as tf:
-        return {m.name: tf.extractfile(m).read() if m.isfile() else None for m in tf.getmembers()}
+def _last_layer(tmp_path) -> dict[str, bytes]:
+    layout, _, manifest, _ = image(tmp_path, "app")
+    return layer_contents(layout, manifest["layers"][-1])
 
 
 def test_changing_an_excluded_file_does_not_rerun_the_copy(tmp_path, busybox_layout):
