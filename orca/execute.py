@@ -20,7 +20,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from umoci_py import mediatypes, refs
 from umoci_py.cas import Layout
@@ -33,20 +33,20 @@ from orca import mounts as mnt
 from orca.copy import context_filter
 from orca.cache import CacheStore, digest_of, step_key
 from orca.errors import BuildError, DockerfileError, OrcaError
-from orca.plan import Instr, Plan, Stage, load_plan, parse_triggers
+from orca.plan import Plan, Stage, load_plan, parse_triggers
 from orca.progress import Progress
 from orca.resolve import Image, Resolver
 from orca.runsettings import RunSettings
 from orca.runstep import BUILD_HOSTNAME, CpuSlots, Notes, run_isolated
 from orca.metadata import Annotation, of_kind
 from orca.dockerfile import ignore, lexer
-from orca.dockerfile.instructions import parse_chmod, parse_mount, parse_ports
+from orca.dockerfile import instructions as di
+from orca.dockerfile.instructions import Instruction, parse_chmod, parse_mount, parse_ports
 
 if TYPE_CHECKING:
     from orca.snapshot import Snapshot
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
-LAYER_KINDS = {"RUN", "COPY", "ADD", "WORKDIR"}
 CONTEXT_DIGESTS = "context-digests.json"  # in the cache dir
 
 
@@ -76,6 +76,17 @@ class BuildOptions:
     registry: object = None  # orca.registry.client.Client: FROM/COPY --from images in registries
     load: bool = True        # the image goes into `layout` with its tags; else only into the cache's
     contexts: dict = field(default_factory=dict)  # --build-context name -> orca.contexts.NamedContext
+
+
+@dataclass
+class Step:
+    """What a layer instruction (RUN, COPY, ADD, WORKDIR) does, worked out
+    before the cache is asked: nothing is read or run until apply."""
+    history: str                                  # created_by of its history entry
+    key: str                                      # the chained cache key: the quick look-up
+    apply: Callable[[Path, object], None]         # (rootfs, progress step): make the change
+    content_key: Callable[[], str] | None = None  # COPY --from: the key of the copied content
+    link: bool = False                            # --link: the layer is made apart from the stage
 
 
 @dataclass
@@ -381,10 +392,10 @@ class StageRun:
         env.update(_env_dict(self.image.config))
         return env
 
-    def where(self, ins: Instr) -> str:
+    def where(self, ins: Instruction) -> str:
         return f"{self.b.plan.file}:{ins.line}"
 
-    def x(self, ins: Instr, word: str, env: dict | None = None) -> str:
+    def x(self, ins: Instruction, word: str, env: dict | None = None) -> str:
         try:
             return lexer.process_word(word, self.env() if env is None else env, self.b.plan.escape)
         except DockerfileError as err:
@@ -431,21 +442,22 @@ class StageRun:
         self.b.fetch(self.image.layers)
         return self.snap.materialize(self.image.layers, diff_ids(self.image))
 
-    # dispatch
-    def step(self, ins: Instr) -> None:
-        handler = getattr(self, "do_" + ins.kind.lower(), None)
-        if handler is None:
-            raise BuildError(f"{self.where(ins)}: {ins.kind} is not supported")
-        if ins.kind not in LAYER_KINDS:
-            handler(ins)
+    # dispatch, on the parser's instruction types
+    def step(self, ins: Instruction) -> None:
+        config_only = CONFIG_STEPS.get(type(ins))
+        if config_only is not None:
+            config_only(self, ins)
             self.key = digest_of({"parent": self.key, "config": self.image.config.get("config"),
                                   "args": sorted(self.args.items())})
             return
+        make_step = LAYER_STEPS.get(type(ins))
+        if make_step is None:
+            raise BuildError(f"{self.where(ins)}: {ins.keyword} is not supported")
         progress = self.b.o.progress
-        pstep = progress.start(self.label, ins.text)
+        pstep = progress.start(self.label, ins.original)
         try:
-            described, key, action, *more = handler(ins)
-            slow = more[0] if more else None
+            step = make_step(self, ins)
+            described, key, action, slow, link = step.history, step.key, step.apply, step.content_key, step.link
             store = self.b.o.cache
             rec = None if self.no_cache else store.get(key)
             chain = rec.get("chain", key) if rec is not None else key
@@ -454,7 +466,6 @@ class StageRun:
                 rec = None if self.no_cache else store.get(chain)
                 if rec is not None:
                     store.put(key, described, rec["image"], chain)
-            link = bool(ins.flags.get("link"))
             # after a --link step the stage is its base plus that layer
             self.key = digest_of({"parent": self.key, "link": chain}) if link else chain
             if rec is not None:
@@ -482,19 +493,19 @@ class StageRun:
             raise
         except UmociError as err:
             progress.failed(pstep, str(err))
-            raise BuildError(f"{self.where(ins)}: {ins.text}: {err}") from None
+            raise BuildError(f"{self.where(ins)}: {ins.original}: {err}") from None
 
     # config-only instructions
-    def do_env(self, ins: Instr) -> None:
+    def do_env(self, ins: di.Env) -> None:
         env = self.env()
         pairs = [(self.x(ins, k, env), self.x(ins, v or "", env)) for k, v in ins.pairs]
         for k, v in pairs:
             _set_env(self.image.config, k, v)
         self.history("ENV " + " ".join(f"{k}={v}" for k, v in pairs), True)
 
-    def do_arg(self, ins: Instr) -> None:
+    def do_arg(self, ins: di.Arg) -> None:
         shown = []
-        for name, default in ins.pairs:
+        for name, default in ((a.name, a.default) for a in ins.args):
             name = self.x(ins, name)
             if name in self.b.o.build_args:
                 value = self.b.o.build_args[name]
@@ -509,7 +520,7 @@ class StageRun:
             shown.append(f"{name}={value}")
         self.history("ARG " + " ".join(shown), True)
 
-    def do_label(self, ins: Instr) -> None:
+    def do_label(self, ins: di.Label) -> None:
         env = self.env()
         labels = self.cfg.setdefault("Labels", {}) or {}
         pairs = [(self.x(ins, k, env), self.x(ins, v or "", env)) for k, v in ins.pairs]
@@ -517,20 +528,20 @@ class StageRun:
         self.cfg["Labels"] = labels
         self.history("LABEL " + " ".join(f"{k}={v}" for k, v in pairs), True)
 
-    def do_user(self, ins: Instr) -> None:
-        self.cfg["User"] = self.x(ins, ins.args[0])
+    def do_user(self, ins: di.User) -> None:
+        self.cfg["User"] = self.x(ins, ins.user)
         self.history(f"USER {self.cfg['User']}", True)
 
-    def do_volume(self, ins: Instr) -> None:
-        vols = [self.x(ins, a) for a in ins.args]
+    def do_volume(self, ins: di.Volume) -> None:
+        vols = [self.x(ins, a) for a in ins.paths]
         self.cfg.setdefault("Volumes", {})
         for v in vols:
             self.cfg["Volumes"][v] = {}
         self.history("VOLUME " + ("[" + " ".join(vols) + "]"), True)
 
-    def do_expose(self, ins: Instr) -> None:
+    def do_expose(self, ins: di.Expose) -> None:
         ports = []
-        for a in ins.args:
+        for a in ins.ports:
             try:
                 words = lexer.process_words(a, self.env(), self.b.plan.escape)
                 ports += parse_ports(words)
@@ -541,46 +552,48 @@ class StageRun:
             self.cfg["ExposedPorts"][p] = {}
         self.history("EXPOSE [" + " ".join(sorted(ports)) + "]", True)
 
-    def do_stopsignal(self, ins: Instr) -> None:
-        self.cfg["StopSignal"] = self.x(ins, ins.args[0])
+    def do_stopsignal(self, ins: di.StopSignal) -> None:
+        self.cfg["StopSignal"] = self.x(ins, ins.signal)
         self.history(f"STOPSIGNAL {self.cfg['StopSignal']}", True)
 
-    def do_shell(self, ins: Instr) -> None:
-        self.cfg["Shell"] = list(ins.args)
-        self.history("SHELL " + _json(ins.args), True)
+    def do_shell(self, ins: di.Shell) -> None:
+        self.cfg["Shell"] = list(ins.shell)
+        self.history("SHELL " + _json(ins.shell), True)
 
-    def _argv(self, ins: Instr) -> list[str]:
-        if ins.json_form:
-            return list(ins.args)
-        return list(self.cfg.get("Shell") or DEFAULT_SHELL) + [" ".join(ins.args)]
+    def _argv(self, ins: di.Run | di.Cmd | di.Entrypoint) -> list[str]:
+        if not ins.shell_form:
+            return list(ins.cmd)
+        return list(self.cfg.get("Shell") or DEFAULT_SHELL) + [" ".join(ins.cmd)]
 
-    def do_cmd(self, ins: Instr) -> None:
+    def do_cmd(self, ins: di.Cmd) -> None:
         self.cfg["Cmd"] = self._argv(ins)
         self.cfg["ArgsEscaped"] = True
         self.cmd_set = True
         self.history("CMD " + _json(self.cfg["Cmd"]), True)
 
-    def do_entrypoint(self, ins: Instr) -> None:
+    def do_entrypoint(self, ins: di.Entrypoint) -> None:
         self.cfg["Entrypoint"] = self._argv(ins)
         if not self.cmd_set:
             self.cfg.pop("Cmd", None)
         self.history("ENTRYPOINT " + _json(self.cfg["Entrypoint"]), True)
 
-    def do_healthcheck(self, ins: Instr) -> None:
-        self.cfg["Healthcheck"] = ins.flags["healthcheck"]
-        self.history(ins.text, True)
+    def do_healthcheck(self, ins: di.Healthcheck) -> None:
+        self.cfg["Healthcheck"] = {"Test": list(ins.test), "Interval": ins.interval, "Timeout": ins.timeout,
+                                   "StartPeriod": ins.start_period, "StartInterval": ins.start_interval,
+                                   "Retries": ins.retries}
+        self.history(ins.original, True)
 
-    def do_onbuild(self, ins: Instr) -> None:
+    def do_onbuild(self, ins: di.OnBuild) -> None:
         self.cfg.setdefault("OnBuild", [])
-        self.cfg["OnBuild"] = (self.cfg["OnBuild"] or []) + [ins.args[0]]
+        self.cfg["OnBuild"] = (self.cfg["OnBuild"] or []) + [ins.expression]
 
-    def do_maintainer(self, ins: Instr) -> None:
-        self.image.config["author"] = ins.args[0]
-        self.history(f"MAINTAINER {ins.args[0]}", True)
+    def do_maintainer(self, ins: di.Maintainer) -> None:
+        self.image.config["author"] = ins.name
+        self.history(f"MAINTAINER {ins.name}", True)
 
-    # layer instructions: each returns (history text, cache key, action)
-    def do_workdir(self, ins: Instr):
-        path = self.x(ins, ins.args[0])
+    # layer instructions: each returns its Step
+    def do_workdir(self, ins: di.Workdir) -> Step:
+        path = self.x(ins, ins.path)
         path = posixpath.normpath(posixpath.join(self.cfg.get("WorkingDir") or "/", path))
         self.cfg["WorkingDir"] = path
         key = step_key(self.key, {"kind": "WORKDIR", "path": path, "user": self.cfg.get("User", "")},
@@ -590,7 +603,7 @@ class StageRun:
             if path != "/":
                 owner = self._owner(rootfs, self.cfg.get("User") or "")
                 cp.make_dirs(rootfs, path, owner)
-        return f"WORKDIR {path}", key, action
+        return Step(f"WORKDIR {path}", key, action)
 
     def _owner(self, rootfs: Path | None, spec: str) -> tuple[int, int]:
         if not spec:
@@ -602,35 +615,30 @@ class StageRun:
             raise BuildError(f"{err}") from None
         return u.uid, u.gid
 
-    def do_copy(self, ins: Instr):
-        return self._copy(ins, add=False)
-
-    def do_add(self, ins: Instr):
-        return self._copy(ins, add=True)
-
-    def _copy(self, ins: Instr, add: bool):
+    def do_copy(self, ins: di.Copy) -> Step:  # and ADD
+        add = isinstance(ins, di.Add)
         where = self.where(ins)
-        words = [self.x(ins, a) for a in ins.args]
-        srcs, dest = words[:-1], words[-1]
-        chown = self.x(ins, ins.flags["chown"]) if ins.flags.get("chown") else None
-        chmod_s = self.x(ins, ins.flags["chmod"]) if ins.flags.get("chmod") else None
+        srcs = [self.x(ins, a) for a in ins.sources]
+        dest = self.x(ins, ins.dest)
+        chown = self.x(ins, ins.chown) if ins.chown else None
+        chmod_s = self.x(ins, ins.chmod) if ins.chmod else None
         chmod = _chmod(chmod_s, where)
-        checksum = self.x(ins, ins.flags["checksum"]) if ins.flags.get("checksum") else None
-        excludes = [self.x(ins, e) for e in ins.flags.get("exclude") or ()]
+        checksum = self.x(ins, ins.checksum) if add and ins.checksum else None
+        excludes = [self.x(ins, e) for e in ins.exclude]
         exclude = _exclude_matcher(excludes, where)
-        parents = bool(ins.flags.get("parents"))
-        from_ = ins.flags.get("from")
+        parents = ins.parents
+        from_ = ins.from_
         workdir = self.cfg.get("WorkingDir") or "/"
         excluded = self.b.o.excluded
-        what = f"{where}: {ins.kind}"
+        what = f"{where}: {ins.keyword}"
         tmp = Path(tempfile.mkdtemp(dir=self.b.workroot))
         identity = None
         if ins.heredocs:
-            for name, body, expand_it in ins.heredocs:
-                (tmp / name).write_text(self.x(ins, body) if expand_it else body)
-                os.chmod(tmp / name, 0o644)
+            for doc in ins.heredocs:
+                (tmp / doc.name).write_text(self.x(ins, doc.content) if doc.expand else doc.content)
+                os.chmod(tmp / doc.name, 0o644)
             root, excluded = tmp, cp._never
-            srcs = [h[0] for h in ins.heredocs]
+            srcs = [doc.name for doc in ins.heredocs]
         elif from_:
             root, excluded = None, cp._never  # the source stage is materialized only on a miss
             identity = self.b.source_identity(from_, where)
@@ -657,9 +665,9 @@ class StageRun:
                     selected.extend(chosen)
                     kept.update(_parent_paths(pattern, chosen))
             return root, selected
-        instr = {"kind": ins.kind, "sources": srcs, "dest": dest, "workdir": workdir, "chown": chown,
+        instr = {"kind": ins.keyword, "sources": srcs, "dest": dest, "workdir": workdir, "chown": chown,
                  "chmod": chmod_s, "urls": urls, "exclude": excludes, "parents": parents}
-        link = bool(ins.flags.get("link"))
+        link = ins.link
         # --link: the layer is made apart from the stage, so its key leaves the
         # stage out, unless an owner is looked up in the stage's /etc/passwd
         numeric_owner = chown is None or re.fullmatch(r"\d+:\d+", chown) is not None
@@ -682,7 +690,7 @@ class StageRun:
             flags = " --parents" + flags
         if link:
             flags = " --link" + flags
-        described = f"{ins.kind}{flags} {' '.join(srcs)} {dest}"
+        described = f"{ins.keyword}{flags} {' '.join(srcs)} {dest}"
 
         def action(rootfs: Path, _step) -> None:
             root, chosen = sources()
@@ -699,19 +707,19 @@ class StageRun:
             opts = cp.CopyOptions(owner=owner, chmod=chmod, keep_owner=bool(from_), exclude=exclude,
                                   parents=kept if parents else None)
             cp.copy_sources(root, chosen, rootfs, target, as_dir, opts, excluded)
-        return described, key, action, slow
+        return Step(described, key, action, slow, link)
 
-    def do_run(self, ins: Instr):
+    def do_run(self, ins: di.Run) -> Step:
         where = self.where(ins)
-        if ins.flags.get("security") not in (None, "sandbox"):
-            raise BuildError(f"{where}: RUN --security={ins.flags['security']}: not allowed "
+        if ins.security not in (None, "sandbox"):
+            raise BuildError(f"{where}: RUN --security={ins.security}: not allowed "
                              f"(a rootless build has no privileges to grant)")
         argv = self._argv(ins)
         env = self.env()
         settings = self.b.o.run
-        network = ins.flags.get("network") or settings.network
+        network = ins.network or settings.network
         mounts = self._mounts(ins.mounts, where, env)
-        script = ins.flags.get("script")
+        script = ins.script_file
         if script is not None:
             mounts.append(mnt.script_mount(script, self.b.workroot))
             argv = [f"{mnt.PIPES}/{script.name}"]
@@ -753,15 +761,15 @@ class StageRun:
                     status = run_isolated(spec, lambda data: self.b.o.progress.output(pstep, data),
                                           self.b.slots, settings.ulimits, self.b.notes)
                 except BuildError as err:
-                    raise BuildError(f"{where}: {ins.text}: {err}") from None
+                    raise BuildError(f"{where}: {ins.original}: {err}") from None
             finally:
                 for undo in reversed(cleanup):
                     undo()
             if status != 0:
                 self.b.o.progress.flush(pstep)
-                raise BuildError(f"{where}: {ins.text}: did not complete successfully: exit code {status}",
+                raise BuildError(f"{where}: {ins.original}: did not complete successfully: exit code {status}",
                                  output=tuple(pstep.tail))
-        return described, key, action
+        return Step(described, key, action)
 
     def _mounts(self, raws, where: str, env: dict[str, str]) -> list[mnt.RunMount]:
         try:
@@ -774,6 +782,16 @@ class StageRun:
                              context=o.context, excluded=o.excluded, secrets=o.secrets, ssh=o.ssh,
                              cache=o.cache, source_root=self.b.source_root)
         return mnt.run_mounts(parsed, site, env)
+
+
+CONFIG_STEPS: dict[type, Callable] = {
+    di.Env: StageRun.do_env, di.Arg: StageRun.do_arg, di.Label: StageRun.do_label, di.User: StageRun.do_user,
+    di.Volume: StageRun.do_volume, di.Expose: StageRun.do_expose, di.StopSignal: StageRun.do_stopsignal,
+    di.Shell: StageRun.do_shell, di.Cmd: StageRun.do_cmd, di.Entrypoint: StageRun.do_entrypoint,
+    di.Healthcheck: StageRun.do_healthcheck, di.OnBuild: StageRun.do_onbuild,
+    di.Maintainer: StageRun.do_maintainer}
+LAYER_STEPS: dict[type, Callable] = {
+    di.Workdir: StageRun.do_workdir, di.Copy: StageRun.do_copy, di.Add: StageRun.do_copy, di.Run: StageRun.do_run}
 
 
 def _json(args: list[str]) -> str:

@@ -1,30 +1,17 @@
 """The build graph: stages, their dependencies, and which of them to build.
 
-The parser's instructions are turned into a small uniform view (Instr) so the
-executor depends on one shape; stage references (FROM stage, COPY --from,
-RUN --mount from=) become edges, and only stages reachable from the target
-are kept, in an order where every stage comes after what it needs.
+A stage holds the parser's own instruction objects (orca.dockerfile.instructions);
+stage references (FROM stage, COPY --from, RUN --mount from=) become edges,
+and only stages reachable from the target are kept, in an order where every
+stage comes after what it needs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from orca.dockerfile.instructions import Copy, Instruction
 from orca.errors import BuildError
-
-
-@dataclass
-class Instr:
-    kind: str                      # upper-case keyword
-    line: int
-    text: str                      # the instruction as written (progress, history)
-    args: list[str] = field(default_factory=list)
-    json_form: bool = False
-    flags: dict = field(default_factory=dict)
-    pairs: list[tuple[str, str | None]] = field(default_factory=list)  # ENV/LABEL/ARG
-    mounts: list = field(default_factory=list)                         # RUN --mount
-    heredocs: list = field(default_factory=list)                       # (name, body, expand)
-    source: object = None          # the parser's own instruction object
 
 
 @dataclass
@@ -34,7 +21,7 @@ class Stage:
     base: str                      # as written; expanded with global args at plan time
     platform: str | None
     line: int
-    instrs: list[Instr]
+    instrs: list[Instruction]
 
     @property
     def label(self) -> str:
@@ -73,9 +60,9 @@ def stage_deps(stages: list[Stage], st: Stage, base: str, file: str) -> set[int]
         deps.add(idx)
     for ins in st.instrs:
         refs = []
-        if ins.kind in ("COPY", "ADD") and ins.flags.get("from"):
-            refs.append(ins.flags["from"])
-        refs += [m.from_ for m in ins.mounts if m.from_]
+        if isinstance(ins, Copy) and ins.from_:  # and ADD
+            refs.append(ins.from_)
+        refs += [m.from_ for m in getattr(ins, "mounts", ()) if m.from_]
         for ref in refs:
             idx = stage_index(stages, ref)
             if idx is None:
@@ -146,7 +133,7 @@ def load_plan(text: str, file: str, build_args: dict[str, str], target: str | No
     stages, bases = [], []
     for raw in parsed.stages:
         st = Stage(raw.index, raw.base.name, raw.base.image, raw.base.platform, raw.base.line,
-                   [to_instr(x) for x in raw.instructions])
+                   list(raw.instructions))
         stages.append(st)
         bases.append(lexer.process_word(st.base, {**scope, **global_args}, escape))
     plan = make_plan(file, meta, stages, bases, target)
@@ -154,45 +141,8 @@ def load_plan(text: str, file: str, build_args: dict[str, str], target: str | No
     return Loaded(plan, global_args, bases)
 
 
-def parse_triggers(triggers: list[str], file: str, line: int) -> list[Instr]:
+def parse_triggers(triggers: list[str], file: str, line: int) -> list[Instruction]:
     """ONBUILD triggers of a base image, parsed as instructions of the stage."""
     from orca.dockerfile import parser
-    return [to_instr(parser.parse_trigger(t, file, line)) for t in triggers]
+    return [parser.parse_trigger(t, file, line) for t in triggers]
 
-
-SINGLE_VALUE = {"USER": "user", "WORKDIR": "path", "STOPSIGNAL": "signal", "MAINTAINER": "name",
-                "ONBUILD": "expression"}
-
-
-def to_instr(x) -> Instr:
-    """The parser's instruction seen through the one shape the executor uses."""
-    kind = x.keyword
-    ins = Instr(kind=kind, line=x.line, text=x.original, source=x)
-    if kind in ("RUN", "CMD", "ENTRYPOINT"):
-        ins.args, ins.json_form = list(x.cmd), not x.shell_form
-    if kind == "RUN":
-        ins.mounts = list(x.mounts)
-        ins.flags = {"network": x.network, "security": x.security, "script": x.script_file}
-    elif kind == "SHELL":
-        ins.args, ins.json_form = list(x.shell), True
-    elif kind in ("ENV", "LABEL"):
-        ins.pairs = list(x.pairs)
-    elif kind == "ARG":
-        ins.pairs = [(a.name, a.default) for a in x.args]
-    elif kind == "EXPOSE":
-        ins.args = list(x.ports)
-    elif kind == "VOLUME":
-        ins.args = list(x.paths)
-    elif kind in SINGLE_VALUE:
-        ins.args = [getattr(x, SINGLE_VALUE[kind])]
-    elif kind in ("COPY", "ADD"):
-        ins.args = list(x.sources) + [x.dest]
-        ins.flags = {"from": x.from_, "chown": x.chown, "chmod": x.chmod,
-                     "checksum": getattr(x, "checksum", None), "exclude": list(x.exclude),
-                     "parents": x.parents, "link": x.link}
-        ins.heredocs = [(h.name, h.content, h.expand) for h in x.heredocs]
-    elif kind == "HEALTHCHECK":
-        ins.flags = {"healthcheck": {"Test": list(x.test), "Interval": x.interval, "Timeout": x.timeout,
-                                     "StartPeriod": x.start_period, "StartInterval": x.start_interval,
-                                     "Retries": x.retries}}
-    return ins
