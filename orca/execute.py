@@ -1,18 +1,18 @@
 """Running a build plan: stages concurrently, each step cached or executed.
 
 A stage walks its instructions keeping the image (config + layers), the
-environment in scope and a chained cache key.  Config-only instructions just
-change the config; RUN/COPY/ADD/WORKDIR look their key up in the cache and,
-on a miss, bring the stage's rootfs to the current image (once) and make a
-layer of what the step changed.
+environment in scope and a chained cache key.  What each instruction does is
+orca.steps's, dispatched on the parser's instruction types: config-only
+instructions just change the config; RUN/COPY/ADD/WORKDIR give a Step whose
+key is looked up in the cache and, on a miss, the stage's rootfs is brought
+to the current image (once) and the step's change made into a layer.  Here:
+scheduling stages, those cache decisions, working rootfs, and the export.
 """
 
 from __future__ import annotations
 
 import copy as pycopy
 import os
-import posixpath
-import re
 import shutil
 import tempfile
 import threading
@@ -20,33 +20,30 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from umoci_py import mediatypes, refs
 from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
 from umoci_py.mutate import format_time_ns
-from umoci_py.unpriv import remove_tree
 
 from orca import copy as cp
-from orca import mounts as mnt
+from orca import steps
 from orca.copy import context_filter
-from orca.cache import CacheStore, digest_of, step_key
-from orca.errors import BuildError, DockerfileError, OrcaError
+from orca.cache import CacheStore, digest_of
+from orca.errors import BuildError, DockerfileError
 from orca.plan import Plan, Stage, load_plan, parse_triggers
 from orca.progress import Progress
 from orca.resolve import Image, Resolver
 from orca.runsettings import RunSettings
-from orca.runstep import BUILD_HOSTNAME, CpuSlots, Notes, run_isolated
+from orca.runstep import CpuSlots, Notes
 from orca.metadata import Annotation, of_kind
-from orca.dockerfile import ignore, lexer
-from orca.dockerfile import instructions as di
-from orca.dockerfile.instructions import Instruction, parse_chmod, parse_mount, parse_ports
+from orca.dockerfile import lexer
+from orca.dockerfile.instructions import Instruction
 
 if TYPE_CHECKING:
     from orca.snapshot import Snapshot
 
-DEFAULT_SHELL = ["/bin/sh", "-c"]
 CONTEXT_DIGESTS = "context-digests.json"  # in the cache dir
 
 
@@ -79,17 +76,6 @@ class BuildOptions:
 
 
 @dataclass
-class Step:
-    """What a layer instruction (RUN, COPY, ADD, WORKDIR) does, worked out
-    before the cache is asked: nothing is read or run until apply."""
-    history: str                                  # created_by of its history entry
-    key: str                                      # the chained cache key: the quick look-up
-    apply: Callable[[Path, object], None]         # (rootfs, progress step): make the change
-    content_key: Callable[[], str] | None = None  # COPY --from: the key of the copied content
-    link: bool = False                            # --link: the layer is made apart from the stage
-
-
-@dataclass
 class StageResult:
     image: Image
     snapshot: Snapshot | None
@@ -110,18 +96,6 @@ def _env_dict(config: dict) -> dict[str, str]:
         k, _, v = item.partition("=")
         env[k] = v
     return env
-
-
-def _set_env(config: dict, key: str, value: str) -> None:
-    cfg = config.setdefault("config", {})
-    env = cfg.get("Env") or []
-    for i, item in enumerate(env):
-        if item.partition("=")[0] == key:
-            env[i] = f"{key}={value}"
-            break
-    else:
-        env.append(f"{key}={value}")
-    cfg["Env"] = env
 
 
 class Builder:
@@ -444,25 +418,25 @@ class StageRun:
 
     # dispatch, on the parser's instruction types
     def step(self, ins: Instruction) -> None:
-        config_only = CONFIG_STEPS.get(type(ins))
+        config_only = steps.CONFIG_STEPS.get(type(ins))
         if config_only is not None:
             config_only(self, ins)
             self.key = digest_of({"parent": self.key, "config": self.image.config.get("config"),
                                   "args": sorted(self.args.items())})
             return
-        make_step = LAYER_STEPS.get(type(ins))
+        make_step = steps.LAYER_STEPS.get(type(ins))
         if make_step is None:
             raise BuildError(f"{self.where(ins)}: {ins.keyword} is not supported")
         progress = self.b.o.progress
         pstep = progress.start(self.label, ins.original)
         try:
             step = make_step(self, ins)
-            described, key, action, slow, link = step.history, step.key, step.apply, step.content_key, step.link
+            described, key, link = step.history, step.key, step.link
             store = self.b.o.cache
             rec = None if self.no_cache else store.get(key)
             chain = rec.get("chain", key) if rec is not None else key
-            if rec is None and slow is not None:
-                chain = slow()
+            if rec is None and step.content_key is not None:
+                chain = step.content_key()
                 rec = None if self.no_cache else store.get(chain)
                 if rec is not None:
                     store.put(key, described, rec["image"], chain)
@@ -477,11 +451,11 @@ class StageRun:
                 progress.cached(pstep)
                 return
             if link:
-                image = self._linked(action, described, pstep)
+                image = self._linked(step.apply, described, pstep)
                 self._append(pycopy.deepcopy(image))
             else:
                 rootfs = self.rootfs()
-                action(rootfs, pstep)
+                step.apply(rootfs, pstep)
                 self._append(self._layer(self.snap, described))
                 image = {"config": self.image.config, "layers": self.image.layers}
             store.put(key, described, image, chain)
@@ -494,335 +468,6 @@ class StageRun:
         except UmociError as err:
             progress.failed(pstep, str(err))
             raise BuildError(f"{self.where(ins)}: {ins.original}: {err}") from None
-
-    # config-only instructions
-    def do_env(self, ins: di.Env) -> None:
-        env = self.env()
-        pairs = [(self.x(ins, k, env), self.x(ins, v or "", env)) for k, v in ins.pairs]
-        for k, v in pairs:
-            _set_env(self.image.config, k, v)
-        self.history("ENV " + " ".join(f"{k}={v}" for k, v in pairs), True)
-
-    def do_arg(self, ins: di.Arg) -> None:
-        shown = []
-        for name, default in ((a.name, a.default) for a in ins.args):
-            name = self.x(ins, name)
-            if name in self.b.o.build_args:
-                value = self.b.o.build_args[name]
-            elif default is not None:
-                value = self.x(ins, default)
-            elif name in self.b.o.global_args:
-                value = self.b.o.global_args[name]
-            else:
-                shown.append(name)
-                continue
-            self.args[name] = value
-            shown.append(f"{name}={value}")
-        self.history("ARG " + " ".join(shown), True)
-
-    def do_label(self, ins: di.Label) -> None:
-        env = self.env()
-        labels = self.cfg.setdefault("Labels", {}) or {}
-        pairs = [(self.x(ins, k, env), self.x(ins, v or "", env)) for k, v in ins.pairs]
-        labels.update(pairs)
-        self.cfg["Labels"] = labels
-        self.history("LABEL " + " ".join(f"{k}={v}" for k, v in pairs), True)
-
-    def do_user(self, ins: di.User) -> None:
-        self.cfg["User"] = self.x(ins, ins.user)
-        self.history(f"USER {self.cfg['User']}", True)
-
-    def do_volume(self, ins: di.Volume) -> None:
-        vols = [self.x(ins, a) for a in ins.paths]
-        self.cfg.setdefault("Volumes", {})
-        for v in vols:
-            self.cfg["Volumes"][v] = {}
-        self.history("VOLUME " + ("[" + " ".join(vols) + "]"), True)
-
-    def do_expose(self, ins: di.Expose) -> None:
-        ports = []
-        for a in ins.ports:
-            try:
-                words = lexer.process_words(a, self.env(), self.b.plan.escape)
-                ports += parse_ports(words)
-            except DockerfileError as err:
-                raise err.at(self.b.plan.file, ins.line) from None
-        self.cfg.setdefault("ExposedPorts", {})
-        for p in ports:
-            self.cfg["ExposedPorts"][p] = {}
-        self.history("EXPOSE [" + " ".join(sorted(ports)) + "]", True)
-
-    def do_stopsignal(self, ins: di.StopSignal) -> None:
-        self.cfg["StopSignal"] = self.x(ins, ins.signal)
-        self.history(f"STOPSIGNAL {self.cfg['StopSignal']}", True)
-
-    def do_shell(self, ins: di.Shell) -> None:
-        self.cfg["Shell"] = list(ins.shell)
-        self.history("SHELL " + _json(ins.shell), True)
-
-    def _argv(self, ins: di.Run | di.Cmd | di.Entrypoint) -> list[str]:
-        if not ins.shell_form:
-            return list(ins.cmd)
-        return list(self.cfg.get("Shell") or DEFAULT_SHELL) + [" ".join(ins.cmd)]
-
-    def do_cmd(self, ins: di.Cmd) -> None:
-        self.cfg["Cmd"] = self._argv(ins)
-        self.cfg["ArgsEscaped"] = True
-        self.cmd_set = True
-        self.history("CMD " + _json(self.cfg["Cmd"]), True)
-
-    def do_entrypoint(self, ins: di.Entrypoint) -> None:
-        self.cfg["Entrypoint"] = self._argv(ins)
-        if not self.cmd_set:
-            self.cfg.pop("Cmd", None)
-        self.history("ENTRYPOINT " + _json(self.cfg["Entrypoint"]), True)
-
-    def do_healthcheck(self, ins: di.Healthcheck) -> None:
-        self.cfg["Healthcheck"] = {"Test": list(ins.test), "Interval": ins.interval, "Timeout": ins.timeout,
-                                   "StartPeriod": ins.start_period, "StartInterval": ins.start_interval,
-                                   "Retries": ins.retries}
-        self.history(ins.original, True)
-
-    def do_onbuild(self, ins: di.OnBuild) -> None:
-        self.cfg.setdefault("OnBuild", [])
-        self.cfg["OnBuild"] = (self.cfg["OnBuild"] or []) + [ins.expression]
-
-    def do_maintainer(self, ins: di.Maintainer) -> None:
-        self.image.config["author"] = ins.name
-        self.history(f"MAINTAINER {ins.name}", True)
-
-    # layer instructions: each returns its Step
-    def do_workdir(self, ins: di.Workdir) -> Step:
-        path = self.x(ins, ins.path)
-        path = posixpath.normpath(posixpath.join(self.cfg.get("WorkingDir") or "/", path))
-        self.cfg["WorkingDir"] = path
-        key = step_key(self.key, {"kind": "WORKDIR", "path": path, "user": self.cfg.get("User", "")},
-                       {}, self.b.platform_str)
-
-        def action(rootfs: Path, _step) -> None:
-            if path != "/":
-                owner = self._owner(rootfs, self.cfg.get("User") or "")
-                cp.make_dirs(rootfs, path, owner)
-        return Step(f"WORKDIR {path}", key, action)
-
-    def _owner(self, rootfs: Path | None, spec: str) -> tuple[int, int]:
-        if not spec:
-            return 0, 0
-        from umoci_py.bundle import resolve_user  # with the layer code, for steps that run
-        try:
-            u = resolve_user(spec, rootfs)
-        except UmociError as err:
-            raise BuildError(f"{err}") from None
-        return u.uid, u.gid
-
-    def do_copy(self, ins: di.Copy) -> Step:  # and ADD
-        add = isinstance(ins, di.Add)
-        where = self.where(ins)
-        srcs = [self.x(ins, a) for a in ins.sources]
-        dest = self.x(ins, ins.dest)
-        chown = self.x(ins, ins.chown) if ins.chown else None
-        chmod_s = self.x(ins, ins.chmod) if ins.chmod else None
-        chmod = _chmod(chmod_s, where)
-        checksum = self.x(ins, ins.checksum) if add and ins.checksum else None
-        excludes = [self.x(ins, e) for e in ins.exclude]
-        exclude = _exclude_matcher(excludes, where)
-        parents = ins.parents
-        from_ = ins.from_
-        workdir = self.cfg.get("WorkingDir") or "/"
-        excluded = self.b.o.excluded
-        what = f"{where}: {ins.keyword}"
-        tmp = Path(tempfile.mkdtemp(dir=self.b.workroot))
-        identity = None
-        if ins.heredocs:
-            for doc in ins.heredocs:
-                (tmp / doc.name).write_text(self.x(ins, doc.content) if doc.expand else doc.content)
-                os.chmod(tmp / doc.name, 0o644)
-            root, excluded = tmp, cp._never
-            srcs = [doc.name for doc in ins.heredocs]
-        elif from_:
-            root, excluded = None, cp._never  # the source stage is materialized only on a miss
-            identity = self.b.source_identity(from_, where)
-        else:
-            root = self.b.o.context
-        urls = [s for s in srcs if add and s.startswith(("http://", "https://"))]
-        if urls:
-            if len(srcs) != 1:
-                raise BuildError(f"{what}: a URL source must be the only source")
-            fetched = cp.fetch_url(urls[0], checksum, tmp, what)
-            root, excluded, srcs = tmp, cp._never, [fetched.name]
-        elif checksum:
-            raise BuildError(f"{what}: --checksum needs a URL source")
-        selected: list = []
-        kept: dict[str, str] = {}  # --parents: source -> the path kept under dest
-
-        def sources() -> tuple[Path, list]:
-            nonlocal root
-            if not selected:
-                if root is None:
-                    root = self.b.source_root(from_, where)[0]
-                for pattern in srcs:
-                    chosen = cp.select(root, [pattern.replace("/./", "/")], what, excluded)
-                    selected.extend(chosen)
-                    kept.update(_parent_paths(pattern, chosen))
-            return root, selected
-        instr = {"kind": ins.keyword, "sources": srcs, "dest": dest, "workdir": workdir, "chown": chown,
-                 "chmod": chmod_s, "urls": urls, "exclude": excludes, "parents": parents}
-        link = ins.link
-        # --link: the layer is made apart from the stage, so its key leaves the
-        # stage out, unless an owner is looked up in the stage's /etc/passwd
-        numeric_owner = chown is None or re.fullmatch(r"\d+:\d+", chown) is not None
-        parent = self.key
-        if link:
-            instr["link"] = True
-            if numeric_owner:
-                parent = digest_of({"link": True, "source_date_epoch": self.b.o.source_date_epoch})
-        content = identity or cp.content_digest(*sources(), excluded, exclude=exclude,
-                                                digests=self.b.context_digests())
-        key = step_key(parent, instr, {}, self.b.platform_str, content)
-        # COPY --from: BuildKit merges equal results, so the content of the
-        # selected files (not which build of the stage made them) is the key
-        # that chains on; the stage key is only the quick first look-up.
-        slow = (lambda: step_key(parent, instr, {}, self.b.platform_str,
-                                 cp.content_digest(*sources(), cp._never, owners=True,
-                                                   exclude=exclude))) if from_ else None
-        flags = "".join(f" --{k}={v}" for k, v in (("chown", chown), ("chmod", chmod_s)) if v)
-        if parents:
-            flags = " --parents" + flags
-        if link:
-            flags = " --link" + flags
-        described = f"{ins.keyword}{flags} {' '.join(srcs)} {dest}"
-
-        def action(rootfs: Path, _step) -> None:
-            root, chosen = sources()
-            users = rootfs
-            if link:  # rootfs is the empty directory of the layer
-                users = None if numeric_owner else self.rootfs()
-            owner = self._owner(users, chown) if chown else None
-            target, as_dir = cp.destination(rootfs, dest, workdir, chosen, what)
-            if add and not urls and not from_:
-                archives = [s for s in chosen if (root / s.rel).is_file() and cp.is_archive(root / s.rel)]
-                for s in archives:
-                    cp.extract_archive(root / s.rel, rootfs, target)
-                chosen = [s for s in chosen if s not in archives]
-            opts = cp.CopyOptions(owner=owner, chmod=chmod, keep_owner=bool(from_), exclude=exclude,
-                                  parents=kept if parents else None)
-            cp.copy_sources(root, chosen, rootfs, target, as_dir, opts, excluded)
-        return Step(described, key, action, slow, link)
-
-    def do_run(self, ins: di.Run) -> Step:
-        where = self.where(ins)
-        if ins.security not in (None, "sandbox"):
-            raise BuildError(f"{where}: RUN --security={ins.security}: not allowed "
-                             f"(a rootless build has no privileges to grant)")
-        argv = self._argv(ins)
-        env = self.env()
-        settings = self.b.o.run
-        network = ins.network or settings.network
-        mounts = self._mounts(ins.mounts, where, env)
-        script = ins.script_file
-        if script is not None:
-            mounts.append(mnt.script_mount(script, self.b.workroot))
-            argv = [f"{mnt.PIPES}/{script.name}"]
-        user = self.cfg.get("User") or ""
-        cwd = self.cfg.get("WorkingDir") or "/"
-        instr = {"kind": "RUN", "argv": argv, "user": user, "cwd": cwd, "network": network,
-                 "mounts": [m.key for m in mounts], **settings.key()}
-        run_env = dict(env)
-        for m in mounts:
-            if m.env:
-                run_env[m.env[0]] = m.env[1]
-        key = step_key(self.key, instr, env, self.b.platform_str)
-        shown = [f"{k}={v}" for k, v in self.args.items()
-                 if k.lower() not in ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")]
-        prefix = f"|{len(shown)} {' '.join(shown)} " if shown else ""
-        described = f"RUN {prefix}{' '.join(argv)}"
-
-        def action(rootfs: Path, pstep) -> None:
-            from runrootless import api as rr  # the sandbox and tracer: ~30 ms, for steps that run
-            from umoci_py.bundle import resolve_user
-            u = resolve_user(user, rootfs) if user else None
-            cp.make_dirs(rootfs, cwd, None)
-            specs, cleanup = [], []
-            try:
-                for m in mounts:
-                    spec, undo = m.prepare(rootfs)
-                    cleanup.append(undo)
-                    if spec is not None:
-                        specs.append(spec)
-                if settings.shm_size is not None:
-                    specs.append(mnt.shm_mount(settings.shm_size))
-                spec = rr.RunSpec(
-                    rootfs=rootfs, args=argv, env=[f"{k}={v}" for k, v in run_env.items()], cwd=cwd,
-                    uid=u.uid if u else 0, gid=u.gid if u else 0,
-                    additional_gids=tuple(u.additional_gids) if u else (),
-                    mounts=tuple(specs), network="none" if network == "none" else "host",
-                    hostname=BUILD_HOSTNAME, extra_hosts=settings.add_hosts)
-                try:
-                    status = run_isolated(spec, lambda data: self.b.o.progress.output(pstep, data),
-                                          self.b.slots, settings.ulimits, self.b.notes)
-                except BuildError as err:
-                    raise BuildError(f"{where}: {ins.original}: {err}") from None
-            finally:
-                for undo in reversed(cleanup):
-                    undo()
-            if status != 0:
-                self.b.o.progress.flush(pstep)
-                raise BuildError(f"{where}: {ins.original}: did not complete successfully: exit code {status}",
-                                 output=tuple(pstep.tail))
-        return Step(described, key, action)
-
-    def _mounts(self, raws, where: str, env: dict[str, str]) -> list[mnt.RunMount]:
-        try:
-            parsed = [parse_mount(raw.spec, lambda v: lexer.process_word(v, env, self.b.plan.escape))
-                      for raw in raws]
-        except DockerfileError as err:
-            raise err.at(self.b.plan.file, int(where.rsplit(":", 1)[1])) from None
-        o = self.b.o
-        site = mnt.MountSite(where=where, workdir=self.cfg.get("WorkingDir") or "/", workroot=self.b.workroot,
-                             context=o.context, excluded=o.excluded, secrets=o.secrets, ssh=o.ssh,
-                             cache=o.cache, source_root=self.b.source_root)
-        return mnt.run_mounts(parsed, site, env)
-
-
-CONFIG_STEPS: dict[type, Callable] = {
-    di.Env: StageRun.do_env, di.Arg: StageRun.do_arg, di.Label: StageRun.do_label, di.User: StageRun.do_user,
-    di.Volume: StageRun.do_volume, di.Expose: StageRun.do_expose, di.StopSignal: StageRun.do_stopsignal,
-    di.Shell: StageRun.do_shell, di.Cmd: StageRun.do_cmd, di.Entrypoint: StageRun.do_entrypoint,
-    di.Healthcheck: StageRun.do_healthcheck, di.OnBuild: StageRun.do_onbuild,
-    di.Maintainer: StageRun.do_maintainer}
-LAYER_STEPS: dict[type, Callable] = {
-    di.Workdir: StageRun.do_workdir, di.Copy: StageRun.do_copy, di.Add: StageRun.do_copy, di.Run: StageRun.do_run}
-
-
-def _json(args: list[str]) -> str:
-    import json
-    return json.dumps(list(args))
-
-
-def _chmod(value: str | None, where: str):
-    if value is None:
-        return None
-    try:
-        return parse_chmod(value)
-    except DockerfileError as err:
-        raise BuildError(f"{where}: {err}") from None
-
-
-def _exclude_matcher(patterns: list[str], where: str):
-    """COPY --exclude patterns as a predicate on paths relative to a source."""
-    if not patterns:
-        return cp._never
-    try:
-        return ignore.Matcher(ignore.read("\n".join(patterns), f"{where}: --exclude")).matches
-    except OrcaError as err:
-        raise BuildError(str(err)) from None
-
-
-def _parent_paths(pattern: str, sources: list) -> dict[str, str]:
-    """COPY --parents: the part of each source kept under the destination,
-    its whole path or what follows a /./ pivot in the pattern that chose it."""
-    pivot = posixpath.normpath(pattern.split("/./", 1)[0].lstrip("/")) if "/./" in pattern else "."
-    return {src.rel: posixpath.relpath(src.rel, pivot) for src in sources}
 
 
 def build(opts: BuildOptions) -> BuildResult:
