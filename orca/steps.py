@@ -366,6 +366,8 @@ def _mounts(run: StageRun, raws, where: str, env: dict[str, str]) -> list[mnt.Ru
                          cache=o.cache, source_root=run.b.source_root)
     return mnt.run_mounts(parsed, site, env)
 
+
+# dispatch: the parser's instruction type -> its step (ADD is COPY's)
 CONFIG_STEPS: dict[type, Callable[[StageRun, di.Instruction], None]] = {
     di.Env: env_step, di.Arg: arg_step, di.Label: label_step, di.User: user_step, di.Volume: volume_step,
     di.Expose: expose_step, di.StopSignal: stopsignal_step, di.Shell: shell_step, di.Cmd: cmd_step,
