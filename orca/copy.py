@@ -7,6 +7,7 @@ rootfs): a path or a symlink leading outside is refused, never followed.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
@@ -181,8 +182,9 @@ def copy_sources(root: Path, sources: list[Source], rootfs: Path, dest: str, des
             target = dest
         if opts.parents is not None and opts.parents[src.rel] != ".":
             _ensure_parent(rootfs, target)
+        parents: dict[str, Path] = {}  # this source's directories already resolved and made writable
         for rel, full in _copied(root, src, excluded, opts.exclude):
-            _put(full, os.path.normpath(os.path.join(target, rel)) if rel else target, rootfs, opts)
+            _put(full, os.path.normpath(os.path.join(target, rel)) if rel else target, rootfs, opts, parents)
 
 
 def _ensure_parent(rootfs: Path, path: str) -> Path:
@@ -197,39 +199,80 @@ def _ensure_parent(rootfs: Path, path: str) -> Path:
     return host
 
 
-def _put(src: Path, path: str, rootfs: Path, opts: CopyOptions) -> None:
+def _put(src: Path, path: str, rootfs: Path, opts: CopyOptions, parents: dict[str, Path]) -> None:
+    """Copy src to the container path `path`.  parents memoizes the host
+    directory of each container directory this source's walk has resolved:
+    a walk puts a directory before its children and never puts a path twice,
+    so a resolved parent stays the directory it was (3,000 files cost 3,000
+    securejoins and stats otherwise)."""
     st = os.lstat(src)
-    parent = _ensure_parent(rootfs, path)
+    where = os.path.dirname(path)
+    parent = parents.get(where)
+    if parent is None:
+        parent = _ensure_parent(rootfs, path)
+        _make_writable(parent)
+        parents[where] = parent
     host = parent / os.path.basename(path) if path != "/" else Path(rootfs)
     mode = stat.S_IMODE(st.st_mode)
     if opts.chmod is not None:
         mode = opts.chmod.apply(mode, stat.S_ISDIR(st.st_mode))
-    _make_writable(parent)
+    try:
+        old = os.lstat(host).st_mode
+    except FileNotFoundError:
+        old = None
     if stat.S_ISDIR(st.st_mode):
-        if os.path.lexists(host) and not host.is_dir():
+        if old is not None and not stat.S_ISDIR(old):
             os.unlink(host)
-        if not host.is_dir():
+            old = None
+        if old is None:
             os.mkdir(host, 0o700)
-        os.chmod(host, mode | 0o700)  # restored by _finish_dir after the children
+        os.chmod(host, mode | 0o700)
     else:
-        if host.is_dir() and not host.is_symlink():
+        if old is not None and stat.S_ISDIR(old):
             remove_tree(host)
-        elif os.path.lexists(host):
+        elif old is not None:
             os.unlink(host)
         if stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(src), host)
             return
         if stat.S_ISREG(st.st_mode):
-            shutil.copyfile(src, host, follow_symlinks=False)
+            _copy_file(src, host, st.st_size)
         elif stat.S_ISFIFO(st.st_mode):
             os.mkfifo(host)
         else:
             raise BuildError(f"COPY: {src}: unsupported file type")
         os.chmod(host, mode)
-    _set_owner(src, host, opts)
+    _set_owner(src, host, opts, fresh=old is None)
     os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
     if stat.S_ISDIR(st.st_mode):
         os.chmod(host, mode)
+
+
+def _copy_file(src: Path, dst: Path, size: int) -> None:
+    """src's bytes into a new file dst, in the kernel (sendfile, as shutil's
+    fast path, without its checks: the caller has lstat'ed both)."""
+    fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            offset = 0
+            while True:  # to EOF, not to size: the file may grow meanwhile, as shutil copies
+                try:
+                    sent = os.sendfile(fout, fin, offset, max(size - offset, 1 << 23))
+                except OSError as err:
+                    if offset or err.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                        raise
+                    # a source file system without sendfile: the bytes through Python
+                    with open(fin, "rb", closefd=False) as r, open(fout, "wb", closefd=False) as w:
+                        shutil.copyfileobj(r, w, 1 << 20)
+                    break
+                if sent == 0:
+                    break
+                offset += sent
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
 
 
 def _owner_payload(path: Path) -> bytes | None:
@@ -239,14 +282,16 @@ def _owner_payload(path: Path) -> bytes | None:
         return None
 
 
-def _set_owner(src: Path, host: Path, opts: CopyOptions) -> None:
+def _set_owner(src: Path, host: Path, opts: CopyOptions, fresh: bool = False) -> None:
+    """fresh: host was just created, so it has no owner xattr to remove."""
     if opts.owner is not None:
         payload = encode_owner(*opts.owner)
     elif opts.keep_owner:
         payload = _owner_payload(src)
     else:
         payload = None
-    _set_payload(host, payload)
+    if payload is not None or not fresh:
+        _set_payload(host, payload)
 
 
 def set_owner(host: Path, owner: tuple[int, int]) -> None:
