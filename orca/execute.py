@@ -36,7 +36,7 @@ from orca.plan import Plan, Stage, load_plan, parse_triggers
 from orca.progress import Progress
 from orca.resolve import Image, Resolver
 from orca.runsettings import RunSettings
-from orca.runstep import CpuSlots, Notes
+from orca.runstep import CpuSlots, Helpers, Notes
 from orca.metadata import Annotation, of_kind
 from orca.dockerfile import lexer
 from orca.dockerfile.instructions import Instruction
@@ -114,6 +114,7 @@ class Builder:
         self._mode_lock = threading.Lock()
         self._digests = None
         self.slots = CpuSlots()
+        self.helpers = Helpers()
         self.notes = Notes(lambda text: opts.progress.info(f"note: {text}"))
         self.platform_str = "/".join(p for p in (opts.platform.os, opts.platform.architecture,
                                                   opts.platform.variant) if p)
@@ -133,6 +134,7 @@ class Builder:
             return BuildResult(desc, {self.plan.stages[i].label: r for i, r in self.results.items()}, out)
         finally:
             try:
+                self.helpers.close()
                 for view in self.views:
                     view.close()
             finally:
@@ -221,6 +223,7 @@ class Builder:
         """A working rootfs.  Its layer code is imported here, by builds that
         run a step: a no-change rebuild is mostly start-up time."""
         from orca import snapshot
+        self.helpers.prestart()  # a step needs a rootfs: a RUN is likely to come
         if self.mode() == "overlay":
             view = snapshot.OverlayRootfs(workdir, self.store, self.snapshots, self.lease)
         else:

@@ -79,22 +79,65 @@ def _spec_from_json(d: dict):
     return api.RunSpec(**d)
 
 
+class Helpers:
+    """RUN helper processes (`python -m orca.runstep`) started ahead of their
+    step: a helper spends ~60 ms starting Python and importing runrootless,
+    which then overlaps the steps before its RUN (the COPY before a compile).
+    At most one waits at a time; close() ends an unused one."""
+
+    def __init__(self):
+        self._idle: list[tuple[subprocess.Popen, int]] = []
+        self._lock = threading.Lock()
+
+    def prestart(self) -> None:
+        with self._lock:
+            if not self._idle:
+                self._idle.append(_spawn())
+
+    def take(self) -> tuple[subprocess.Popen, int]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return _spawn()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for proc, status_r in idle:
+            proc.kill()  # it has done nothing but import: nothing to clean up
+            proc.wait()
+            proc.stdin.close()
+            proc.stdout.close()
+            os.close(status_r)
+
+
+def _spawn() -> tuple[subprocess.Popen, int]:
+    """(helper, read end of its status pipe)."""
+    status_r, status_w = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "orca.runstep", str(status_w)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                pass_fds=(status_w,), close_fds=True)
+    except BaseException:
+        os.close(status_r)
+        raise
+    finally:
+        os.close(status_w)
+    return proc, status_r
+
+
 def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits=(),
-                 note: Callable[[str], None] | None = None) -> int:
+                 note: Callable[[str], None] | None = None, helpers: Helpers | None = None) -> int:
     """Run a runrootless RunSpec; output gets the merged output as it comes,
     note the sandbox's notes; the exit status (128+signal when killed).
     ulimits (orca.runsettings.Ulimit) are set in the helper process, so the
     container inherits them.  Sandbox failures raise BuildError."""
     cpu = slots.acquire()
-    status_r, status_w = os.pipe()
+    status_r = None
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "orca.runstep", str(cpu), str(status_w)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                pass_fds=(status_w,), close_fds=True)
-        os.close(status_w)
-        status_w = None
+        proc, status_r = (helpers or Helpers()).take()
         limits = [[u.resource, u.soft, u.hard] for u in ulimits]
-        proc.stdin.write(json.dumps({"spec": _spec_to_json(spec), "rlimits": limits}).encode())
+        proc.stdin.write(json.dumps({"spec": _spec_to_json(spec), "rlimits": limits, "cpu": cpu}).encode())
         proc.stdin.close()
         fd = proc.stdout.fileno()
         while data := os.read(fd, 65536):
@@ -106,9 +149,8 @@ def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits
             outcome = f.read()
     finally:
         slots.release(cpu)
-        for fd in (status_r, status_w):
-            if fd is not None:
-                os.close(fd)
+        if status_r is not None:
+            os.close(status_r)
     try:
         result = json.loads(outcome)
     except ValueError:
@@ -120,10 +162,14 @@ def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits
     return result["status"]
 
 
-def _child(cpu: int, status_fd: int) -> None:
+def _child(status_fd: int) -> None:
     from runrootless import api
     from umoci_py.errors import UmociError
-    request = json.loads(sys.stdin.buffer.read())
+    data = sys.stdin.buffer.read()
+    if not data:  # a helper started ahead and not needed
+        return
+    request = json.loads(data)
+    cpu = request["cpu"]
     spec = _spec_from_json(request["spec"])
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -143,4 +189,4 @@ def _child(cpu: int, status_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    _child(int(sys.argv[1]), int(sys.argv[2]))
+    _child(int(sys.argv[1]))

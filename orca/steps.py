@@ -341,7 +341,7 @@ def run_step(run: StageRun, ins: di.Run) -> Step:
                 hostname=BUILD_HOSTNAME, extra_hosts=settings.add_hosts)
             try:
                 status = run_isolated(spec, lambda data: run.b.o.progress.output(pstep, data),
-                                      run.b.slots, settings.ulimits, run.b.notes)
+                                      run.b.slots, settings.ulimits, run.b.notes, run.b.helpers)
             except BuildError as err:
                 raise BuildError(f"{where}: {ins.original}: {err}") from None
         finally:
