@@ -300,7 +300,7 @@ def run_step(run: StageRun, ins: di.Run) -> Step:
     env = run.env()
     settings = run.b.o.run
     network = ins.network or settings.network
-    mounts = _mounts(run, ins.mounts, where, env)
+    mounts = _mounts(run, ins, env)
     script = ins.script_file
     if script is not None:
         mounts.append(mnt.script_mount(script, run.b.workroot))
@@ -354,14 +354,15 @@ def run_step(run: StageRun, ins: di.Run) -> Step:
     return Step(described, key, action)
 
 
-def _mounts(run: StageRun, raws, where: str, env: dict[str, str]) -> list[mnt.RunMount]:
+def _mounts(run: StageRun, ins: di.Run, env: dict[str, str]) -> list[mnt.RunMount]:
+    """RUN --mount, its values expanded with the step's environment."""
     try:
         parsed = [parse_mount(raw.spec, lambda v: lexer.process_word(v, env, run.b.plan.escape))
-                  for raw in raws]
+                  for raw in ins.mounts]
     except DockerfileError as err:
-        raise err.at(run.b.plan.file, int(where.rsplit(":", 1)[1])) from None
+        raise err.at(run.b.plan.file, ins.line) from None
     o = run.b.o
-    site = mnt.MountSite(where=where, workdir=run.cfg.get("WorkingDir") or "/", workroot=run.b.workroot,
+    site = mnt.MountSite(where=run.where(ins), workdir=run.cfg.get("WorkingDir") or "/", workroot=run.b.workroot,
                          context=o.context, excluded=o.excluded, secrets=o.secrets, ssh=o.ssh,
                          cache=o.cache, source_root=run.b.source_root)
     return mnt.run_mounts(parsed, site, env)
