@@ -31,11 +31,11 @@ import re
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from umoci_py import jsonload
+from umoci_py.cas import flocked
 from umoci_py.unpriv import remove_tree
 
 from orca.errors import BuildError
@@ -176,14 +176,8 @@ class SnapshotStore:
     def has(self, sid: str) -> bool:
         return (self.root / sid / "manifest.json").exists()
 
-    @contextmanager
     def _locked(self, mode: int):
-        fd = os.open(self._lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, mode)
-            yield
-        finally:
-            os.close(fd)
+        return flocked(self._lock, mode)
 
     def shared(self):
         """Held while a build checks snapshots and records its use of them."""

@@ -79,7 +79,7 @@ def _write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _flock(path: Path, mode: int):
+def flocked(path: Path, mode: int):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as err:
@@ -384,7 +384,7 @@ class Layout:
     @contextlib.contextmanager
     def update_index(self):
         """Yield index.json as a dict under an exclusive lock; write it back atomically."""
-        with self.writer(), _flock(self.path / INDEX_LOCK, fcntl.LOCK_EX):
+        with self.writer(), flocked(self.path / INDEX_LOCK, fcntl.LOCK_EX):
             index = self.read_index()
             yield index
             index["mediaType"] = mediatypes.INDEX
@@ -401,11 +401,11 @@ class Layout:
 
     def writer(self):
         """Shared lock for a whole mutation: gc waits until it is released."""
-        return _flock(self.path / GC_LOCK, fcntl.LOCK_SH)
+        return flocked(self.path / GC_LOCK, fcntl.LOCK_SH)
 
     def gc_lock(self):
         """Exclusive lock excluding every writer (used by refs.gc)."""
-        return _flock(self.path / GC_LOCK, fcntl.LOCK_EX)
+        return flocked(self.path / GC_LOCK, fcntl.LOCK_EX)
 
     def clean_temp_dirs(self) -> list[Path]:
         """Remove stale ``.umoci-*`` temp dirs nobody holds locked; return them."""
