@@ -42,7 +42,7 @@ from orca.dockerfile import lexer
 from orca.dockerfile.instructions import Instruction
 
 if TYPE_CHECKING:
-    from orca.snapshot import Snapshot
+    from orca.copyrootfs import Snapshot
 
 CONTEXT_DIGESTS = "context-digests.json"  # in the cache dir
 
@@ -222,12 +222,13 @@ class Builder:
     def snapshot(self, workdir: Path) -> Snapshot:
         """A working rootfs.  Its layer code is imported here, by builds that
         run a step: a no-change rebuild is mostly start-up time."""
-        from orca import snapshot
         self.helpers.prestart()  # a step needs a rootfs: a RUN is likely to come
         if self.mode() == "overlay":
-            view = snapshot.OverlayRootfs(workdir, self.store, self.snapshots, self.lease)
+            from orca.snapshot import OverlayRootfs
+            view = OverlayRootfs(workdir, self.store, self.snapshots, self.lease)
         else:
-            view = snapshot.Snapshot(workdir, self.store)
+            from orca.copyrootfs import Snapshot
+            view = Snapshot(workdir, self.store)
         self.views.append(view)
         return view
 

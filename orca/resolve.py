@@ -106,7 +106,7 @@ class Resolver:
         """A directory as an image: one layer of its files (as COPY copies a
         context: owned 0:0, its .dockerignore applied), keyed by content."""
         from orca import copy as cp
-        from orca.snapshot import Snapshot  # the layer code, for builds that read a directory context
+        from orca.copyrootfs import Snapshot  # the layer code, for builds that read a directory context
 
         excluded = cp.context_filter(path, path / "Dockerfile")
         sources = cp.select(path, ["."], what, excluded)

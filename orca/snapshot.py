@@ -1,9 +1,6 @@
-"""One working rootfs per stage, and turning what a step changed into a layer.
-
-The rootfs remembers which layers it holds, so a step never re-extracts its
-parent: a stage moves forward by extracting only the layers it lacks (after
-cache hits) and by diffing after each step it runs.  The diff walks the
-rootfs with a stat-based DigestCache, so unchanged files are not re-read.
+"""One working rootfs per stage as an overlay mount over the snapshot store,
+and turning what a step changed into a layer (read from the upper).  When
+overlayfs cannot be mounted, orca.copyrootfs is the fallback.
 """
 
 from __future__ import annotations
@@ -13,13 +10,10 @@ import stat
 import tempfile
 from pathlib import Path
 
-from umoci_py import mtree
 from umoci_py.cas import Layout
 from umoci_py.layer import blob as layer_blob
 from umoci_py.layer.extract import MapOptions, extract_layer
-from umoci_py.layer.generate import generate_layer
-from umoci_py.layer.overlay import (PRIVATE_XATTR, generate_upper_layer, layer_changes, unpack_layer_as_upper,
-                                    upper_changes)
+from umoci_py.layer.overlay import PRIVATE_XATTR, generate_upper_layer, unpack_layer_as_upper, upper_changes
 from umoci_py.unpack import InflateLimit, open_layer
 from umoci_py.unpriv import remove_tree
 
@@ -37,63 +31,10 @@ def write_layer(store: Layout, write_tar) -> tuple[dict, str]:
     return sink.layer.descriptor, sink.layer.diff_id
 
 
-class Snapshot:
-    def __init__(self, workdir: Path, store: Layout, inflate: InflateLimit = InflateLimit()):
-        self.workdir = Path(workdir)
-        self.inflate = inflate
-        self.rootfs = self.workdir / "rootfs"
-        self.store = store
-        self.layers: list[str] | None = None  # digests held; None: nothing extracted
-        self.cache = mtree.DigestCache()
-        self.baseline = None
-
-    def materialize(self, layers: list[dict], diff_ids: list[str] | None = None) -> Path:
-        """Bring the rootfs to exactly these layers, extracting as little as possible."""
-        digests = [d["digest"] for d in layers]
-        if self.layers is not None and digests[:len(self.layers)] == self.layers:
-            todo = layers[len(self.layers):]
-        else:
-            remove_tree(self.rootfs)
-            self.rootfs.mkdir(parents=True)
-            self.cache = mtree.DigestCache()
-            todo = layers
-        for desc in todo:
-            with open_layer(self.store, desc, self.inflate) as stream:
-                extract_layer(stream, self.rootfs, ROOTLESS, cache=self.cache)
-                stream.finish()
-        if todo or self.baseline is None:
-            self.baseline = self._walk()
-        self.layers = digests
-        return self.rootfs
-
-    def _walk(self):
-        return mtree.walk(self.rootfs, mtree.KEYWORDS, True, cache=self.cache)
-
-    def commit(self, source_date_epoch: int | None, root: bool = True) -> tuple[dict, str] | None:
-        """The changes since the last materialize/commit as a gzip layer blob in
-        the store: (descriptor, diff_id), or None when nothing changed.
-        root=False leaves the root directory itself out of the layer."""
-        current = self._walk()
-        deltas = layer_changes(self.baseline, current)
-        if not root:
-            deltas = [d for d in deltas if d.path != "."]
-        if not deltas:
-            return None
-        desc, diff_id = write_layer(self.store,
-                                    lambda tar: generate_layer(self.rootfs, deltas, ROOTLESS, tar,
-                                                               source_date_epoch=source_date_epoch))
-        self.baseline = current
-        self.layers.append(desc["digest"])
-        return desc, diff_id
-
-    def close(self) -> None:
-        remove_tree(self.workdir)
-
-
 class OverlayRootfs:
     """A stage's rootfs as an overlay mount: the chain's snapshots from the
     store as lowers (each layer extracted once, ever) and a fresh upper that
-    a commit turns into the next snapshot.  Same interface as Snapshot."""
+    a commit turns into the next snapshot.  Same interface as copyrootfs.Snapshot."""
 
     def __init__(self, workdir: Path, blobs: Layout, store: SnapshotStore, lease: Lease,
                  inflate: InflateLimit = InflateLimit()):
@@ -171,7 +112,7 @@ class OverlayRootfs:
         remove_tree(upper.parent)
 
     def commit(self, source_date_epoch: int | None, root: bool = True) -> tuple[dict, str] | None:
-        """The step's changes, read from the upper: as Snapshot.commit."""
+        """The step's changes, read from the upper: as copyrootfs.Snapshot.commit."""
         upper = self.upper
         userns.umount(str(self.rootfs))
         self.upper = None

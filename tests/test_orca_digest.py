@@ -93,7 +93,7 @@ def test_no_change_rebuild_loads_no_sandbox_registry_or_layer_code(tmp_path, bus
     (ctx / "tool.txt").write_text("tool\n")
     first, _, _ = _digest(tmp_path, ctx)
     heavy = ["runrootless.api", "orca.registry.client", "http.client", "ssl", "urllib.request", "tarfile",
-             "umoci_py.layer.extract", "umoci_py.layer.generate", "orca.snapshot"]
+             "umoci_py.layer.extract", "umoci_py.layer.generate", "orca.snapshot", "orca.copyrootfs"]
     code = ("import sys\nfrom orca.cli import main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n")

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from orca import cli as orca_cli
 from orca.cache import CacheStore
 from orca.errors import BuildError
-from orca.snapshot import Snapshot
+from orca.copyrootfs import Snapshot
 from orca.snapstore import SnapshotStore
 from umoci_py import mediatypes, refs
 from umoci_py.cas import Layout
