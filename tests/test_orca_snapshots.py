@@ -13,6 +13,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -227,3 +228,32 @@ def test_context_digests_kept_between_builds_still_see_a_same_size_same_mtime_ed
     member = [m for m in layer_members(out, top) if m.name == "f"][0]
     with tarfile.open(out / "blobs/sha256" / top["digest"].split(":")[1]) as tar:
         assert tar.extractfile("f").read() == b"two\n" and member.size == 4
+
+
+MOUNT_OPTIONS = """
+import os, sys
+from orca import userns
+assert userns.enter() is None
+base = sys.argv[1]
+for d in ("lower", "upper", "work", "merged", "ro"):
+    os.mkdir(os.path.join(base, d))
+userns.mount_overlay([base + "/lower"], base + "/upper", base + "/work", base + "/merged")
+userns.mount_overlay([base + "/lower", base + "/upper"], None, None, base + "/ro")
+with open("/proc/self/mountinfo") as f:
+    for line in f:
+        fields = line.split()
+        if fields[4] in (base + "/merged", base + "/ro"):
+            print(os.path.basename(fields[4]), fields[-1])
+"""
+
+
+def test_step_rootfs_are_mounted_volatile_so_their_umount_does_not_sync_the_disk(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", MOUNT_OPTIONS, str(tmp_path)], capture_output=True,
+                          text=True, check=True)
+    options = {}
+    for line in proc.stdout.splitlines():
+        name, opts = line.split(" ", 1)
+        options[name] = set(opts.split(","))
+    volatile = {"volatile", "fsync=volatile"}  # Linux 6.12+ shows it as fsync=volatile
+    assert options["merged"] & volatile
+    assert not options["ro"] & volatile  # nothing to sync without an upper
