@@ -20,27 +20,17 @@ from typing import BinaryIO
 from .. import rootless, unpriv
 from ..errors import LayerError
 from ..mtree import Delta, layer_order, read_xattrs
+from .tarwrite import TarWriter, header
 from .extract import DEVICE_XATTR, FORBIDDEN_XATTRS, OPAQUE, PAX_XATTR, WHITEOUT, MapOptions, clean, map_id
 
 log = logging.getLogger(__name__)
-
-
-class _Info(tarfile.TarInfo):
-    """tarfile appends "/" to every directory name; umoci names the root "."."""
-
-    def get_info(self):
-        info = super().get_info()
-        if info["name"] == "./":
-            info["name"] = "."
-        return info
 
 
 class _LayerWriter:
     def __init__(self, out: BinaryIO, opts: MapOptions, source_date_epoch: int | None,
                  hidden_xattrs: str | None = None):
         self.hidden_xattrs = hidden_xattrs
-        self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
-                                encoding="utf-8", errors="surrogateescape")
+        self.tar = TarWriter(out)
         self.opts = opts
         self.epoch = source_date_epoch
         self.inodes: dict[tuple[int, int], str] = {}
@@ -54,11 +44,7 @@ class _LayerWriter:
         return seconds
 
     def _marker(self, tarname: str) -> None:
-        ti = _Info(tarname)
-        ti.mode = 0
-        ti.mtime = self.mtime(0)
-        ti.uname = ti.gname = ""
-        self.tar.addfile(ti)
+        self.tar.add(header(tarname, tarfile.REGTYPE, mtime=self.mtime(0)))
 
     def whiteout(self, name: str) -> None:
         parent, base = posixpath.split(name)
@@ -73,20 +59,67 @@ class _LayerWriter:
             raise LayerError(f"{access.host(rel)}: a file named {WHITEOUT}* cannot be put in a layer")
         path = access.host(rel)
         st = access.call(rel, lambda: os.lstat(path))
-        if stat.S_ISSOCK(st.st_mode):
+        mode = st.st_mode
+        if stat.S_ISSOCK(mode):
             log.warning("generate layer: ignoring socket %s", path)
             return
         xattrs = read_xattrs(access, rel, self.opts.rootless)
-        ti = _Info(name)
-        ti.mode = stat.S_IMODE(access.original_mode(rel, st))
-        ti.mtime = self.mtime(st.st_mtime_ns // 1_000_000_000)
-        ti.uname = ti.gname = ""
-        ti.uid, ti.gid = self.owner(xattrs, st, path)
-        if self.opts.rootless and (stat.S_ISLNK(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
-            ti.uid, ti.gid = side_owner_of(path, st) or (ti.uid, ti.gid)
+        uid, gid = self.owner(xattrs, st, path)
+        if self.opts.rootless and (stat.S_ISLNK(mode) or stat.S_ISFIFO(mode)):
+            uid, gid = side_owner_of(path, st) or (uid, gid)
+        pax = self.pax_xattrs(access, rel, st, xattrs, path) if xattrs else None
+        device = xattrs.get(DEVICE_XATTR) if xattrs else None
+        size = 0
+        linkname = ""
+        major = minor = 0
+        fd = None
+        # Any non-directory can have more names (ln -P of a symlink too).
+        inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 and not stat.S_ISDIR(mode) else None
+        if inode is not None and inode in self.inodes:
+            kind = tarfile.LNKTYPE
+            linkname = self.inodes[inode]
+        elif stat.S_ISREG(mode) and device is not None and st.st_size == 0:
+            kind, major, minor = _parse_device(device, path)
+        elif stat.S_ISREG(mode):
+            kind = tarfile.REGTYPE
+            size = st.st_size
+            fd = unpriv.open_fd(access, rel)
+        elif stat.S_ISDIR(mode):
+            kind = tarfile.DIRTYPE
+            # "dir/", as tarfile and umoci write a directory's name, but the root is "."
+            name = name if name.endswith("/") else name + "/"
+            name = "." if name == "./" else name
+        elif stat.S_ISLNK(mode):
+            kind = tarfile.SYMTYPE
+            linkname = os.readlink(path)
+        elif stat.S_ISFIFO(mode):
+            kind = tarfile.FIFOTYPE
+        else:
+            kind = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+            major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        if inode is not None:
+            self.inodes.setdefault(inode, name)
+        try:
+            block = header(name, kind, access.original_mode(rel, st), uid, gid, size,
+                           self.mtime(st.st_mtime_ns // 1_000_000_000), linkname, major, minor, pax)
+            self.tar.add(block, fd, size)
+        except ValueError as e:
+            raise LayerError(f"{path}: {e}") from None
+        except OSError as e:
+            raise LayerError(f"{path}: {e.strerror or e}") from None
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def pax_xattrs(self, access: unpriv.Access, rel: str, st: os.stat_result, xattrs: dict[str, bytes],
+                   path: str) -> dict[str, str]:
+        """The SCHILY.xattr.* records of an entry, without the ones that are
+        ours (owners, device placeholders) or the filesystem's."""
+        xattrs = dict(xattrs)
         xattrs.pop(rootless.OWNERS_XATTR, None)
-        device = xattrs.pop(DEVICE_XATTR, None)
+        xattrs.pop(DEVICE_XATTR, None)
         self.caps(access, rel, st, xattrs, path)
+        pax = {}
         for key, value in sorted(xattrs.items()):
             if key in FORBIDDEN_XATTRS:
                 continue
@@ -94,38 +127,12 @@ class _LayerWriter:
                 continue
             if key == rootless.XATTR_NAME and self.opts.rootless:
                 continue
-            ti.pax_headers[PAX_XATTR + key] = value.decode("utf-8", "surrogateescape")
-        data = None
-        # Any non-directory can have more names (ln -P of a symlink too).
-        inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else None
-        if inode is not None and inode in self.inodes:
-            ti.type = tarfile.LNKTYPE
-            ti.linkname = self.inodes[inode]
-        elif stat.S_ISREG(st.st_mode) and device is not None and st.st_size == 0:
-            ti.type, ti.devmajor, ti.devminor = _parse_device(device, path)
-        elif stat.S_ISREG(st.st_mode):
-            ti.type = tarfile.REGTYPE
-            ti.size = st.st_size
-            data = unpriv.open_read(access, rel)
-        elif stat.S_ISDIR(st.st_mode):
-            ti.type = tarfile.DIRTYPE
-        elif stat.S_ISLNK(st.st_mode):
-            ti.type = tarfile.SYMTYPE
-            ti.linkname = os.readlink(path)
-        elif stat.S_ISFIFO(st.st_mode):
-            ti.type = tarfile.FIFOTYPE
-        else:
-            ti.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-            ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        if inode is not None:
-            self.inodes.setdefault(inode, name)
-        try:
-            self.tar.addfile(ti, data)
-        except OSError as e:
-            raise LayerError(f"{path}: {e.strerror or e}") from None
-        finally:
-            if data is not None:
-                data.close()
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LayerError(f"{path}: xattr name {key!r} is not UTF-8: a pax header cannot hold it") from None
+            pax[PAX_XATTR + key] = value.decode("utf-8", "surrogateescape")
+        return pax
 
     def caps(self, access: unpriv.Access, rel: str, st: os.stat_result, xattrs: dict[str, bytes],
              path: str) -> None:
