@@ -8,7 +8,6 @@ trims its layer snapshots to limits);
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -21,11 +20,6 @@ from orca.progress import MODES
 
 # The engine, the cache and the registry code are imported inside the commands
 # that use them: start-up time is most of a no-change rebuild.
-
-
-def default_layout() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "orca" / "layout"
 
 
 class DefaultGroup(click.Group):
@@ -64,21 +58,55 @@ def registry_client(tls_ca, insecure):
     return _run(lambda: Client(RegistryOptions(tls_ca=tuple(tls_ca), insecure=frozenset(insecure))))
 
 
-class LazyClient:
-    """A registry client made on first use: most builds never talk to a
-    registry, and loading the system's CA certificates takes ~40 ms."""
+# flags parsed into typed values by click (callbacks), before the build reads them
 
-    def __init__(self, tls_ca, insecure):
-        self._args = (tls_ca, insecure)
-        self._client = None
+def parse_build_args(_ctx, _param, values) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise click.BadParameter(f"{item!r}: expected K[=V]", param_hint="--build-arg")
+        if not eq:  # K alone takes the value from the environment, as docker does
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        out[key] = value
+    return out
 
-    def __getattr__(self, name):
-        if self._client is None:
-            from orca.registry.client import Client, RegistryOptions
 
-            tls_ca, insecure = self._args
-            self._client = Client(RegistryOptions(tls_ca=tuple(tls_ca), insecure=frozenset(insecure)))
-        return getattr(self._client, name)
+def parse_secrets(_ctx, _param, values) -> dict[str, Path]:
+    out = {}
+    for item in values:
+        fields = dict(p.partition("=")[::2] for p in item.split(","))
+        sid, src = fields.get("id"), fields.get("src") or fields.get("source")
+        if not sid or not src:
+            raise click.BadParameter(f"{item!r}: expected id=ID,src=PATH", param_hint="--secret")
+        if not os.path.isfile(src):
+            raise click.BadParameter(f"{item!r}: {src}: no such file", param_hint="--secret")
+        out[sid] = Path(src)
+    return out
+
+
+def parse_ssh(_ctx, _param, values) -> dict[str, Path]:
+    """--ssh ID[=SOCKET]: the agent socket of each id ($SSH_AUTH_SOCK when
+    none is named), as docker buildx takes it."""
+    if not values:
+        return {}
+    from orca.sshforward import check_agent_socket  # its socket code, only for --ssh
+
+    out = {}
+    for item in values:
+        sid, eq, path = item.partition("=")
+        if not sid or (eq and not path) or "," in path:
+            raise click.BadParameter(f"{item!r}: expected default|ID[=SOCKET] (one agent socket)",
+                                     param_hint="--ssh")
+        if not eq:
+            path = os.environ.get("SSH_AUTH_SOCK", "")
+            if not path:
+                raise click.BadParameter(f"{item!r}: SSH_AUTH_SOCK is not set (name the socket: "
+                                         f"{sid}=SOCKET)", param_hint="--ssh")
+        out[sid] = _run(lambda: check_agent_socket(path, f"--ssh {item}"))
+    return out
 
 
 def buildx_options(fn):
@@ -100,7 +128,7 @@ def buildx_options(fn):
         click.option("--add-host", "add_hosts", multiple=True, metavar="NAME:IP", help="add a line to RUN's /etc/hosts"),
         click.option("--shm-size", default=None, metavar="SIZE", help="size of RUN's /dev/shm (e.g. 128m)"),
         click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]", help="resource limit of RUN"),
-        click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]",
+        click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]", callback=parse_ssh,
                      help="forward an ssh-agent socket to RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)"),
     ]
     for option in reversed(options):
@@ -134,10 +162,10 @@ def cli():
 @click.option("-t", "--tag", "tags", multiple=True, help="tag the result in the layout (NAME[:TAG])")
 @click.option("--layout", type=click.Path(path_type=Path), default=None,
               help="output OCI layout (default $XDG_DATA_HOME/orca/layout)")
-@click.option("--build-arg", "build_args", multiple=True, metavar="K[=V]")
+@click.option("--build-arg", "build_args", multiple=True, metavar="K[=V]", callback=parse_build_args)
 @click.option("--target", default=None, help="stage to build (default the last)")
 @click.option("--no-cache", is_flag=True, help="run every step, ignoring the cache")
-@click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=PATH")
+@click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=PATH", callback=parse_secrets)
 @click.option("--platform", default=None, help="os/arch[/variant] (only the host's)")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="stages run at once (default: CPUs)")
 @click.option("--progress", "progress_mode", type=click.Choice(MODES), default="auto",
@@ -154,125 +182,15 @@ def cli():
 @registry_options
 @buildx_options
 @click.argument("context", type=click.Path(path_type=Path))
-def build(dockerfile, tags, layout, build_args, target, no_cache, secrets, platform, jobs, progress_mode,
-          cache_dir, outputs, push, load, cache_to, cache_from, build_contexts, tls_ca, insecure,
-          quiet, iidfile, metadata_file, labels, annotations, pull, no_cache_filter, network, add_hosts,
-          shm_size, ulimits, ssh, context):
+def build(**flags):
     """Build the Dockerfile in CONTEXT (-: a tar of the context, or a Dockerfile, on stdin)."""
-    from orca import metadata, runsettings
-    from orca.cache import default_cache_dir
-    from orca.cache_export import ImportingCacheStore, parse_cache_spec
-    from orca.contexts import parse_build_contexts, stdin_context
-    from orca.execute import BuildRequest, run_build
-    from orca.outputs import deliver, parse_output, plan
-    from orca.progress import open_progress
+    from orca.buildflags import BuildFlags, build_and_export
 
-    client = LazyClient(tls_ca, insecure)
-    cache_dir = cache_dir or default_cache_dir()
-    delivery = _run(lambda: plan([parse_output(o) for o in outputs], list(tags), load, push))
-    named = _run(lambda: parse_build_contexts(build_contexts))
-    store = _run(lambda: ImportingCacheStore(cache_dir, [parse_cache_spec(c, "--cache-from") for c in cache_from],
-                                             parse_cache_spec(cache_to, "--cache-to") if cache_to else None,
-                                             client))
-    agents = _run(lambda: parse_ssh(ssh))
-    run_settings = _run(lambda: runsettings.from_flags(network, ulimits, shm_size, add_hosts))
-    annotated = _run(lambda: tuple(a for text in annotations for a in metadata.parse_annotation(text)))
-    image_labels = _run(lambda: metadata.parse_labels(labels))
-    if quiet:
-        progress_mode = "quiet"
-    from_stdin, context_stdin = str(dockerfile) == "-", str(context) == "-"
-    text = _run(lambda: _read_stdin("-f -", not context_stdin).decode("utf-8", "replace")) if from_stdin else None
-    source = (stdin_context(_run(lambda: _read_stdin("context -")), store.root) if context_stdin
-              else contextlib.nullcontext((context, None)))
-
-    def build_and_export():
-        with source as (context_dir, stdin_dockerfile):
-            file = None if from_stdin else dockerfile
-            if file is not None and context_stdin and not file.is_absolute():
-                file = context_dir / file  # a path inside the tar
-            req = BuildRequest(context=context_dir, dockerfile=file,
-                               dockerfile_text=text if text is not None else stdin_dockerfile,
-                               tags=delivery.tags, load=delivery.load, layout=layout or default_layout(),
-                               build_args=parse_build_args(build_args), target=target, no_cache=no_cache,
-                               secrets=parse_secrets(secrets), ssh=agents,
-                               no_cache_stages=frozenset(s.lower() for s in no_cache_filter), run=run_settings,
-                               labels=image_labels, annotations=annotated, pull=pull, platform=platform,
-                               jobs=jobs or os.cpu_count() or 1, cache_dir=cache_dir,
-                               progress=open_progress(progress_mode, sys.stderr), registry=client, cache=store,
-                               contexts=named)
-            with store.layout.writer():  # an image only in the cache stays there until it is exported
-                # the progress is closed before an error is printed, so its last redraw cannot cover it
-                with req.progress:
-                    result = run_build(req)
-                deliver(result.layout, result.descriptor, delivery, client)
-                store.export(result.layout.read_json(result.descriptor, "manifest")["layers"])
-                if metadata_file:
-                    metadata.write_metadata(metadata_file, metadata.image_metadata(
-                        result.layout.path, result.descriptor, delivery.tags or list(tags)))
-            return result
-
-    result = _run(build_and_export, output_shown=progress_mode != "quiet")
-    if iidfile:
-        _run(lambda: metadata.write_file(iidfile, result.descriptor["digest"]))
+    flags = BuildFlags(**flags)
+    result, delivery = _run(lambda: build_and_export(flags, sys.stdin.buffer, sys.stderr),
+                            output_shown=flags.progress != "quiet")
     if not any(o.dest == "-" for o in delivery.exports):  # stdout may be the output itself
         click.echo(result.descriptor["digest"])
-
-
-def _read_stdin(what: str, free: bool = True) -> bytes:
-    from orca.errors import BuildError
-
-    if not free:
-        raise BuildError("-f - and the context - cannot both read stdin")
-    if sys.stdin.isatty():
-        raise BuildError(f"{what}: stdin is a terminal, not a Dockerfile or a context")
-    return sys.stdin.buffer.read()
-
-
-def parse_build_args(values) -> dict[str, str]:
-    out = {}
-    for item in values:
-        key, eq, value = item.partition("=")
-        if not key:
-            raise click.BadParameter(f"{item!r}: expected K[=V]", param_hint="--build-arg")
-        if not eq:  # K alone takes the value from the environment, as docker does
-            if key not in os.environ:
-                continue
-            value = os.environ[key]
-        out[key] = value
-    return out
-
-
-def parse_secrets(values) -> dict[str, Path]:
-    out = {}
-    for item in values:
-        fields = dict(p.partition("=")[::2] for p in item.split(","))
-        sid, src = fields.get("id"), fields.get("src") or fields.get("source")
-        if not sid or not src:
-            raise click.BadParameter(f"{item!r}: expected id=ID,src=PATH", param_hint="--secret")
-        if not os.path.isfile(src):
-            raise click.BadParameter(f"{item!r}: {src}: no such file", param_hint="--secret")
-        out[sid] = Path(src)
-    return out
-
-
-def parse_ssh(values) -> dict[str, Path]:
-    """--ssh ID[=SOCKET]: the agent socket of each id ($SSH_AUTH_SOCK when
-    none is named), as docker buildx takes it."""
-    from orca.sshforward import check_agent_socket
-
-    out = {}
-    for item in values:
-        sid, eq, path = item.partition("=")
-        if not sid or (eq and not path) or "," in path:
-            raise click.BadParameter(f"{item!r}: expected default|ID[=SOCKET] (one agent socket)",
-                                     param_hint="--ssh")
-        if not eq:
-            path = os.environ.get("SSH_AUTH_SOCK", "")
-            if not path:
-                raise click.BadParameter(f"{item!r}: SSH_AUTH_SOCK is not set (name the socket: "
-                                         f"{sid}=SOCKET)", param_hint="--ssh")
-        out[sid] = check_agent_socket(path, f"--ssh {item}")
-    return out
 
 
 def _run(fn, output_shown: bool = False):
@@ -301,6 +219,7 @@ def _run(fn, output_shown: bool = False):
 def pull_cmd(layout, tag, platform, tls_ca, insecure, ref):
     """Pull REF ([host[:port]/]repo[:tag|@digest]) from its registry into a layout."""
     from umoci_py import refs
+    from orca.buildflags import default_layout
     from orca.registry.pull import pull_to_layout
 
     client = registry_client(tls_ca, insecure)
@@ -317,6 +236,7 @@ def pull_cmd(layout, tag, platform, tls_ca, insecure, ref):
 @click.argument("ref")
 def push_cmd(layout, tls_ca, insecure, tag, ref):
     """Push tag TAG of the layout to the registry reference REF."""
+    from orca.buildflags import default_layout
     from orca.registry.push import push_tag
 
     client = registry_client(tls_ca, insecure)

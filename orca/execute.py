@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import copy as pycopy
 import os
+import queue
 import shutil
 import tempfile
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -143,23 +143,32 @@ class Builder:
                 self.snapshots.gc_if_over_budget()
 
     def _schedule(self) -> None:
+        """Each stage on a thread of its own once the stages it reads are done,
+        at most `jobs` at once.  Plain threads: concurrent.futures would import
+        logging, a few ms of every start of a fully cached build."""
         pending = list(self.plan.order)
-        running = {}
+        finished: queue.SimpleQueue = queue.SimpleQueue()  # (index, StageResult, exception)
+        running = 0
         error = None
-        with ThreadPoolExecutor(max_workers=max(1, self.o.jobs)) as pool:
-            while (pending and error is None) or running:
-                for idx in list(pending):
-                    if error is None and self.plan.deps[idx] <= set(self.results):
-                        pending.remove(idx)
-                        running[pool.submit(self._stage, self.plan.stages[idx])] = idx
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    idx = running.pop(fut)
-                    exc = fut.exception()
-                    if exc is not None:
-                        error = error or exc
-                    else:
-                        self.results[idx] = fut.result()
+
+        def work(idx: int) -> None:
+            try:
+                finished.put((idx, self._stage(self.plan.stages[idx]), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the scheduling thread
+                finished.put((idx, None, exc))
+
+        while (pending and error is None) or running:
+            for idx in list(pending):
+                if error is None and running < max(1, self.o.jobs) and self.plan.deps[idx] <= set(self.results):
+                    pending.remove(idx)
+                    threading.Thread(target=work, args=(idx,), name=f"stage-{idx}").start()
+                    running += 1
+            idx, result, exc = finished.get()
+            running -= 1
+            if exc is not None:
+                error = error or exc
+            else:
+                self.results[idx] = result
         if error is not None:
             raise error
 
@@ -222,6 +231,7 @@ class Builder:
     def snapshot(self, workdir: Path) -> Snapshot:
         """A working rootfs.  Its layer code is imported here, by builds that
         run a step: a no-change rebuild is mostly start-up time."""
+        self.o.progress.capture_logs()  # the layer code, loaded from here on, logs
         self.helpers.prestart()  # a step needs a rootfs: a RUN is likely to come
         if self.mode() == "overlay":
             from orca.snapshot import OverlayRootfs

@@ -10,7 +10,6 @@ the caller (tests and the bench read them instead of parsing text).
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -50,6 +49,8 @@ class Progress:
     def __post_init__(self):
         self._lock = threading.Lock()
         self._current = threading.local()   # the step each build thread is on
+        self._log_capture: str | None = None  # the logger capturing_logs routes to steps
+        self._log_release: Callable[[], None] | None = None
 
     def __enter__(self) -> "Progress":
         return self
@@ -63,17 +64,36 @@ class Progress:
         placeholders) become output lines of the step whose thread logged
         them, instead of lines written across the terminal view: so they are
         in the plain log under the step's number, kept out of quiet, and in
-        the live view only as that step's last lines."""
-        handler = _StepLogHandler(self)
-        log = logging.getLogger(logger)
-        saved = log.propagate
-        log.addHandler(handler)
-        log.propagate = False
+        the live view only as that step's last lines.  Only the layer code
+        logs, and a fully cached build never loads it: until logging is
+        loaded, capture_logs() is left to the code about to load it."""
+        self._log_capture = logger
+        if "logging" in sys.modules:
+            self.capture_logs()
         try:
             yield self
         finally:
-            log.removeHandler(handler)
-            log.propagate = saved
+            self._log_capture = None
+            release, self._log_release = self._log_release, None
+            if release is not None:
+                release()
+
+    def capture_logs(self) -> None:
+        """Inside capturing_logs: route the logger's records to the steps from now on."""
+        with self._lock:
+            if self._log_capture is None or self._log_release is not None:
+                return
+            import logging  # ~2 ms: loaded here, by builds that run layer code
+            handler = _step_log_handler(self)
+            log = logging.getLogger(self._log_capture)
+            saved = log.propagate
+            log.addHandler(handler)
+            log.propagate = False
+
+            def release() -> None:
+                log.removeHandler(handler)
+                log.propagate = saved
+            self._log_release = release
 
     def _new_step(self, stage: str, text: str) -> StepTiming:
         with self._lock:
@@ -269,16 +289,18 @@ class LiveProgress(Progress):
         self.redraw(final=True)
 
 
-class _StepLogHandler(logging.Handler):
-    def __init__(self, progress: Progress):
-        super().__init__(logging.INFO)
-        self.progress = progress
+def _step_log_handler(progress: Progress):
+    """A logging handler writing each record as a line of the progress."""
+    import logging
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.progress.log_line(record.getMessage())
-        except Exception:  # noqa: BLE001 - logging must never break the build
-            self.handleError(record)
+    class StepLogHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                progress.log_line(record.getMessage())
+            except Exception:  # noqa: BLE001 - logging must never break the build
+                self.handleError(record)
+
+    return StepLogHandler(logging.INFO)
 
 
 def _terminal_width(stream: TextIO) -> int:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from orca.errors import BuildError
+
+if TYPE_CHECKING:
+    import subprocess
 
 # The hostname RUN steps see, BuildKit's: the hosts file mounted into the step
 # resolves it (runrootless adds it), so `sudo` and the like find their host.
@@ -113,6 +115,8 @@ class Helpers:
 
 def _spawn() -> tuple[subprocess.Popen, int]:
     """(helper, read end of its status pipe)."""
+    import subprocess  # ~2 ms to import: only builds that run a step spawn a helper
+
     status_r, status_w = os.pipe()
     try:
         proc = subprocess.Popen([sys.executable, "-m", "orca.runstep", str(status_w)],

@@ -21,15 +21,14 @@ from typing import TYPE_CHECKING, Callable
 from umoci_py.errors import UmociError
 
 from orca import copy as cp
-from orca import mounts as mnt
 from orca.cache import digest_of, step_key
 from orca.dockerfile import ignore, lexer
 from orca.dockerfile import instructions as di
 from orca.dockerfile.instructions import parse_chmod, parse_mount, parse_ports
 from orca.errors import BuildError, DockerfileError, OrcaError
-from orca.runstep import BUILD_HOSTNAME, run_isolated
 
 if TYPE_CHECKING:
+    from orca import mounts as mnt
     from orca.execute import StageRun
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -303,6 +302,7 @@ def run_step(run: StageRun, ins: di.Run) -> Step:
     mounts = _mounts(run, ins, env)
     script = ins.script_file
     if script is not None:
+        from orca import mounts as mnt
         mounts.append(mnt.script_mount(script, run.b.workroot))
         argv = [f"{mnt.PIPES}/{script.name}"]
     user = run.cfg.get("User") or ""
@@ -322,6 +322,9 @@ def run_step(run: StageRun, ins: di.Run) -> Step:
     def action(rootfs: Path, pstep) -> None:
         from runrootless import api as rr  # the sandbox and tracer: ~30 ms, for steps that run
         from umoci_py.bundle import resolve_user
+
+        from orca import mounts as mnt
+        from orca.runstep import BUILD_HOSTNAME, run_isolated
         u = resolve_user(user, rootfs) if user else None
         cp.make_dirs(rootfs, cwd, None)
         specs, cleanup = [], []
@@ -356,6 +359,9 @@ def run_step(run: StageRun, ins: di.Run) -> Step:
 
 def _mounts(run: StageRun, ins: di.Run, env: dict[str, str]) -> list[mnt.RunMount]:
     """RUN --mount, its values expanded with the step's environment."""
+    if not ins.mounts:
+        return []
+    from orca import mounts as mnt  # their set-up code, for RUNs that have mounts
     try:
         parsed = [parse_mount(raw.spec, lambda v: lexer.process_word(v, env, run.b.plan.escape))
                   for raw in ins.mounts]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
 
 _SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
           "\b": "\\b", "\f": "\\f"}
@@ -43,6 +42,8 @@ def _float(f: float) -> str:
     # Go uses plain notation for 1e-6 <= |f| < 1e21 and shortest exponent
     # notation ("1e-07" cleaned to "1e-7") outside it.
     if 1e-6 <= abs(f) < 1e21:
+        from decimal import Decimal  # ~1 ms to import; OCI documents seldom hold a float
+
         return format(Decimal(repr(f)).normalize(), "f")
     text = repr(f)
     return re.sub(r"e([+-])0(\d)$", r"e\1\2", text)

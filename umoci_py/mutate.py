@@ -19,7 +19,6 @@ from typing import BinaryIO
 from umoci_py import mediatypes
 from umoci_py.cas import Layout
 from umoci_py.errors import LayoutError, UsageError
-from umoci_py.layer.blob import write_layer
 
 UNCOMPRESSED_SIZE_ANNOTATION = "ci.umo.uncompressed_blob_size"
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
@@ -119,6 +118,8 @@ class Mutator:
         """Store an uncompressed tar as a new top layer; returns its descriptor."""
         algorithm = (pick_compression(self.manifest.get("layers", []))
                      if compress_algorithm == "auto" else compress_algorithm)
+        from umoci_py.layer.blob import write_layer  # the compressors: not for callers that only format times
+
         layer = write_layer(self.layout, tar_stream, algorithm)
         descriptor = dict(layer.descriptor)
         if layer.descriptor["size"] != layer.uncompressed_size:

@@ -5,15 +5,17 @@ not expanded here (the builder expands them against the stage environment,
 see notes §1.7).  Value grammars that the builder must re-check after
 expansion (mount CSV, --chmod, durations, EXPOSE ports, signals) are
 functions here so both sides use one implementation.
+
+The parser makes these values once and nothing changes them afterwards; they
+are not frozen=True because that doubles what creating these ~30 classes
+costs at every start of orca-build (~4 ms of a fully cached build).
 """
 
 from __future__ import annotations
 
 import csv
-import difflib
 import posixpath
 import re
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -21,7 +23,7 @@ from typing import ClassVar
 from orca.errors import DockerfileError
 
 
-@dataclass(frozen=True)
+@dataclass
 class Heredoc:
     """A here-document: ``name`` is the delimiter (the file name in COPY/ADD).
 
@@ -37,7 +39,7 @@ class Heredoc:
     fd: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Directives:
     """Parser directives found at the top of the file."""
 
@@ -46,7 +48,7 @@ class Directives:
     check: "CheckOptions" = field(default_factory=lambda: CheckOptions())
 
 
-@dataclass(frozen=True)
+@dataclass
 class CheckOptions:
     """``# check=skip=A,B;error=true;experimental=all``."""
 
@@ -57,7 +59,7 @@ class CheckOptions:
     experimental_all: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class Warning:
     """A lint-style warning attached to a line (the build continues)."""
 
@@ -72,7 +74,7 @@ class Warning:
 
 # --- instructions -----------------------------------------------------------
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Instruction:
     """Common location data: ``line``..``end_line`` are 1-based and inclusive;
     ``original`` is the logical line (continuations joined, no heredoc bodies)."""
@@ -83,7 +85,7 @@ class Instruction:
     original: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class From(Instruction):
     keyword: ClassVar[str] = "FROM"
     image: str
@@ -91,7 +93,7 @@ class From(Instruction):
     name: str | None = None  # lower-cased stage name
 
 
-@dataclass(frozen=True)
+@dataclass
 class Mount:
     """One ``RUN --mount``.  ``spec`` is the flag value as written, so the
     builder can call ``expanded`` once the stage environment is known."""
@@ -140,7 +142,7 @@ class Mount:
         return {"secret": 0o400, "ssh": 0o600, "cache": 0o755}.get(self.type)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Run(Instruction):
     """``cmd`` is what to execute: with ``shell_form`` it is one string for
     the stage's SHELL.  For a lone shebang heredoc (``RUN <<EOF`` whose body
@@ -157,27 +159,27 @@ class Run(Instruction):
     script_file: Heredoc | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Cmd(Instruction):
     keyword: ClassVar[str] = "CMD"
     cmd: tuple[str, ...]
     shell_form: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Entrypoint(Instruction):
     keyword: ClassVar[str] = "ENTRYPOINT"
     cmd: tuple[str, ...]
     shell_form: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Shell(Instruction):
     keyword: ClassVar[str] = "SHELL"
     shell: tuple[str, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Env(Instruction):
     """``pairs`` are (key, value) as written, quotes included."""
 
@@ -185,25 +187,25 @@ class Env(Instruction):
     pairs: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Label(Instruction):
     keyword: ClassVar[str] = "LABEL"
     pairs: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
+@dataclass
 class ArgDef:
     name: str
     default: str | None = None  # None: declared without "="
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Arg(Instruction):
     keyword: ClassVar[str] = "ARG"
     args: tuple[ArgDef, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Expose(Instruction):
     """Ports as written; expand with ``process_words`` then ``parse_ports``."""
 
@@ -211,25 +213,25 @@ class Expose(Instruction):
     ports: tuple[str, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Volume(Instruction):
     keyword: ClassVar[str] = "VOLUME"
     paths: tuple[str, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class User(Instruction):
     keyword: ClassVar[str] = "USER"
     user: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Workdir(Instruction):
     keyword: ClassVar[str] = "WORKDIR"
     path: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Copy(Instruction):
     """``sources`` are paths (or URLs for ADD); heredoc sources are in
     ``heredocs`` (file name = heredoc name, mode 0644)."""
@@ -246,7 +248,7 @@ class Copy(Instruction):
     parents: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Add(Copy):
     keyword: ClassVar[str] = "ADD"
     checksum: str | None = None
@@ -254,13 +256,13 @@ class Add(Copy):
     unpack: bool | None = None  # None: the default (local archives unpacked)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class StopSignal(Instruction):
     keyword: ClassVar[str] = "STOPSIGNAL"
     signal: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Healthcheck(Instruction):
     """``test`` is ("NONE",), ("CMD-SHELL", text) or ("CMD", arg, ...);
     durations are nanoseconds, 0 when not given."""
@@ -274,7 +276,7 @@ class Healthcheck(Instruction):
     retries: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class OnBuild(Instruction):
     """``expression`` is what goes into Config.OnBuild; ``trigger`` is it parsed."""
 
@@ -283,7 +285,7 @@ class OnBuild(Instruction):
     trigger: Instruction
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Maintainer(Instruction):
     keyword: ClassVar[str] = "MAINTAINER"
     name: str
@@ -294,7 +296,7 @@ INSTRUCTION_TYPES: tuple[type[Instruction], ...] = (
     Workdir, Copy, Add, StopSignal, Healthcheck, OnBuild, Maintainer)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Stage:
     """A build stage: its FROM and the instructions after it."""
 
@@ -308,7 +310,7 @@ class Stage:
         return self.base.name or f"stage-{self.index}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Dockerfile:
     """A parsed Dockerfile: ``meta_args`` are the ARGs before the first FROM."""
 
@@ -350,6 +352,8 @@ def parse_go_bool(value: str) -> bool | None:
 
 def suggest(word: str, choices) -> str:
     """A " (did you mean X?)" suffix when a choice is close to ``word``."""
+    import difflib  # for error messages only
+
     close = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
     if not close:
         return ""
@@ -463,12 +467,13 @@ def _parse_uint(value: str, base: int, key: str) -> int:
     return int(value, base)
 
 
-_RAM_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+# Patterns compiled on first use (by re's cache), not by every start of orca-build
+_RAM_RE = r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$"
 
 
 def parse_ram_bytes(value: str, what: str = "size") -> int:
     """go-units RAMInBytes: ``64m``, ``1g``, ``1024``, ``1.5GiB`` (binary units)."""
-    match = _RAM_RE.match(value)
+    match = re.match(_RAM_RE, value)
     if not match:
         raise DockerfileError(f"invalid value for {what}: {value}")
     try:
@@ -481,7 +486,7 @@ def parse_ram_bytes(value: str, what: str = "size") -> int:
 
 _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
                    "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
-_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_PART = r"(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)"
 
 
 def parse_duration(value: str) -> int:
@@ -496,7 +501,7 @@ def parse_duration(value: str) -> int:
     total = 0
     pos = 0
     while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
+        match = re.compile(_DURATION_PART).match(text, pos)
         if not match or not (match.group(1) or match.group(2)):
             raise DockerfileError(f"time: invalid duration {value!r}")
         whole, frac, unit = match.groups()
@@ -534,6 +539,8 @@ def _is_port(text: str) -> bool:
 
 def check_signal(value: str) -> str:
     """Validate a STOPSIGNAL value: a number, or a name with or without SIG."""
+    import signal  # its enum of names takes ~1 ms to build; only STOPSIGNAL needs it
+
     if value.isdecimal() and value.isascii():
         if int(value) > 0:
             return value
@@ -551,11 +558,11 @@ def check_signal(value: str) -> str:
 # --- --chmod ----------------------------------------------------------------
 
 _WHO_BITS = {"u": 0o4700, "g": 0o2070, "o": 0o1007}
-_CLAUSE = re.compile(r"^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$")
-_ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
+_CLAUSE = r"^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$"
+_ACTION = r"([-+=])([ugo]|[rwxXst]*)"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Chmod:
     """A --chmod value: an octal mode or a symbolic mode like ``u+x,go-w``."""
 
@@ -568,12 +575,12 @@ class Chmod:
             return self.octal
         mode &= 0o7777
         for clause in self.text.split(","):
-            who, actions = _CLAUSE.match(clause).groups()
+            who, actions = re.match(_CLAUSE, clause).groups()
             who = who.replace("a", "ugo") or "ugo"
             mask = 0
             for w in who:
                 mask |= _WHO_BITS[w]
-            for op, perms in _ACTION.findall(actions):
+            for op, perms in re.findall(_ACTION, actions):
                 bits = _perm_bits(perms, mode, is_dir) & mask
                 if op == "+":
                     mode |= bits
@@ -611,7 +618,7 @@ def parse_chmod(value: str) -> Chmod:
         if octal > 0o7777:
             raise DockerfileError(f"invalid chmod parameter {value!r}: octal mode greater than 07777")
         return Chmod(value, octal)
-    if value and all(_CLAUSE.match(c) for c in value.split(",")):
+    if value and all(re.match(_CLAUSE, c) for c in value.split(",")):
         return Chmod(value)
     raise DockerfileError(
         f"invalid chmod parameter {value!r}: expected an octal mode or a symbolic mode like u+x")
