@@ -39,7 +39,7 @@ from orca.runsettings import RunSettings
 from orca.runstep import CpuSlots, Helpers, Notes
 from orca.metadata import Annotation, of_kind
 from orca.dockerfile import lexer
-from orca.dockerfile.instructions import Instruction
+from orca.dockerfile.instructions import Instruction, Run
 
 if TYPE_CHECKING:
     from orca.copyrootfs import Snapshot
@@ -193,8 +193,9 @@ class Builder:
         if triggers:
             instrs = parse_triggers(triggers, self.plan.file, st.line) + instrs
         run = StageRun(self, st, image)
-        for ins in instrs:
-            run.step(ins)
+        last_run = max((i for i, ins in enumerate(instrs) if isinstance(ins, Run)), default=-1)
+        for i, ins in enumerate(instrs):
+            run.step(ins, run_ahead=i <= last_run)
         return StageResult(run.image, run.snap, run.key)
 
     # -- sources for COPY --from and RUN --mount from= ----------------------
@@ -232,7 +233,6 @@ class Builder:
         """A working rootfs.  Its layer code is imported here, by builds that
         run a step: a no-change rebuild is mostly start-up time."""
         self.o.progress.capture_logs()  # the layer code, loaded from here on, logs
-        self.helpers.prestart()  # a step needs a rootfs: a RUN is likely to come
         if self.mode() == "overlay":
             from orca.snapshot import OverlayRootfs
             view = OverlayRootfs(workdir, self.store, self.snapshots, self.lease)
@@ -431,7 +431,8 @@ class StageRun:
         return self.snap.materialize(self.image.layers, diff_ids(self.image))
 
     # dispatch, on the parser's instruction types
-    def step(self, ins: Instruction) -> None:
+    def step(self, ins: Instruction, run_ahead: bool = False) -> None:
+        """Apply ins; run_ahead: a RUN is at or after it in the stage."""
         config_only = steps.CONFIG_STEPS.get(type(ins))
         if config_only is not None:
             config_only(self, ins)
@@ -456,6 +457,10 @@ class StageRun:
                     store.put(key, described, rec["image"], chain)
             # after a --link step the stage is its base plus that layer
             self.key = digest_of({"parent": self.key, "link": chain}) if link else chain
+            if rec is None and run_ahead:
+                # every later step of the stage misses too: the RUN helper's
+                # start-up (~60 ms) overlaps the steps before the RUN
+                self.b.helpers.prestart()
             if rec is not None:
                 if link:
                     self._append(pycopy.deepcopy(rec["image"]))

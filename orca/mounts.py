@@ -63,7 +63,7 @@ class MountSite:
 
 def _sandbox_mount(source: str, target: str, kind: str, options: tuple):
     """A runrootless Mount, its module imported only once a step runs."""
-    from runrootless.api import Mount as SandboxMount
+    from runrootless.spec import Mount as SandboxMount
     return SandboxMount(source, target, kind, options)
 
 

@@ -71,14 +71,14 @@ def _spec_to_json(spec) -> dict:
 
 
 def _spec_from_json(d: dict):
-    from runrootless import api
+    from runrootless.spec import Mount, RunSpec
     d = dict(d)
     d["rootfs"] = Path(d["rootfs"])
-    d["mounts"] = tuple(api.Mount(m["source"], m["destination"], m["type"], tuple(m["options"]))
+    d["mounts"] = tuple(Mount(m["source"], m["destination"], m["type"], tuple(m["options"]))
                         for m in d["mounts"])
     d["additional_gids"] = tuple(d["additional_gids"])
     d["extra_hosts"] = tuple(tuple(h) for h in d["extra_hosts"])
-    return api.RunSpec(**d)
+    return RunSpec(**d)
 
 
 class Helpers:

@@ -320,7 +320,8 @@ def run_step(run: StageRun, ins: di.Run) -> Step:
     described = f"RUN {prefix}{' '.join(argv)}"
 
     def action(rootfs: Path, pstep) -> None:
-        from runrootless import api as rr  # the sandbox and tracer: ~30 ms, for steps that run
+        # the spec's module only: the sandbox and tracer (~30 ms of imports) are the RUN helper's
+        from runrootless.spec import RunSpec
         from umoci_py.bundle import resolve_user
 
         from orca import mounts as mnt
@@ -336,7 +337,7 @@ def run_step(run: StageRun, ins: di.Run) -> Step:
                     specs.append(spec)
             if settings.shm_size is not None:
                 specs.append(mnt.shm_mount(settings.shm_size))
-            spec = rr.RunSpec(
+            spec = RunSpec(
                 rootfs=rootfs, args=argv, env=[f"{k}={v}" for k, v in run_env.items()], cwd=cwd,
                 uid=u.uid if u else 0, gid=u.gid if u else 0,
                 additional_gids=tuple(u.additional_gids) if u else (),

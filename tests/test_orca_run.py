@@ -10,8 +10,9 @@ import sys
 
 from layer_tars import entry, make_tar
 from oracle_build import image_manifest
-from orca_build_helpers import build, context, layer_files, manifest
+from orca_build_helpers import build, context, layer_files, manifest, step_states
 
+from orca import runstep
 from orca.errors import BuildError
 
 
@@ -160,3 +161,21 @@ def test_base_capability_survives_chmod_and_touch_not_a_write_or_chown(tmp_path,
         "chmodded": NET_RAW_V2.hex(), "touched": NET_RAW_V2.hex(), "written": "", "chowned": "",
         "untouched": NET_RAW_V2.hex()}
     assert paths["/caps/chmodded"]["mode"] == "0711"
+
+
+def test_the_run_helper_starts_at_a_miss_before_a_run_and_never_in_a_cached_build(tmp_path, busybox_layout,
+                                                                                   monkeypatch):
+    spawned = []
+    spawn = runstep._spawn
+    monkeypatch.setattr(runstep, "_spawn", lambda: spawned.append(1) or spawn())
+    # the last stage misses too, but runs nothing: it starts no helper
+    ctx = context(tmp_path, busybox_layout, "FROM BASE AS a\nCOPY f /f\nRUN cat /f > /g\n\n"
+                                            "FROM BASE\nCOPY f /h\nCOPY --from=a /g /g\n")
+    (ctx / "f").write_text("1\n")
+    first, log, _ = build(tmp_path, ctx)
+    assert not isinstance(first, BuildError), log
+    assert len(spawned) == 1  # started at the COPY's miss, taken by the RUN
+    again, log, _ = build(tmp_path, ctx)
+    assert not isinstance(again, BuildError), log
+    assert set(step_states(log).values()) == {"CACHED"}
+    assert len(spawned) == 1
