@@ -8,7 +8,7 @@ import subprocess
 from layer_tars import manifest_layers, umoci_mtree
 from umoci_py_helpers import umoci, umoci_unpack
 
-from umoci_py import mtree
+from umoci_py import mtree, rootless
 
 WEIRD = ["sp ace", "tab\tname", "back\\slash", "star*q?[b]#h", "caf\u00e9", "new\nline"]
 
@@ -82,3 +82,28 @@ def test_digest_cache_save_load_and_invalidation(tmp_path):
     assert "d/x" not in loaded.files
     (tmp_path / "bad.json").write_text("{not json")
     assert mtree.DigestCache.load(tmp_path / "bad.json").files == {}
+
+
+def test_usual_keyword_sets_give_what_the_general_walk_gives(tmp_path):
+    """walk() has a fast path for KEYWORDS (with and without sha256digest);
+    a list of the same keywords goes the general way and must agree."""
+    root = tmp_path / "rootfs"
+    (root / "d/locked").mkdir(parents=True)
+    (root / "d/f").write_bytes(b"data")
+    os.setxattr(root / "d/f", "user.b", b"\xff\n")
+    os.setxattr(root / "d/f", "user.a", b"1")
+    os.link(root / "d/f", root / "d/hard")
+    os.symlink("sp ace\ttarget", root / "d/ln")
+    os.mkfifo(root / "d/fifo")
+    rootless.write_side(str(root / "d"), "ln", os.lstat(root / "d/ln").st_ino, (5, 6))
+    (root / "d/locked/secret").write_bytes(b"s")
+    os.chmod(root / "d/locked/secret", 0)
+    os.chmod(root / "d/locked", 0)
+    without_digest = tuple(k for k in mtree.KEYWORDS if k != "sha256digest")
+    for keywords in (mtree.KEYWORDS, without_digest):
+        fast, general = mtree.walk(root, keywords, True), mtree.walk(root, list(keywords), True)
+        assert [(e.path, e.keywords) for e in fast.entries] == [(e.path, e.keywords) for e in general.entries]
+        assert [list(e.keywords) for e in fast.entries] == [list(e.keywords) for e in general.entries]
+        by_path = fast.by_path()
+        assert by_path["d/ln"].keywords["uid"] == "5" and by_path["d/locked"].keywords["mode"] == "0"
+        assert ("sha256digest" in by_path["d/f"].keywords) == (keywords is mtree.KEYWORDS)

@@ -311,6 +311,8 @@ def _walk_dir(access, rel, keywords, rootless, cache, manifest) -> None:
 
 
 def _keywords(access, rel, path, st, keywords, rootless, cache) -> dict[str, str]:
+    if keywords is KEYWORDS or keywords == _KEYWORDS_NO_DIGEST:
+        return _usual_keywords(access, rel, path, st, keywords is KEYWORDS, rootless, cache)
     kind = _TYPES[stat.S_IFMT(st.st_mode)]
     out: dict[str, str] = {}
     for kw in keywords:
@@ -349,6 +351,30 @@ def _keywords(access, rel, path, st, keywords, rootless, cache) -> dict[str, str
                 out[f"xattr.{vis(name)}"] = base64.b64encode(value).decode()
         else:
             raise BundleError(f"mtree keyword {kw!r} is not supported")
+    return out
+
+
+_KEYWORDS_NO_DIGEST = tuple(k for k in KEYWORDS if k != "sha256digest")  # overlay's changes
+
+
+def _usual_keywords(access, rel, path, st, digest, rootless, cache) -> dict[str, str]:
+    """_keywords of KEYWORDS (without sha256digest unless digest), in their
+    order, without going through the keyword list: walks spend most of their
+    time here."""
+    kind = _TYPES[stat.S_IFMT(st.st_mode)]
+    uid, gid = _owner(path, st, rootless)
+    out = {"size": str(st.st_size), "type": kind, "uid": str(uid), "gid": str(gid),
+           "mode": _mode(access.original_mode(rel, st))}
+    if kind == "link":
+        out["link"] = vis(os.readlink(path))
+    out["nlink"] = str(st.st_nlink)
+    out["tar_time"] = f"{st.st_mtime_ns // 1_000_000_000}.000000000"
+    if digest and kind == "file":
+        out["sha256digest"] = file_digest(access, rel, st, rootless, cache)
+    xattrs = read_xattrs(access, rel, rootless, path)
+    if xattrs:
+        for name, value in sorted(xattrs.items()):
+            out[f"xattr.{vis(name)}"] = base64.b64encode(value).decode()
     return out
 
 

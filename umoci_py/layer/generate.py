@@ -63,7 +63,7 @@ class _LayerWriter:
         if stat.S_ISSOCK(mode):
             log.warning("generate layer: ignoring socket %s", path)
             return
-        xattrs = read_xattrs(access, rel, self.opts.rootless)
+        xattrs = read_xattrs(access, rel, self.opts.rootless, path)
         uid, gid = self.owner(xattrs, st, path)
         if self.opts.rootless and (stat.S_ISLNK(mode) or stat.S_ISFIFO(mode)):
             uid, gid = side_owner_of(path, st) or (uid, gid)
