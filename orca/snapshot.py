@@ -45,7 +45,6 @@ class OverlayRootfs:
         self.blobs, self.store, self.lease, self.inflate = blobs, store, lease, inflate
         self.chain: list[str] = []           # snapshot ids, bottom first
         self.upper: Path | None = None       # mounted with an upper when not None
-        self._manifest: tuple[str | None, dict] = ("", {})
 
     def _lowers(self, chain: list[str]) -> list[str]:
         return [str(self.store.diff(sid)) for sid in reversed(chain)] + [str(self.store.empty)]
@@ -107,8 +106,8 @@ class OverlayRootfs:
         finally:
             if parent is not None:
                 userns.umount(str(target))
-        _, manifest = upper_changes(upper, self.store.manifest(parent), lowers[:-1])
-        self.store.add(ids[i], parent, diff_id, upper, manifest, self.workdir, self.lease)
+        changes = upper_changes(upper, self.store.manifest(parent), lowers[:-1])
+        self.store.add(ids[i], parent, diff_id, upper, changes.tree, self.workdir, self.lease)
         remove_tree(upper.parent)
 
     def commit(self, source_date_epoch: int | None, root: bool = True) -> tuple[dict, str] | None:
@@ -118,9 +117,8 @@ class OverlayRootfs:
         self.upper = None
         try:
             top = self.chain[-1] if self.chain else None
-            if self._manifest[0] != top:
-                self._manifest = (top, self.store.manifest(top))
-            deltas, merged = upper_changes(upper, self._manifest[1], self._lowers(self.chain)[:-1])
+            changes = upper_changes(upper, self.store.manifest(top), self._lowers(self.chain)[:-1])
+            deltas = changes.deltas
             if not root:
                 deltas = [d for d in deltas if d.path != "."]
             if not deltas:
@@ -129,9 +127,8 @@ class OverlayRootfs:
                                         lambda tar: generate_upper_layer(upper, deltas, ROOTLESS, tar,
                                                                          source_date_epoch))
             sid = chain_ids([self._chain_id(), diff_id])[-1] if self.chain else diff_id.split(":", 1)[1]
-            self.store.add(sid, top, diff_id, upper, merged, self.workdir, self.lease)
+            self.store.add(sid, top, diff_id, upper, changes.tree, self.workdir, self.lease)
             self.chain = self.chain + [sid]
-            self._manifest = (sid, merged)
             return desc, diff_id
         finally:
             remove_tree(upper.parent)

@@ -10,7 +10,11 @@ step that runs commits its upper as the next snapshot by a rename.
 Layout of CACHE/snapshots:
   <chain hex>/diff            the upper directory
   <chain hex>/meta.json       parent chain, diff ID, size; its mtime is the last use
-  <chain hex>/manifest.json   mtree keywords of the merged tree (what a layer is diffed against)
+  <chain hex>/changes.json    what the snapshot changes in the manifest of the tree below it:
+                              the mtree keywords of its upper's entries and the paths it
+                              hides.  The merged tree's manifest (what a layer is diffed
+                              against) is its chain's changes applied bottom up, kept in
+                              the process: a commit reads and writes what it changed only.
   empty/                      an empty directory: the bottom lower of every mount
   .lock                       gc holds it exclusively, builds shared while they record a use
 
@@ -33,12 +37,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from umoci_py import jsonload
 from umoci_py.cas import flocked
 from umoci_py.unpriv import remove_tree
 
 from orca.errors import BuildError
+
+if TYPE_CHECKING:
+    from umoci_py.layer.overlay import TreeChanges
 
 BUILD_PREFIX = "build-"
 RECLAIM_PREFIX = ".reclaim-"
@@ -164,6 +172,8 @@ class SnapshotStore:
         self._lock = self.root / ".lock"
         self._making: dict[str, threading.Lock] = {}
         self._making_lock = threading.Lock()
+        # merged trees' manifests by snapshot, for this process's later steps and stages
+        self._manifests: dict[str, dict[str, str]] = {}
 
     def making(self, sid: str) -> threading.Lock:
         """The lock a thread holds while it makes snapshot sid."""
@@ -174,7 +184,7 @@ class SnapshotStore:
         return self.root / sid / "diff"
 
     def has(self, sid: str) -> bool:
-        return (self.root / sid / "manifest.json").exists()
+        return (self.root / sid / "meta.json").exists()
 
     def _locked(self, mode: int):
         return flocked(self._lock, mode)
@@ -183,19 +193,39 @@ class SnapshotStore:
         """Held while a build checks snapshots and records its use of them."""
         return self._locked(fcntl.LOCK_SH)
 
-    def manifest(self, sid: str | None) -> dict:
-        if sid is None:
-            return {}
-        return jsonload.load(self.root / sid / "manifest.json", BuildError, "corrupt snapshot manifest", dict)
+    def manifest(self, sid: str | None) -> dict[str, str]:
+        """The manifest of the merged tree at snapshot sid, as
+        umoci_py.layer.overlay.manifest gives it: the chain's changes applied
+        bottom up from the nearest snapshot this process knows already."""
+        chain: list[tuple[str, TreeChanges]] = []
+        merged: dict[str, str] = {}
+        while sid is not None:
+            if sid in self._manifests:
+                merged = self._manifests[sid]
+                break
+            path = self.root / sid
+            try:
+                chain.append((sid, _changes(path / "changes.json")))
+            except FileNotFoundError:
+                merged = self._manifests[sid] = _merged_manifest(path / "manifest.json")
+                break
+            sid = _parent(path / "meta.json")
+        for sid, changes in reversed(chain):
+            merged = self._manifests[sid] = changes.apply(merged)
+        return merged
 
-    def add(self, sid: str, parent: str | None, diff_id: str, upper: Path, manifest: dict,
+    def add(self, sid: str, parent: str | None, diff_id: str, upper: Path, changes: TreeChanges,
             workdir: Path, lease: Lease) -> None:
-        """Move a finished upper in as snapshot sid (kept as is if another build was first)."""
+        """Move a finished upper in as snapshot sid (kept as is if another
+        build was first), with what it changes in its parent's manifest."""
         staging = Path(tempfile.mkdtemp(dir=workdir))
         os.rename(upper, staging / "diff")
         size = _disk_usage(staging / "diff")
-        (staging / "manifest.json").write_bytes(json.dumps(manifest, separators=(",", ":")).encode())
+        doc = {"entries": changes.entries, "removed": changes.removed}
+        (staging / "changes.json").write_bytes(json.dumps(doc, separators=(",", ":")).encode())
         (staging / "meta.json").write_text(json.dumps({"parent": parent, "diff_id": diff_id, "size": size}))
+        if parent is None or parent in self._manifests:  # its view comes at the cost of a dict copy
+            self._manifests[sid] = changes.apply(self._manifests.get(parent, {}))
         with self.shared():
             lease.record(self, [sid])
             try:
@@ -291,6 +321,39 @@ class SnapshotStore:
             budget = DEFAULT_BUDGET
         if self.total() > budget:
             self.gc(keep_bytes=budget)
+
+
+def _changes(path: Path) -> TreeChanges:
+    from umoci_py.layer.overlay import TreeChanges
+    doc = jsonload.load(path, BuildError, "corrupt snapshot manifest", dict)
+    entries, removed = doc.get("entries"), doc.get("removed")
+    if not (isinstance(entries, dict) and all(type(v) is str for v in entries.values())
+            and isinstance(removed, list) and all(type(p) is str for p in removed)):
+        raise BuildError(f"{path}: corrupt snapshot manifest: not entries and removed paths")
+    return TreeChanges(entries, removed)
+
+
+def _parent(meta: Path) -> str | None:
+    try:
+        parent = jsonload.load(meta, BuildError, "corrupt snapshot record", dict).get("parent")
+    except FileNotFoundError:
+        raise BuildError(f"{meta.parent}: not a whole snapshot: no meta.json") from None
+    if parent is not None and not (isinstance(parent, str) and _HEX.fullmatch(parent)):
+        raise BuildError(f"{meta}: corrupt snapshot record: parent {parent!r} is not a snapshot")
+    return parent
+
+
+def _merged_manifest(path: Path) -> dict[str, str]:
+    """A snapshot made before changes.json: its manifest.json holds the
+    whole merged tree's keywords, each as a JSON object."""
+    from umoci_py.layer.overlay import encode
+    try:
+        doc = jsonload.load(path, BuildError, "corrupt snapshot manifest", dict)
+    except FileNotFoundError:
+        raise BuildError(f"{path.parent}: not a whole snapshot: no changes.json") from None
+    if not all(isinstance(kw, dict) for kw in doc.values()):
+        raise BuildError(f"{path}: corrupt snapshot manifest: an entry is not an object of keywords")
+    return {p: encode(kw) for p, kw in doc.items()}
 
 
 def _disk_usage(path: Path) -> int:

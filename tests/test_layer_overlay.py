@@ -43,13 +43,17 @@ def test_unpacked_upper_gives_back_the_layer_a_full_tree_diff_gives(tmp_path):
     assert os.getxattr(upper / "d", OPAQUE_XATTR) == b"y"
     assert stat.S_ISCHR(os.lstat(upper / "e" / "z").st_mode) and not (upper / "d" / "x").exists()
 
-    deltas, merged = upper_changes(upper, manifest(lower), [str(lower)])
+    changes = upper_changes(upper, manifest(lower), [str(lower)])
+    deltas, merged = changes.deltas, changes.tree.apply(manifest(lower))
     kinds = {d.path: d.kind for d in deltas}
     assert {p: kinds[p] for p in ("a", "d/x", "d/sub", "e/z", "gone")} == \
         dict.fromkeys(("a", "d/x", "d/sub", "e/z", "gone"), "missing")
     assert "d/sub/y" not in kinds and "gone/deep" not in kinds  # one whiteout per removed tree
     assert kinds["b"] == "extra" and kinds["d"] == "modified" and "keep" not in kinds
     assert merged == manifest(full)
+    # what the snapshot store keeps: the upper's entries and the lower paths it hides, not the tree
+    assert set(changes.tree.entries) == {".", "b", "d", "d/new", "dev", "e"}
+    assert changes.tree.removed == ["a", "d/sub", "d/sub/y", "d/x", "e/z", "gone", "gone/deep"]
 
     walked = layer_changes(mtree.walk(lower, mtree.KEYWORDS), mtree.walk(full, mtree.KEYWORDS))
     assert _tar(upper, deltas, generate_upper_layer) == _tar(full, walked, generate_layer)
@@ -60,6 +64,6 @@ def test_a_copied_up_file_equal_to_its_lower_is_no_change(tmp_path):
     apply(lower, *LOWER)
     apply(upper, entry(".", tarfile.DIRTYPE), entry("keep", data=b"k", uid=5, gid=6),
           entry("e", tarfile.DIRTYPE), entry("e/z", data=b"Z"))
-    deltas, _ = upper_changes(upper, manifest(lower), [str(lower)])
+    deltas = upper_changes(upper, manifest(lower), [str(lower)]).deltas
     assert sorted((d.path, d.kind) for d in deltas) == [(".", "modified"), ("e", "modified"),
                                                          ("e/z", "modified")]

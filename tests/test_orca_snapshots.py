@@ -64,15 +64,29 @@ def test_overlay_and_copy_give_the_same_layers(busybox_layout, tmp_path):
     (ctx / "files" / "top").write_text("top\n")
     (ctx / "files" / "sub" / "s").write_text("s\n")
     (ctx / "Dockerfile").write_text(CHANGES.format(base=busybox_layout))
-    digests = {}
-    for mode in ("auto", "copy"):
-        out = tmp_path / f"out-{mode}"
-        proc = orca("--layout", out, "--cache-dir", tmp_path / f"cache-{mode}", "--progress", "plain",
-                    "-t", "x", ctx, env={"ORCA_SNAPSHOTTER": mode, "SOURCE_DATE_EPOCH": "1700000000"})
-        assert (FALLBACK_NOTE in proc.stderr) == (mode == "copy"), proc.stderr
-        digests[mode] = [d["digest"] for d in manifest_of(out, "x")["layers"]]
+
+    def build_both() -> dict[str, list[str]]:
+        digests = {}
+        for mode in ("auto", "copy"):
+            out = tmp_path / f"out-{mode}"
+            proc = orca("--layout", out, "--cache-dir", tmp_path / f"cache-{mode}", "--progress", "plain",
+                        "-t", "x", ctx, env={"ORCA_SNAPSHOTTER": mode, "SOURCE_DATE_EPOCH": "1700000000"})
+            assert (FALLBACK_NOTE in proc.stderr) == (mode == "copy"), proc.stderr
+            digests[mode] = [d["digest"] for d in manifest_of(out, "x")["layers"]]
+        return digests
+
+    digests = build_both()
     assert len(snapshots(tmp_path / "cache-auto")) == 1 + 5  # the base and every step
     assert digests["auto"] == digests["copy"]
+    # a step more, in a build that finds the snapshots on disk: the tree it is
+    # diffed against is made of what each of them changed
+    (ctx / "Dockerfile").write_text(CHANGES.format(base=busybox_layout)
+                                    + "RUN rm -rf /copied /d/again/f && chmod 700 /d/again && echo z > /keep\n")
+    again = build_both()
+    assert again["auto"] == again["copy"] and again["auto"][:-1] == digests["auto"]
+    top = manifest_of(tmp_path / "out-auto", "x")["layers"][-1]
+    last = {m.name: m for m in layer_members(tmp_path / "out-auto", top)}
+    assert {".wh.copied", "d/again/.wh.f", "keep"} <= set(last) and last["d/again"].mode == 0o700
     # and the layers hold what the steps did
     out = tmp_path / "out-auto"
     layers = manifest_of(out, "x")["layers"]

@@ -46,15 +46,19 @@ def test_corrupt_snapshot_records_are_skipped_or_one_line_errors(tmp_path):
     store = SnapshotStore(tmp_path / "cache")
     snap = store.root / KEY.split(":")[1]
     snap.mkdir()
-    for content, reason in ((NESTED, "nested too deeply"), (b"{", "Expecting property name"),
-                            (b"[]", "not a JSON object")):
-        (snap / "meta.json").write_bytes(content)
-        (snap / "manifest.json").write_bytes(content)
-        assert store.list() == []     # gc leaves alone what it cannot read
-        with pytest.raises(BuildError) as err:
-            store.manifest(snap.name)
-        assert str(err.value).startswith(f"{snap / 'manifest.json'}: corrupt snapshot manifest: ")
-        assert reason in str(err.value) and "\n" not in str(err.value)
+    shapes = {"changes.json": (b'{"entries": {"a": 1}, "removed": []}', "not entries and removed paths"),
+              "manifest.json": (b'{"a": 1}', "not an object of keywords")}
+    for name in ("changes.json", "manifest.json"):  # manifest.json: a snapshot made before changes.json
+        for content, reason in ((NESTED, "nested too deeply"), (b"{", "Expecting property name"),
+                                (b"[]", "not a JSON object"), shapes[name]):
+            (snap / "meta.json").write_bytes(content if content != shapes[name][0] else b"[]")
+            (snap / name).write_bytes(content)
+            assert store.list() == []     # gc leaves alone what it cannot read
+            with pytest.raises(BuildError) as err:
+                SnapshotStore(tmp_path / "cache").manifest(snap.name)
+            assert str(err.value).startswith(f"{snap / name}: corrupt snapshot manifest: ")
+            assert reason in str(err.value) and "\n" not in str(err.value)
+        (snap / name).unlink()
 
 
 class _HostileRegistry(BaseHTTPRequestHandler):

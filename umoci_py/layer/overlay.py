@@ -8,9 +8,11 @@ mount option, which an unprivileged user namespace needs).
 
 A layer is read from an upper without walking the merged tree: only the
 upper's entries are looked at, against the manifest of the lower tree (the
-mtree entries of every path below, without digests).  The deltas are the
-ones a full-tree compare would give, so a layer made from an upper has the
-same bytes as the stat-keyed walk of the same change:
+mtree keywords of every path below, without digests, each kept as one line:
+a tree's manifest loads and compares as strings, and the few entries a
+change touches are parsed).  The deltas are the ones a full-tree compare
+would give, so a layer made from an upper has the same bytes as the
+stat-keyed walk of the same change:
   - a whiteout is the deleted path and everything the lower tree had below it;
   - an opaque directory hides the lower entries it does not hold again;
   - an upper entry equal in every keyword to its lower one (overlay copies a
@@ -27,6 +29,7 @@ import os
 import posixpath
 import stat
 import tarfile
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from .. import mtree
@@ -47,12 +50,42 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def manifest(root: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """path -> mtree keywords of a tree or an upper (overlay's xattrs left out)."""
-    out = {}
-    for entry in mtree.walk(root, KEYWORDS, True).entries:
-        out[entry.path] = _public(entry.keywords)
-    return out
+def manifest(root: str | os.PathLike) -> dict[str, str]:
+    """path -> encoded mtree keywords of a tree or an upper (overlay's xattrs left out)."""
+    return {entry.path: encode(_public(entry.keywords)) for entry in mtree.walk(root, KEYWORDS, True).entries}
+
+
+def encode(keywords: dict[str, str]) -> str:
+    """An entry's keywords as one line, "key=value ..." in key order (mtree
+    keeps spaces and '=' out of names and values: links and xattr names are
+    vis-encoded, xattr values base64)."""
+    return " ".join([f"{k}={keywords[k]}" for k in sorted(keywords)])
+
+
+def decode(line: str) -> dict[str, str]:
+    return dict(word.split("=", 1) for word in line.split(" ")) if line else {}
+
+
+@dataclass
+class TreeChanges:
+    """What an upper changes in the manifest of the tree below it: the
+    encoded keywords of every entry it holds, and the paths it hides."""
+    entries: dict[str, str]
+    removed: list[str]
+
+    def apply(self, lower: dict[str, str]) -> dict[str, str]:
+        """The manifest of the merged tree, from the lower tree's."""
+        merged = dict(lower)
+        for path in self.removed:
+            merged.pop(path, None)
+        merged.update(self.entries)
+        return merged
+
+
+@dataclass
+class UpperChanges:
+    deltas: list[mtree.Delta]  # what the layer holds, as a full-tree compare gives them
+    tree: TreeChanges
 
 
 def _public(keywords: dict[str, str]) -> dict[str, str]:
@@ -87,15 +120,16 @@ def _lower_file(lowers: list[str], rel: str) -> str | None:
     return None
 
 
-def upper_changes(upper: str | os.PathLike, lower: dict[str, dict[str, str]],
-                  lowers: list[str]) -> tuple[list[mtree.Delta], dict[str, dict[str, str]]]:
-    """The deltas an upper holds over the lower manifest, and the manifest of
-    the merged tree.  lowers are the lower directories, topmost first (read
-    only to compare the content of a file copied up unchanged)."""
+def upper_changes(upper: str | os.PathLike, lower: dict[str, str], lowers: list[str]) -> UpperChanges:
+    """The deltas an upper holds over the lower tree's manifest (as
+    manifest() gives it), and what it changes in that manifest.  lowers are
+    the lower directories, topmost first (read only to compare the content
+    of a file copied up unchanged).  The cost is the upper's, not the tree's."""
     upper = os.fspath(upper)
     walked = mtree.walk(upper, KEYWORDS, True)
-    merged = dict(lower)
-    touched: set[str] = set()
+    held: dict[str, dict[str, str]] = {}  # the upper's entries but whiteouts
+    entries: dict[str, str] = {}
+    removed: set[str] = set()
     content: set[str] = set()  # copied up equal in every keyword but the content
     hidden: list[str] = []     # paths whose lower entries below are gone
     opaque: list[str] = []
@@ -103,40 +137,37 @@ def upper_changes(upper: str | os.PathLike, lower: dict[str, dict[str, str]],
         rel = entry.path
         host = upper if rel == "." else os.path.join(upper, rel)
         if entry.type == "char" and is_whiteout(os.lstat(host)):
-            merged.pop(rel, None)
-            touched.add(rel)
+            removed.add(rel)
             hidden.append(rel)
             continue
         keywords = _public(entry.keywords)
-        old = lower.get(rel)
+        line = encode(keywords)
         if entry.type == "dir" and f"xattr.{OPAQUE_XATTR}" in entry.keywords:
             opaque.append(rel)
         elif entry.type != "dir":
             hidden.append(rel)
-        if old == keywords and entry.type == "file":
+        if entry.type == "file" and lower.get(rel) == line:
             source = _lower_file(lowers, rel)
             if source is None or not filecmp.cmp(source, host, shallow=False):
                 content.add(rel)
-        merged[rel] = keywords
-        touched.add(rel)
-    paths = sorted(lower)
-    for rel in hidden:
-        for gone in _below(paths, rel):
-            merged.pop(gone, None)
-            touched.add(gone)
-    for rel in opaque:
-        for gone in _below(paths, rel):
-            if gone not in touched:  # not held again by the upper
-                merged.pop(gone, None)
-                touched.add(gone)
+        held[rel] = keywords
+        entries[rel] = line
+    if hidden or opaque:
+        paths = sorted(lower)
+        for rel in hidden:
+            removed.update(_below(paths, rel))
+        for rel in opaque:  # what the upper does not hold again
+            removed.update(p for p in _below(paths, rel) if p not in held)
+    removed.difference_update(held)
     # The fallback's full-tree compare, on the only paths that can differ
     # (a content change shows as digests that differ: only keywords on both sides count)
-    old = mtree.Manifest([mtree.Entry(p, {**lower[p], "sha256digest": "lower"} if p in content else lower[p])
-                          for p in touched if p in lower])
-    new = mtree.Manifest([mtree.Entry(p, {**merged[p], "sha256digest": "upper"} if p in content else merged[p])
-                          for p in touched if p in merged])
-    new.inodes = {p: ino for p, ino in walked.inodes.items() if p in merged}
-    return layer_changes(old, new), merged
+    touched = removed | held.keys()
+    old = mtree.Manifest([mtree.Entry(p, {**decode(lower[p]), "sha256digest": "lower"} if p in content
+                                      else decode(lower[p])) for p in touched if p in lower])
+    new = mtree.Manifest([mtree.Entry(p, {**kw, "sha256digest": "upper"} if p in content else kw)
+                          for p, kw in held.items()])
+    new.inodes = {p: ino for p, ino in walked.inodes.items() if p in held}
+    return UpperChanges(layer_changes(old, new), TreeChanges(entries, sorted(p for p in removed if p in lower)))
 
 
 def layer_changes(old: mtree.Manifest, new: mtree.Manifest) -> list[mtree.Delta]:
