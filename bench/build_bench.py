@@ -42,9 +42,8 @@ def as_user(user: str, argv: list, env: dict | None = None) -> tuple[float, str]
     """Run argv as user; (wall time, stdout).  Fails loudly with its output."""
     home = subprocess.run(["getent", "passwd", user], capture_output=True, text=True,
                           check=True).stdout.split(":")[5]
-    # PYTHONPATH: the tree this bench file is in, not what the venv was installed from
-    base = {"HOME": home, "PATH": f"{os.environ['ORCA_VENV']}/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "PYTHONPATH": str(REPO)}
+    # orca-build as tools/bench-build installed it: the tree this bench file is in
+    base = {"HOME": home, "PATH": f"{os.environ['ORCA_BENCH_VENV']}/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     cmd = ["runuser", "-u", user, "--", "env", *(f"{k}={v}" for k, v in {**base, **(env or {})}.items()),
            *map(str, argv)]
     return timed(cmd)
