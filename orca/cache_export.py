@@ -21,7 +21,6 @@ from the directory) only when something reads them.
 
 from __future__ import annotations
 
-import csv
 import shutil
 import threading
 from dataclasses import dataclass
@@ -51,6 +50,8 @@ class CacheSpec:
 
 def parse_cache_spec(text: str, flag: str) -> CacheSpec:
     """One --cache-to (flag "--cache-to") or --cache-from value."""
+    import csv  # for --cache-to and --cache-from values only
+
     from orca.registry import reference
 
     what = f"{flag} {text!r}"

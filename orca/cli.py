@@ -184,11 +184,10 @@ def cli():
 @click.argument("context", type=click.Path(path_type=Path))
 def build(**flags):
     """Build the Dockerfile in CONTEXT (-: a tar of the context, or a Dockerfile, on stdin)."""
-    from orca.buildflags import BuildFlags, build_and_export
+    from orca.buildflags import build_and_export
 
-    flags = BuildFlags(**flags)
-    result, delivery = _run(lambda: build_and_export(flags, sys.stdin.buffer, sys.stderr),
-                            output_shown=flags.progress != "quiet")
+    result, delivery = _run(lambda: build_and_export(sys.stdin.buffer, sys.stderr, **flags),
+                            output_shown=not flags["quiet"] and flags["progress_mode"] != "quiet")
     if not any(o.dest == "-" for o in delivery.exports):  # stdout may be the output itself
         click.echo(result.descriptor["digest"])
 

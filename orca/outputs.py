@@ -19,7 +19,6 @@ the build ran.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import os
@@ -77,6 +76,8 @@ class Delivery:
 
 def parse_output(text: str) -> Output:
     """One -o value: `type=T,key=value,...` (CSV, so `"name=a,b"` names two), `DIR`, or `-`."""
+    import csv  # for -o values only
+
     if text == "-":
         return Output("tar", "-", text=text)
     if "=" not in text:

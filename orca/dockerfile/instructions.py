@@ -13,7 +13,6 @@ costs at every start of orca-build (~4 ms of a fully cached build).
 
 from __future__ import annotations
 
-import csv
 import posixpath
 import re
 from collections.abc import Callable
@@ -364,6 +363,8 @@ def suggest(word: str, choices) -> str:
 def parse_mount(spec: str, expand: Callable[[str], str] | None = None) -> Mount:
     """Parse a ``--mount`` CSV value.  Without ``expand`` (parse time),
     values holding ``$`` are kept as written and checked after expansion."""
+    import csv  # for RUN --mount only
+
     try:
         fields = next(csv.reader([spec], strict=True), [])
     except csv.Error as err:

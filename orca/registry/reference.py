@@ -16,10 +16,11 @@ from orca.registry.errors import RegistryError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_HOST = re.compile(r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?"
-                   r"|\[[0-9a-fA-F:]+\](?::[0-9]+)?")
+# compiled on first use (re's cache): every build imports this module, few parse a reference
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG = r"[\w][\w.-]{0,127}"
+_HOST = (r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?"
+         r"|\[[0-9a-fA-F:]+\](?::[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,11 @@ def parse(text: str) -> Reference:
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1:]
-        if not _TAG.fullmatch(tag):
+        if not re.fullmatch(_TAG, tag):
             raise RegistryError(f"image reference {text!r}: bad tag {tag!r}")
     if looks_remote(rest):
         registry, path = rest.split("/", 1)
-        if not _HOST.fullmatch(registry):
+        if not re.fullmatch(_HOST, registry):
             raise RegistryError(f"image reference {text!r}: bad registry host {registry!r}")
     else:
         registry, path = DOCKER_HUB, rest
@@ -87,7 +88,7 @@ def parse(text: str) -> Reference:
     if registry == DOCKER_HUB and "/" not in path:
         path = "library/" + path
     for comp in path.split("/"):
-        if not _COMPONENT.fullmatch(comp):
+        if not re.fullmatch(_COMPONENT, comp):
             raise RegistryError(f"image reference {text!r}: bad repository name {path!r} "
                                 "(lowercase letters, digits and . _ - separators)")
     if tag is None and digest is None:
