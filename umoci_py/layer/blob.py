@@ -29,8 +29,13 @@ class LayerBlob:
 class LayerSink:
     """The write side of a layer being stored: a file object taking the
     uncompressed tar; .layer is the LayerBlob once layer_writer is done.
-    Hashing and compression run on a thread of their own (hashlib, isal and
-    zlib release the GIL), beside whatever produces the tar."""
+    Compression, with the compressed blob's hash and write, runs on a thread
+    of its own (hashlib, isal and zlib release the GIL), beside whatever
+    produces the tar, which hashes the tar (the diff ID) as it hands each
+    chunk over.  That splits the work about evenly on two cores: for a 62 MB
+    layer the tar is ~60 ms, either hash ~55 ms, isal's gzip ~80 ms; with
+    both hashes on the thread it was busy ~220 ms of ~240 while the tar's
+    producer waited on it."""
 
     def __init__(self, out):
         self._out = out
@@ -47,7 +52,6 @@ class LayerSink:
         while (chunk := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self._diff.update(chunk)
                     self._out.write(chunk)
                 except BaseException as err:  # raised in the writer's thread
                     self._error = err
@@ -58,16 +62,20 @@ class LayerSink:
         self._buf += data
         self.size += len(data)
         if len(self._buf) >= _CHUNK:
-            self._queue.put(bytes(self._buf))
-            self._buf.clear()
+            self._hand_over()
         return len(data)
+
+    def _hand_over(self) -> None:
+        chunk = bytes(self._buf)
+        self._buf.clear()
+        self._diff.update(chunk)
+        self._queue.put(chunk)
 
     def close(self) -> None:
         """Wait for what was written to be compressed (idempotent)."""
         if self._thread.is_alive():
             if self._buf:
-                self._queue.put(bytes(self._buf))
-                self._buf.clear()
+                self._hand_over()
             self._queue.put(None)
             self._thread.join()
         if self._error is not None:
