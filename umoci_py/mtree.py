@@ -15,7 +15,6 @@ import json
 import os
 import posixpath
 import re
-import socket
 import stat
 import time
 from dataclasses import dataclass, field
@@ -180,6 +179,8 @@ class Manifest:
     def dump(self) -> str:
         """go-mtree's text: header, /set lines when owners change, dirs
         followed by their files, ".." when a directory ends."""
+        import socket  # ~2 ms to import (with selectors), for the header's host name only
+
         out = [
             f"#{'user:':>15} {_user()}",
             f"#{'machine:':>15} {socket.gethostname()}",
