@@ -41,6 +41,7 @@ PREFIX = "registry:"
 
 @dataclass(frozen=True)
 class CacheSpec:
+    """One --cache-to or --cache-from value."""
     type: str                  # "registry" or "local"
     ref: object = None         # orca.registry.reference.Reference, for a registry
     path: Path | None = None   # the directory, for local

@@ -49,6 +49,7 @@ CONTEXT_DIGESTS = "context-digests.json"  # in the cache dir
 
 @dataclass
 class BuildOptions:
+    """What one build works from: the request with the Dockerfile loaded into a plan."""
     context: Path
     plan: Plan
     layout: Path
@@ -77,6 +78,7 @@ class BuildOptions:
 
 @dataclass
 class StageResult:
+    """A built stage: its image, working rootfs (if one was made) and last cache key."""
     image: Image
     snapshot: Snapshot | None
     key: str                       # the stage's last chained cache key
@@ -85,6 +87,7 @@ class StageResult:
 
 @dataclass
 class BuildResult:
+    """What a build made: the image's manifest descriptor and each stage's result."""
     descriptor: dict
     stages: dict[str, StageResult]
     layout: Layout                 # where the image is: the output layout, or the cache's (load=False)

@@ -19,6 +19,7 @@ ANNOTATION_KINDS = ("manifest", "manifest-descriptor", "index")
 
 @dataclass(frozen=True)
 class Annotation:
+    """One --annotation: where it goes, its key and value."""
     kind: str       # one of ANNOTATION_KINDS
     key: str
     value: str

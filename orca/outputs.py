@@ -56,6 +56,7 @@ class OutputError(OrcaError):
 
 @dataclass(frozen=True)
 class Output:
+    """One -o value (or --load, --push), parsed."""
     type: str
     dest: str | None = None           # a path, or "-" for stdout
     names: tuple[str, ...] = ()       # image names; empty: the build's -t tags

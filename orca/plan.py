@@ -16,6 +16,7 @@ from orca.errors import BuildError
 
 @dataclass
 class Stage:
+    """A stage of the plan: its FROM and instructions."""
     index: int
     name: str | None
     base: str                      # as written; expanded with global args at plan time
@@ -30,6 +31,7 @@ class Stage:
 
 @dataclass
 class Plan:
+    """The stages to build, in order, with what each reads."""
     file: str
     meta_args: list[tuple[str, str | None]]
     stages: list[Stage]
@@ -101,6 +103,7 @@ def make_plan(file: str, meta_args, stages: list[Stage], bases: list[str], targe
 
 @dataclass
 class Loaded:
+    """A Dockerfile made into a plan, with its global ARG values and each stage's FROM expanded."""
     plan: Plan
     global_args: dict[str, str]
     bases: list[str]

@@ -27,6 +27,7 @@ LIVE_REFRESH = 0.1      # seconds between redraws of the elapsed times
 
 @dataclass
 class StepTiming:
+    """One step of the build: its number, text, times and output."""
     number: int
     stage: str
     text: str
@@ -40,6 +41,7 @@ class StepTiming:
 
 @dataclass
 class Progress:
+    """The build's progress in the "plain" or "quiet" mode (LiveProgress: "live")."""
     mode: str = "plain"
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     redact: tuple[bytes, ...] = ()

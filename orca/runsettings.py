@@ -29,6 +29,7 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 @dataclass(frozen=True)
 class Ulimit:
+    """One --ulimit: docker's name of the limit, soft and hard values."""
     name: str
     soft: int
     hard: int
@@ -40,6 +41,7 @@ class Ulimit:
 
 @dataclass(frozen=True)
 class RunSettings:
+    """The sandbox settings every RUN of the build gets."""
     network: str = "default"                    # for RUN without --network
     ulimits: tuple[Ulimit, ...] = ()
     shm_size: int | None = None                 # bytes of /dev/shm; None: runrootless's 64 MiB

@@ -77,6 +77,7 @@ def clean(path: str) -> str:
 
 @dataclass(frozen=True)
 class _Pattern:
+    """One .dockerignore pattern, compiled to the cheapest matcher that fits it."""
     text: str
     exclusion: bool
     kind: str  # "exact", "prefix", "suffix" or "regex"

@@ -86,6 +86,8 @@ class Instruction:
 
 @dataclass(kw_only=True)
 class From(Instruction):
+    """``FROM image [AS name]``."""
+
     keyword: ClassVar[str] = "FROM"
     image: str
     platform: str | None = None
@@ -160,6 +162,8 @@ class Run(Instruction):
 
 @dataclass(kw_only=True)
 class Cmd(Instruction):
+    """``CMD``: exec form or shell form."""
+
     keyword: ClassVar[str] = "CMD"
     cmd: tuple[str, ...]
     shell_form: bool
@@ -167,6 +171,8 @@ class Cmd(Instruction):
 
 @dataclass(kw_only=True)
 class Entrypoint(Instruction):
+    """``ENTRYPOINT``: exec form or shell form."""
+
     keyword: ClassVar[str] = "ENTRYPOINT"
     cmd: tuple[str, ...]
     shell_form: bool
@@ -174,6 +180,8 @@ class Entrypoint(Instruction):
 
 @dataclass(kw_only=True)
 class Shell(Instruction):
+    """``SHELL [...]``: the shell of later shell forms."""
+
     keyword: ClassVar[str] = "SHELL"
     shell: tuple[str, ...]
 
@@ -188,18 +196,23 @@ class Env(Instruction):
 
 @dataclass(kw_only=True)
 class Label(Instruction):
+    """``LABEL key=value ...``, quotes as written."""
+
     keyword: ClassVar[str] = "LABEL"
     pairs: tuple[tuple[str, str], ...]
 
 
 @dataclass
 class ArgDef:
+    """One name of an ``ARG``, with its default if it has one."""
     name: str
     default: str | None = None  # None: declared without "="
 
 
 @dataclass(kw_only=True)
 class Arg(Instruction):
+    """``ARG name[=default] ...``."""
+
     keyword: ClassVar[str] = "ARG"
     args: tuple[ArgDef, ...]
 
@@ -214,18 +227,24 @@ class Expose(Instruction):
 
 @dataclass(kw_only=True)
 class Volume(Instruction):
+    """``VOLUME``: the paths as written."""
+
     keyword: ClassVar[str] = "VOLUME"
     paths: tuple[str, ...]
 
 
 @dataclass(kw_only=True)
 class User(Instruction):
+    """``USER user[:group]``."""
+
     keyword: ClassVar[str] = "USER"
     user: str
 
 
 @dataclass(kw_only=True)
 class Workdir(Instruction):
+    """``WORKDIR path``."""
+
     keyword: ClassVar[str] = "WORKDIR"
     path: str
 
@@ -249,6 +268,8 @@ class Copy(Instruction):
 
 @dataclass(kw_only=True)
 class Add(Copy):
+    """``ADD``: COPY plus URLs, archives and their options."""
+
     keyword: ClassVar[str] = "ADD"
     checksum: str | None = None
     keep_git_dir: bool = False
@@ -257,6 +278,8 @@ class Add(Copy):
 
 @dataclass(kw_only=True)
 class StopSignal(Instruction):
+    """``STOPSIGNAL signal``."""
+
     keyword: ClassVar[str] = "STOPSIGNAL"
     signal: str
 
@@ -286,6 +309,8 @@ class OnBuild(Instruction):
 
 @dataclass(kw_only=True)
 class Maintainer(Instruction):
+    """``MAINTAINER name`` (deprecated; a label of the image)."""
+
     keyword: ClassVar[str] = "MAINTAINER"
     name: str
 

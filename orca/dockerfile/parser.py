@@ -110,6 +110,7 @@ def _join_heredoc_operators(words: list[str]) -> list[str]:
 
 @dataclass
 class _Node:
+    """One logical line of the Dockerfile, split into keyword, flags and arguments."""
     keyword: str  # lower case
     args: list[str]
     flags: list[str]

@@ -25,6 +25,7 @@ _HOST = (r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9-]+)*(?::[
 
 @dataclass(frozen=True)
 class Reference:
+    """An image reference, normalised as docker reads it."""
     registry: str          # as written (docker.io for Docker Hub), host[:port]
     repository: str        # library/debian
     tag: str | None = None
