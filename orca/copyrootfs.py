@@ -1,25 +1,39 @@
-"""The copy fallback's working rootfs: one extracted tree per stage, and
-turning what a step changed into a layer by a stat-keyed walk.
+"""The fallback's working rootfs, where overlayfs cannot be mounted: one
+tree per stage, and what a step changed turned into a layer by a stat-keyed
+walk of it.
 
-The rootfs remembers which layers it holds, so a step never re-extracts its
-parent: a stage moves forward by extracting only the layers it lacks (after
+CopyRootfs makes the tree from the snapshot store the overlay path uses: the
+chain's snapshots copied bottom-up (treecopy.apply_upper, file data by
+reflink where the filesystem has it), each layer extracted into the store
+once, ever, and each committed step added to it.  Snapshot makes it from the
+layer blobs, for a store that cannot hold whiteouts and for trees that are
+not an image's (a directory context).
+
+The rootfs remembers which layers it holds, so a step never re-materializes
+its parent: a stage moves forward by adding only the layers it lacks (after
 cache hits) and by diffing after each step it runs.  The diff walks the
 rootfs with a stat-based DigestCache, so unchanged files are not re-read.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+import tempfile
 from pathlib import Path
 
 from umoci_py import mtree
 from umoci_py.cas import Layout
 from umoci_py.layer.extract import extract_layer
 from umoci_py.layer.generate import generate_layer
-from umoci_py.layer.overlay import layer_changes
+from umoci_py.layer.overlay import layer_changes, upper_changes
 from umoci_py.unpack import InflateLimit, open_layer
 from umoci_py.unpriv import remove_tree
 
-from orca.snapshot import ROOTLESS, write_layer
+from orca.snapshot import ROOTLESS, add_base_snapshot, write_layer
+from orca.snapstore import Lease, SnapshotStore, chain_ids
+from orca.treecopy import Origins, apply_upper, upper_from_deltas
 
 
 class Snapshot:
@@ -67,9 +81,113 @@ class Snapshot:
         desc, diff_id = write_layer(self.store,
                                     lambda tar: generate_layer(self.rootfs, deltas, ROOTLESS, tar,
                                                                source_date_epoch=source_date_epoch))
+        self._committed(diff_id, deltas, current)
         self.baseline = current
         self.layers.append(desc["digest"])
         return desc, diff_id
 
+    def _committed(self, diff_id: str, deltas: list[mtree.Delta], current: mtree.Manifest) -> None:
+        """A layer of these deltas was written (the baseline is still the tree before it)."""
+
     def close(self) -> None:
         remove_tree(self.workdir)
+
+
+class CopyRootfs(Snapshot):
+    """A stage's rootfs copied from the snapshot store (see the module doc).
+    Same interface as Snapshot and snapshot.OverlayRootfs."""
+
+    def __init__(self, workdir: Path, blobs: Layout, snapshots: SnapshotStore, lease: Lease,
+                 inflate: InflateLimit = InflateLimit()):
+        super().__init__(workdir, blobs, inflate)
+        self.snapshots, self.lease = snapshots, lease
+        self.chain: list[str] | None = None  # snapshot ids the rootfs holds, bottom first
+        self.origins = Origins()
+
+    def materialize(self, layers: list[dict], diff_ids: list[str] | None = None) -> Path:
+        if diff_ids is None:  # a config without them: the blobs name the layers as well
+            diff_ids = [d["digest"] for d in layers]
+        ids = chain_ids(diff_ids)
+        if self.chain is not None and ids[:len(self.chain)] == self.chain:
+            start = len(self.chain)
+        else:
+            remove_tree(self.rootfs)
+            self.rootfs.mkdir(parents=True)
+            self.cache, self.origins, self.baseline = mtree.DigestCache(), Origins(), None
+            start = 0
+        missing = set(self.snapshots.use(ids, self.lease))
+        for i in range(start, len(ids)):
+            if ids[i] in missing:
+                with self.snapshots.making(ids[i]):  # stages of one build on one base make it once
+                    if not self.snapshots.has(ids[i]):
+                        self._make(ids, i, layers[i], diff_ids[i])
+                        continue
+            apply_upper(self.snapshots.diff(ids[i]), self.rootfs, self.origins)
+            self.baseline = None
+        if self.baseline is None:
+            self.baseline = self._walk()
+        self.chain = ids
+        self.layers = [d["digest"] for d in layers]
+        return self.rootfs
+
+    def _make(self, ids: list[str], i: int, desc: dict, diff_id: str) -> None:
+        """Snapshot ids[i] made from its layer blob, with the rootfs (at
+        ids[:i]) brought to it.  A base layer is unpacked as an upper, as the
+        overlay path does; a layer over others is extracted into the rootfs,
+        which stands for the overlay mount the other path extracts through,
+        and the upper is what the walk finds changed."""
+        if i == 0:
+            upper = Path(tempfile.mkdtemp(dir=self.workdir, prefix="layer-")) / "upper"
+            upper.mkdir()
+            add_base_snapshot(self.snapshots, ids[0], self.store, desc, diff_id, upper, self.workdir, self.lease,
+                              self.inflate)
+            remove_tree(upper.parent)
+            apply_upper(self.snapshots.diff(ids[0]), self.rootfs, self.origins)
+            self.baseline = None
+            return
+        if self.baseline is None:
+            self.baseline = self._walk()
+        with open_layer(self.store, desc, self.inflate) as stream:
+            extract_layer(stream, self.rootfs, ROOTLESS, cache=self.cache)
+            stream.finish()
+        current = self._walk()
+        self._add(ids[:i + 1], diff_id, layer_changes(self.baseline, current))
+        self.baseline = current
+
+    def _add(self, ids: list[str], diff_id: str, deltas: list[mtree.Delta]) -> None:
+        """The deltas over the rootfs's last baseline (at ids[:-1]), as
+        snapshot ids[-1]: an upper, with what it changes in the tree's
+        manifest found as the overlay path finds it."""
+        sid, parent = ids[-1], (ids[-2] if len(ids) > 1 else None)
+        upper = Path(tempfile.mkdtemp(dir=self.workdir, prefix="layer-")) / "upper"
+        upper_from_deltas(self.rootfs, deltas, upper, self.origins)
+        lowers = [str(self.snapshots.diff(s)) for s in reversed(ids[:-1])]
+        changes = upper_changes(upper, self.snapshots.manifest(parent), lowers)
+        self.snapshots.add(sid, parent, diff_id, upper, changes.tree, self.workdir, self.lease)
+        remove_tree(upper.parent)
+
+    def _committed(self, diff_id: str, deltas: list[mtree.Delta], current: mtree.Manifest) -> None:
+        """The layer becomes the next snapshot (unless made before, by this build or another)."""
+        parent = self.chain[-1] if self.chain else None
+        sid = chain_ids(["sha256:" + parent, diff_id])[-1] if parent else diff_id.split(":", 1)[1]
+        if self.snapshots.use([sid], self.lease):
+            with self.snapshots.making(sid):
+                if not self.snapshots.has(sid):
+                    self._add(self.chain + [sid], diff_id, deltas)
+        self.chain.append(sid)
+
+
+def whiteouts_refused(workdir: Path) -> str | None:
+    """Why the snapshot store (on workdir's filesystem) cannot hold overlay
+    uppers, or None if it can: a whiteout is a 0:0 character device, which
+    Linux before 5.8 and some filesystems refuse to an unprivileged user."""
+    probe = Path(tempfile.mkdtemp(dir=workdir, prefix="probe-"))
+    try:
+        os.mknod(probe / "whiteout", stat.S_IFCHR, os.makedev(0, 0))
+        return None
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.EACCES, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        return f"cannot make a whiteout (a 0:0 character device): {err.strerror}"
+    finally:
+        remove_tree(probe)

@@ -142,7 +142,7 @@ class Builder:
                     view.close()
             finally:
                 self.lease.release()
-            if self._mode == "overlay":
+            if self._mode in ("overlay", "copy"):
                 self.snapshots.gc_if_over_budget()
 
     def _schedule(self) -> None:
@@ -236,9 +236,13 @@ class Builder:
         """A working rootfs.  Its layer code is imported here, by builds that
         run a step: a no-change rebuild is mostly start-up time."""
         self.o.progress.capture_logs()  # the layer code, loaded from here on, logs
-        if self.mode() == "overlay":
+        mode = self.mode()
+        if mode == "overlay":
             from orca.snapshot import OverlayRootfs
             view = OverlayRootfs(workdir, self.store, self.snapshots, self.lease)
+        elif mode == "copy":
+            from orca.copyrootfs import CopyRootfs
+            view = CopyRootfs(workdir, self.store, self.snapshots, self.lease)
         else:
             from orca.copyrootfs import Snapshot
             view = Snapshot(workdir, self.store)
@@ -266,8 +270,10 @@ class Builder:
                 pass  # a cache of digests: the next build reads the files again
 
     def mode(self) -> str:
-        """How working rootfs are made: "overlay" (mounts over the snapshot
-        store) or "copy" (extracted and walked), chosen once per build."""
+        """How working rootfs are made, chosen once per build: "overlay"
+        (mounts over the snapshot store), "copy" (copied from the snapshot
+        store and walked) or "extract" (extracted from the layer blobs and
+        walked, where the store cannot hold whiteouts)."""
         with self._mode_lock:
             if self._mode is None:
                 from orca import snapshot
@@ -277,6 +283,11 @@ class Builder:
                 self._mode = "copy" if why else "overlay"
                 if why:  # the fallback is named, once
                     self.o.progress.info(f"working rootfs by copy, not overlayfs: {why}")
+                    from orca.copyrootfs import whiteouts_refused
+                    why = whiteouts_refused(self.workroot)
+                    if why:
+                        self._mode = "extract"
+                        self.o.progress.info(f"working rootfs extracted from the layers, not the snapshot store: {why}")
             return self._mode
 
     def fetch(self, layers: list[dict]) -> None:

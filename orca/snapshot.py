@@ -90,22 +90,21 @@ class OverlayRootfs:
         parents (a base layer, with nothing below, straight into its upper)."""
         parent = ids[i - 1] if i else None
         upper, work = self._fresh_upper(parent)
+        if parent is None:
+            add_base_snapshot(self.store, ids[i], self.blobs, desc, diff_id, upper, self.workdir, self.lease,
+                              self.inflate)
+            remove_tree(upper.parent)
+            return
         lowers = self._lowers(ids[:i])
-        target = upper
-        if parent is not None:
-            target = upper.parent / "merged"
-            target.mkdir()
-            userns.mount_overlay(lowers, str(upper), str(work), str(target))
+        target = upper.parent / "merged"
+        target.mkdir()
+        userns.mount_overlay(lowers, str(upper), str(work), str(target))
         try:
             with open_layer(self.blobs, desc, self.inflate) as stream:
-                if parent is None:  # overlay's own xattrs in a layer never reach an upper
-                    unpack_layer_as_upper(stream, upper, ROOTLESS, bottom=True)
-                else:
-                    extract_layer(stream, target, ROOTLESS)
+                extract_layer(stream, target, ROOTLESS)
                 stream.finish()
         finally:
-            if parent is not None:
-                userns.umount(str(target))
+            userns.umount(str(target))
         changes = upper_changes(upper, self.store.manifest(parent), lowers[:-1])
         self.store.add(ids[i], parent, diff_id, upper, changes.tree, self.workdir, self.lease)
         remove_tree(upper.parent)
@@ -141,6 +140,16 @@ class OverlayRootfs:
             self._unmount()
         finally:
             remove_tree(self.workdir)
+
+
+def add_base_snapshot(store: SnapshotStore, sid: str, blobs: Layout, desc: dict, diff_id: str, upper: Path,
+                      workdir: Path, lease: Lease, inflate: InflateLimit) -> None:
+    """Snapshot sid of a layer with nothing below: the layer unpacked
+    straight into the empty directory upper, which moves into the store."""
+    with open_layer(blobs, desc, inflate) as stream:
+        unpack_layer_as_upper(stream, upper, ROOTLESS, bottom=True)  # overlay's own xattrs never reach it
+        stream.finish()
+    store.add(sid, None, diff_id, upper, upper_changes(upper, {}, []).tree, workdir, lease)
 
 
 def copy_dir_metadata(src: Path, dst: Path) -> None:

@@ -18,6 +18,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
 from orca_build_helpers import ORCA
 from umoci_py.cas import Layout
 from umoci_py_helpers import layer_members, manifest_of, validate_layout
@@ -76,7 +77,8 @@ def test_overlay_and_copy_give_the_same_layers(busybox_layout, tmp_path):
         return digests
 
     digests = build_both()
-    assert len(snapshots(tmp_path / "cache-auto")) == 1 + 5  # the base and every step
+    for mode in ("auto", "copy"):  # the fallback keeps the same store
+        assert len(snapshots(tmp_path / f"cache-{mode}")) == 1 + 5  # the base and every step
     assert digests["auto"] == digests["copy"]
     # a step more, in a build that finds the snapshots on disk: the tree it is
     # diffed against is made of what each of them changed
@@ -104,6 +106,36 @@ def test_overlay_and_copy_give_the_same_layers(busybox_layout, tmp_path):
     assert (third["etc/group"].uid, third["etc/group"].gid, third["etc/group"].mode) == (1234, 5678, 0o640)
 
 
+def test_the_fallback_copies_a_stage_from_the_store_without_reading_the_base_layer(busybox_layout, tmp_path):
+    cache, out, ctx = tmp_path / "cache", tmp_path / "out", tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "f").write_text("1\n")
+    (ctx / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest AS tools\nCOPY f /f\nRUN cat /f /f > /g\n"
+                                    "FROM scratch\nCOPY --from=tools /g /g\n")  # the export needs no base layer
+
+    def build(check=True):
+        return orca("--layout", out, "--cache-dir", cache, "--progress", "plain", "-t", "x", ctx,
+                    env={"ORCA_SNAPSHOTTER": "copy"}, check=check)
+
+    assert FALLBACK_NOTE in build().stderr
+    # every copy of the base's layer blobs garbled (new files: hard links to them stay as they were)
+    garbled = 0
+    for desc in manifest_of(busybox_layout, "latest")["layers"]:
+        for path in [p for p in tmp_path.rglob(desc["digest"].split(":")[1]) if p.is_file()]:
+            (tmp_path / "garbage").write_bytes(b"\0" * path.stat().st_size)
+            os.replace(tmp_path / "garbage", path)
+            garbled += 1
+    assert garbled >= 2  # the base's layout and the cache's
+    (ctx / "f").write_text("2\n")
+    build()
+    (g,) = [m for m in layer_members(out, manifest_of(out, "x")["layers"][-1]) if m.name == "g"]
+    assert g.size == 4
+    # without the snapshots, the stage is made from the base's blobs again: the build fails
+    orca("prune", "--cache-dir", cache)
+    (ctx / "f").write_text("3\n")
+    assert build(check=False).returncode != 0
+
+
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists():
@@ -112,12 +144,14 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
         time.sleep(0.05)
 
 
-def test_gc_never_removes_a_snapshot_a_running_build_uses(busybox_layout, tmp_path):
+@pytest.mark.parametrize("snapshotter", ["auto", "copy"])
+def test_gc_never_removes_a_snapshot_a_running_build_uses(busybox_layout, tmp_path, snapshotter):
     cache, out = tmp_path / "cache", tmp_path / "out"
+    env = {"ORCA_SNAPSHOTTER": snapshotter}
     other = tmp_path / "other"
     other.mkdir()
     (other / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest\nRUN echo 1 > /one\n")
-    orca("--layout", out, "--cache-dir", cache, "--progress", "quiet", other)
+    orca("--layout", out, "--cache-dir", cache, "--progress", "quiet", other, env=env)
     unused = snapshots(cache)
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -127,7 +161,8 @@ def test_gc_never_removes_a_snapshot_a_running_build_uses(busybox_layout, tmp_pa
         "touch /signal/started && while [ ! -e /signal/go ]; do sleep 0.05; done && echo 3 > /three\n")
     signal = cache / "mounts" / hashlib.sha256(b"signal").hexdigest()
     build = subprocess.Popen([*ORCA, "--layout", out, "--cache-dir", cache, "--progress", "quiet",
-                              "-t", "held", ctx], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              "-t", "held", ctx], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, **env})
     try:
         _wait_for(signal / "started", build)
         in_use = snapshots(cache) - unused | {s for s in unused if _is_base(cache, s)}
