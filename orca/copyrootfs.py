@@ -21,6 +21,7 @@ import errno
 import os
 import stat
 import tempfile
+import threading
 from pathlib import Path
 
 from umoci_py import mtree
@@ -93,16 +94,87 @@ class Snapshot:
         remove_tree(self.workdir)
 
 
+class StoreDigests:
+    """sha256 of the snapshot store's files by the stat of each (as
+    mtree.DigestCache: inode, size, mtime, ctime), kept in the cache dir
+    between builds: a rootfs copied from the store is diffed without reading
+    what it copied.  Keys are "<snapshot id>/<path in its upper>"."""
+
+    FILE = "snapshot-digests.json"
+
+    def __init__(self, snapshots: SnapshotStore):
+        self.snapshots = snapshots
+        self._cache: mtree.DigestCache | None = None
+        self._lock = threading.Lock()
+        self.changed = False
+
+    @property
+    def cache(self) -> mtree.DigestCache:
+        with self._lock:
+            if self._cache is None:
+                self._cache = mtree.DigestCache.load(self.snapshots.cache_root / self.FILE)
+            return self._cache
+
+    def lookup(self, key: str, st: os.stat_result) -> str | None:
+        return self.cache.lookup(key, st)
+
+    def put(self, key: str, st: os.stat_result, digest: str) -> None:
+        self.cache.put(key, st, digest)
+        self.changed = True
+
+    def save(self, workdir: Path) -> None:
+        """Those of snapshots still there, written whole and renamed in."""
+        if not self.changed:
+            return
+        cache = self.cache
+        live = {sid for sid in {k.split("/", 1)[0] for k in cache.files} if self.snapshots.has(sid)}
+        cache.files = {k: v for k, v in cache.files.items() if k.split("/", 1)[0] in live}
+        try:
+            cache.save(workdir / self.FILE)
+            os.replace(workdir / self.FILE, self.snapshots.cache_root / self.FILE)
+        except OSError:
+            pass  # a cache of digests: the next build reads the files again
+
+
 class CopyRootfs(Snapshot):
     """A stage's rootfs copied from the snapshot store (see the module doc).
     Same interface as Snapshot and snapshot.OverlayRootfs."""
 
     def __init__(self, workdir: Path, blobs: Layout, snapshots: SnapshotStore, lease: Lease,
-                 inflate: InflateLimit = InflateLimit()):
+                 digests: StoreDigests, inflate: InflateLimit = InflateLimit()):
         super().__init__(workdir, blobs, inflate)
-        self.snapshots, self.lease = snapshots, lease
+        self.snapshots, self.lease, self.digests = snapshots, lease, digests
         self.chain: list[str] | None = None  # snapshot ids the rootfs holds, bottom first
         self.origins = Origins()
+        self._unknown: dict[str, tuple[str, os.stat_result]] = {}  # rel -> store key, stat: digest unknown
+
+    def _copied_from(self, sid: str):
+        """on_file for apply_upper: a copied file's digest is its source's, if known."""
+        def seed(src_rel: str, dst_rel: str, st: os.stat_result, fd: int) -> None:
+            key = f"{sid}/{src_rel}"
+            digest = self.digests.lookup(key, st)
+            if digest is None:
+                self._unknown[dst_rel] = (key, st)
+            else:
+                self.cache.put(dst_rel, os.fstat(fd), digest)
+        return seed
+
+    def _copied_to(self, sid: str):
+        """on_file for upper_from_deltas: the upper's file has the rootfs file's digest."""
+        def seed(src_rel: str, dst_rel: str, st: os.stat_result, fd: int) -> None:
+            digest = self.cache.lookup(src_rel, st)
+            if digest is not None:
+                self.digests.put(f"{sid}/{dst_rel}", os.fstat(fd), digest)
+        return seed
+
+    def _walk(self):
+        walked = super()._walk()
+        for rel, (key, st) in self._unknown.items():  # the walk hashed them: the store's copies too
+            entry = self.cache.files.get(rel)
+            if entry is not None:
+                self.digests.put(key, st, entry[4])
+        self._unknown.clear()
+        return walked
 
     def materialize(self, layers: list[dict], diff_ids: list[str] | None = None) -> Path:
         if diff_ids is None:  # a config without them: the blobs name the layers as well
@@ -122,7 +194,7 @@ class CopyRootfs(Snapshot):
                     if not self.snapshots.has(ids[i]):
                         self._make(ids, i, layers[i], diff_ids[i])
                         continue
-            apply_upper(self.snapshots.diff(ids[i]), self.rootfs, self.origins)
+            apply_upper(self.snapshots.diff(ids[i]), self.rootfs, self.origins, self._copied_from(ids[i]))
             self.baseline = None
         if self.baseline is None:
             self.baseline = self._walk()
@@ -142,7 +214,7 @@ class CopyRootfs(Snapshot):
             add_base_snapshot(self.snapshots, ids[0], self.store, desc, diff_id, upper, self.workdir, self.lease,
                               self.inflate)
             remove_tree(upper.parent)
-            apply_upper(self.snapshots.diff(ids[0]), self.rootfs, self.origins)
+            apply_upper(self.snapshots.diff(ids[0]), self.rootfs, self.origins, self._copied_from(ids[0]))
             self.baseline = None
             return
         if self.baseline is None:
@@ -160,7 +232,7 @@ class CopyRootfs(Snapshot):
         manifest found as the overlay path finds it."""
         sid, parent = ids[-1], (ids[-2] if len(ids) > 1 else None)
         upper = Path(tempfile.mkdtemp(dir=self.workdir, prefix="layer-")) / "upper"
-        upper_from_deltas(self.rootfs, deltas, upper, self.origins)
+        upper_from_deltas(self.rootfs, deltas, upper, self.origins, self._copied_to(sid))
         lowers = [str(self.snapshots.diff(s)) for s in reversed(ids[:-1])]
         changes = upper_changes(upper, self.snapshots.manifest(parent), lowers)
         self.snapshots.add(sid, parent, diff_id, upper, changes.tree, self.workdir, self.lease)

@@ -134,6 +134,8 @@ class Builder:
                 out = self._output_layout() if self.o.load else self.store
                 desc = self._export(out, self.results[self.plan.target].image)
             self._save_digests()
+            if self._mode == "copy":
+                self.store_digests.save(self.workroot)
             return BuildResult(desc, {self.plan.stages[i].label: r for i, r in self.results.items()}, out)
         finally:
             try:
@@ -242,7 +244,7 @@ class Builder:
             view = OverlayRootfs(workdir, self.store, self.snapshots, self.lease)
         elif mode == "copy":
             from orca.copyrootfs import CopyRootfs
-            view = CopyRootfs(workdir, self.store, self.snapshots, self.lease)
+            view = CopyRootfs(workdir, self.store, self.snapshots, self.lease, self.store_digests)
         else:
             from orca.copyrootfs import Snapshot
             view = Snapshot(workdir, self.store)
@@ -282,6 +284,8 @@ class Builder:
                 why = snapshot.overlay_unusable(self.snapshots, self.workroot)
                 self._mode = "copy" if why else "overlay"
                 if why:  # the fallback is named, once
+                    from orca.copyrootfs import StoreDigests
+                    self.store_digests = StoreDigests(self.snapshots)
                     self.o.progress.info(f"working rootfs by copy, not overlayfs: {why}")
                     from orca.copyrootfs import whiteouts_refused
                     why = whiteouts_refused(self.workroot)

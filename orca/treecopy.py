@@ -21,7 +21,9 @@ import fcntl
 import os
 import posixpath
 import stat
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 from umoci_py import rootless, unpriv
 from umoci_py.layer.overlay import OPAQUE_XATTR, PRIVATE_XATTR, is_whiteout
@@ -32,12 +34,13 @@ FICLONE = 0x40049409
 # What a filesystem (or a pair of them) answers when it cannot clone or copy_file_range
 _UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EBADF)
 _methods: dict[tuple[int, int], str] = {}  # (src dev, dst dev) -> the first way that worked
+COPY_THREADS = 4
 
 
-def copy_data(fin: int, fout: int) -> None:
-    """fin's bytes into the empty file fout: a reflink where the filesystem
-    has them (btrfs, xfs), else copy_file_range, else sendfile."""
-    devs = (os.fstat(fin).st_dev, os.fstat(fout).st_dev)
+def copy_data(fin: int, fout: int, size: int, devs: tuple[int, int]) -> None:
+    """The size bytes of fin into the empty file fout (devs: their st_dev):
+    a reflink where the filesystem has them (btrfs, xfs), else
+    copy_file_range, else sendfile."""
     method = _methods.get(devs, "clone")
     if method == "clone":
         try:
@@ -48,19 +51,20 @@ def copy_data(fin: int, fout: int) -> None:
             if err.errno not in _UNSUPPORTED:
                 raise
             method = "copy_file_range"
+    done = 0
     if method == "copy_file_range":
         try:
-            while os.copy_file_range(fin, fout, 1 << 30):
-                pass
+            while done < size:
+                done += os.copy_file_range(fin, fout, size - done) or size  # 0: the source shrank
             _methods[devs] = method
             return
         except OSError as err:
-            if err.errno not in _UNSUPPORTED or os.lseek(fout, 0, os.SEEK_CUR):
+            if err.errno not in _UNSUPPORTED or done:
                 raise
             method = "sendfile"
     _methods[devs] = method
-    while os.sendfile(fout, fin, None, 1 << 30):
-        pass
+    while done < size:
+        done += os.sendfile(fout, fin, None, size - done) or size
 
 
 @dataclass
@@ -90,17 +94,31 @@ def _set_xattrs(target: str | int, values: dict[str, bytes], old: dict[str, byte
             os.setxattr(target, name, value, **follow)
 
 
+# Told of each regular file copied, once it is complete: (source rel, target
+# rel, the source's lstat, the target's fd).  For digests kept by stat.
+OnFile = Callable[[str, str, os.stat_result, int], None]
+
+
 class _Copier:
     """Entries from a source tree into a target tree (both ours); the target's
     directories get their final modes and times when finish() runs."""
 
-    def __init__(self, src_root: str, dst_root: str, origins: Origins):
+    def __init__(self, src_root: str, dst_root: str, origins: Origins, on_file: OnFile | None = None,
+                 pool: ThreadPoolExecutor | None = None):
+        self.on_file = on_file
+        # Regular files are copied on the pool's threads (the syscalls that
+        # create them release the GIL and overlap); links to them wait for it.
+        self.pool = pool
+        self.pending: list[Future] = []
+        self.later: list[tuple[str, str, int]] = []  # (first name, dst rel, source inode): links drain() makes
         self.src = unpriv.Access(src_root)
         self.dst = unpriv.Access(dst_root)
         self.origins = origins
         self.links: dict[tuple[int, int], str] = {}  # source (dev, ino) -> its first copy
         self.sides: dict[str, dict[bytes, tuple[int, int, int]]] = {}  # dst dir -> source records
-        self.made: dict[str, int] = {}  # dst rel -> st_ino, of the non-directories copied
+        # dst rel -> st_ino, of the entries a side record can name (not regular files)
+        self.made: dict[str, int] = {}
+        self.dst_dev = os.lstat(dst_root).st_dev
 
     def entry(self, src_rel: str, dst_rel: str, st: os.stat_result) -> None:
         """A copy of the non-directory at src_rel as dst_rel (which is free)."""
@@ -108,27 +126,20 @@ class _Copier:
         if st.st_nlink > 1:
             first = self.links.get((st.st_dev, st.st_ino))
             if first is not None:
-                os.link(self.dst.host(first), dst, follow_symlinks=False)
-                self.origins.inodes[dst_rel] = st.st_ino
-                self.made[dst_rel] = self.made[first]
+                if self.pool is not None:
+                    self.later.append((first, dst_rel, st.st_ino))
+                else:
+                    self.link(first, dst_rel, st.st_ino)
                 return
             self.links[(st.st_dev, st.st_ino)] = dst_rel
         mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISREG(st.st_mode):
-            fin = self.src.call(src_rel, lambda: os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC),
-                                bits=0o400)
-            try:
-                fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-                try:
-                    copy_data(fin, fout)
-                    self.made[dst_rel] = os.fstat(fout).st_ino
-                    _set_xattrs(fout, _xattrs(src))
-                    os.fchmod(fout, self.src.original_mode(src_rel, st) & 0o7777)
-                    os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
-                finally:
-                    os.close(fout)
-            finally:
-                os.close(fin)
+            # a regular file's owner is in its own xattr, never in a side record: no origin to keep
+            if self.pool is not None:
+                self.pending.append(self.pool.submit(self.file, src_rel, dst_rel, st))
+            else:
+                self.file(src_rel, dst_rel, st)
+            return
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(src), dst)
             self.made[dst_rel] = os.lstat(dst).st_ino
@@ -143,6 +154,39 @@ class _Copier:
         else:
             raise OSError(errno.EINVAL, f"{src}: unsupported file type")
         self.origins.inodes[dst_rel] = st.st_ino
+
+    def file(self, src_rel: str, dst_rel: str, st: os.stat_result) -> None:
+        src, dst = self.src.host(src_rel), self.dst.host(dst_rel)
+        fin = self.src.call(src_rel, lambda: os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), bits=0o400)
+        try:
+            fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                if st.st_size:
+                    copy_data(fin, fout, st.st_size, (st.st_dev, self.dst_dev))
+                _set_xattrs(fout, _xattrs(src))
+                os.fchmod(fout, self.src.original_mode(src_rel, st) & 0o7777)
+                os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
+                if self.on_file is not None:
+                    self.on_file(src_rel, dst_rel, st, fout)
+            finally:
+                os.close(fout)
+        finally:
+            os.close(fin)
+
+    def link(self, first: str, dst_rel: str, ino: int) -> None:
+        """dst_rel as another name of the copy first (of source inode ino)."""
+        os.link(self.dst.host(first), self.dst.host(dst_rel), follow_symlinks=False)
+        if first in self.made:
+            self.origins.inodes[dst_rel], self.made[dst_rel] = ino, self.made[first]
+
+    def drain(self) -> None:
+        """Wait for the files being copied, then make the links to them."""
+        pending, self.pending = self.pending, []
+        for future in pending:
+            future.result()
+        for first, dst_rel, ino in self.later:
+            self.link(first, dst_rel, ino)
+        self.later.clear()
 
     def directory(self, src_rel: str, dst_rel: str, st: os.stat_result, existing: bool) -> None:
         """dst_rel (made if not existing) gets src_rel's metadata; its mode
@@ -175,6 +219,7 @@ class _Copier:
         names; lower(rel, ino): the inode to record for an entry the target
         does not hold (None: drop it)."""
         try:
+            self.drain()
             for dst_rel, records in self.sides.items():
                 out = {}
                 for name, (uid, gid, ino) in records.items():
@@ -193,13 +238,15 @@ class _Copier:
             self.dst.restore()
 
 
-def apply_upper(upper: str | os.PathLike, rootfs: str | os.PathLike, origins: Origins) -> None:
+def apply_upper(upper: str | os.PathLike, rootfs: str | os.PathLike, origins: Origins,
+                on_file: OnFile | None = None) -> None:
     """rootfs becomes what an overlay of upper over rootfs shows."""
-    copier = _Copier(os.fspath(upper), os.fspath(rootfs), origins)
-    try:
-        _apply_dir(copier, "", os.lstat(upper), existing=True)
-    finally:
-        copier.finish()
+    with ThreadPoolExecutor(COPY_THREADS) as pool:
+        copier = _Copier(os.fspath(upper), os.fspath(rootfs), origins, on_file, pool)
+        try:
+            _apply_dir(copier, "", os.lstat(upper), existing=True)
+        finally:
+            copier.finish()
 
 
 def _apply_dir(copier: _Copier, rel: str, st: os.stat_result, existing: bool) -> None:
@@ -210,10 +257,12 @@ def _apply_dir(copier: _Copier, rel: str, st: os.stat_result, existing: bool) ->
     for name in copier.listdir(rel):
         child = f"{rel}/{name}" if rel else name
         cst = os.lstat(copier.src.host(child))
-        try:
-            old = os.lstat(copier.dst.host(child))
-        except FileNotFoundError:
-            old = None
+        old = None
+        if existing:  # a fresh directory holds nothing yet
+            try:
+                old = os.lstat(copier.dst.host(child))
+            except FileNotFoundError:
+                pass
         if stat.S_ISDIR(cst.st_mode) and old is not None and stat.S_ISDIR(old.st_mode):
             _apply_dir(copier, child, cst, existing=True)
             continue
@@ -228,7 +277,7 @@ def _apply_dir(copier: _Copier, rel: str, st: os.stat_result, existing: bool) ->
 
 
 def upper_from_deltas(rootfs: str | os.PathLike, deltas: list[Delta], upper: str | os.PathLike,
-                      origins: Origins) -> None:
+                      origins: Origins, on_file: OnFile | None = None) -> None:
     """A fresh upper holding deltas (as layer_changes gives them: every
     changed path with its parent directories) read from rootfs, removed
     paths as whiteout devices.  origins (of rootfs) tells the inodes that
@@ -236,7 +285,7 @@ def upper_from_deltas(rootfs: str | os.PathLike, deltas: list[Delta], upper: str
     copied entries now come from the upper."""
     upper = os.fspath(upper)
     os.mkdir(upper, 0o700)
-    copier = _Copier(os.fspath(rootfs), upper, Origins())
+    copier = _Copier(os.fspath(rootfs), upper, Origins(), on_file)
     present = {d.path for d in deltas if d.kind != "missing"}
 
     def lower(rel: str, ino: int) -> int | None:

@@ -89,6 +89,21 @@ def test_overlay_and_copy_give_the_same_layers(busybox_layout, tmp_path):
     top = manifest_of(tmp_path / "out-auto", "x")["layers"][-1]
     last = {m.name: m for m in layer_members(tmp_path / "out-auto", top)}
     assert {".wh.copied", "d/again/.wh.f", "keep"} <= set(last) and last["d/again"].mode == 0o700
+    # one step more, in the fallback, on each cache dir: copied from the overlay
+    # path's snapshots (opaque directories, whiteout devices) or from its own
+    with open(ctx / "Dockerfile", "a") as f:
+        f.write("RUN ls -R /tree /d /etc > /listing && rm /keep\n")
+    for mode in ("auto", "copy"):
+        out = tmp_path / f"out-{mode}"
+        orca("--layout", out, "--cache-dir", tmp_path / f"cache-{mode}", "--progress", "quiet", "-t", "x", ctx,
+             env={"ORCA_SNAPSHOTTER": "copy", "SOURCE_DATE_EPOCH": "1700000000"})
+        layers = [d["digest"] for d in manifest_of(out, "x")["layers"]]
+        assert layers[:-1] == again["copy"]
+        digests[mode] = layers
+    assert digests["auto"] == digests["copy"]
+    (listing,) = [m for m in layer_members(tmp_path / "out-auto", manifest_of(tmp_path / "out-auto", "x")["layers"][-1])
+                  if m.name == "listing"]
+    assert listing.size > 0
     # and the layers hold what the steps did
     out = tmp_path / "out-auto"
     layers = manifest_of(out, "x")["layers"]
