@@ -194,6 +194,9 @@ def destination(rootfs: Path, dest: str, workdir: str, sources: list[Source], wh
 
 def copy_sources(root: Path, sources: list[Source], rootfs: Path, dest: str, dest_is_dir: bool,
                  opts: CopyOptions, excluded: Excluded = _never) -> None:
+    from umoci_py.layer.extract import current_umask  # loaded already on any build that copies
+
+    umask = current_umask()
     for src in sources:
         top = root / src.rel if src.rel != "." else root
         is_dir = top.is_dir() and (not top.is_symlink() or not src.globbed)
@@ -207,9 +210,12 @@ def copy_sources(root: Path, sources: list[Source], rootfs: Path, dest: str, des
             target = dest
         if opts.parents is not None and opts.parents[src.rel] != ".":
             _ensure_parent(rootfs, target)
-        parents: dict[str, Path] = {}  # this source's directories already resolved and made writable
+        put = _Putter(rootfs, opts, umask)
+        # the walk's names are plain components: joined as strings, never normalised
+        target = os.path.normpath(target)
+        prefix = target.rstrip("/") + "/"
         for rel, path, st in _copied(root, src, excluded, opts.exclude):
-            _put(path, st, os.path.normpath(os.path.join(target, rel)) if rel else target, rootfs, opts, parents)
+            put(path, st, prefix + rel if rel else target)
 
 
 def _ensure_parent(rootfs: Path, path: str) -> Path:
@@ -224,78 +230,124 @@ def _ensure_parent(rootfs: Path, path: str) -> Path:
     return host
 
 
-def _put(src: str, st: os.stat_result, path: str, rootfs: Path, opts: CopyOptions,
-         parents: dict[str, Path]) -> None:
-    """Copy src to the container path `path`.  parents memoizes the host
-    directory of each container directory this source's walk has resolved:
-    a walk puts a directory before its children and never puts a path twice,
-    so a resolved parent stays the directory it was (3,000 files cost 3,000
-    securejoins and stats otherwise)."""
-    where = os.path.dirname(path)
-    parent = parents.get(where)
-    if parent is None:
-        parent = _ensure_parent(rootfs, path)
-        _make_writable(parent)
-        parents[where] = parent
-    host = parent / os.path.basename(path) if path != "/" else Path(rootfs)
-    mode = stat.S_IMODE(st.st_mode)
-    if opts.chmod is not None:
-        mode = opts.chmod.apply(mode, stat.S_ISDIR(st.st_mode))
-    try:
-        old = os.lstat(host).st_mode
-    except FileNotFoundError:
-        old = None
-    if stat.S_ISDIR(st.st_mode):
-        if old is not None and not stat.S_ISDIR(old):
-            os.unlink(host)
-            old = None
-        if old is None:
-            os.mkdir(host, 0o700)
-        os.chmod(host, mode | 0o700)
-    else:
-        if old is not None and stat.S_ISDIR(old):
-            remove_tree(host)
-        elif old is not None:
-            os.unlink(host)
-        if stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(src), host)
-            return
-        if stat.S_ISREG(st.st_mode):
-            _copy_file(src, host, st.st_size)
-        elif stat.S_ISFIFO(st.st_mode):
-            os.mkfifo(host)
+class _Putter:
+    """Puts one source's entries into a rootfs, in the walk's order."""
+
+    def __init__(self, rootfs: Path, opts: CopyOptions, umask: int | None) -> None:
+        self.rootfs = rootfs
+        self.opts = opts
+        self.umask = umask
+        # the host directory of each container directory the walk has resolved
+        # (and made writable): a walk puts a directory before its children and
+        # never puts a path twice, so a resolved parent stays the directory it
+        # was (3,000 files cost 3,000 securejoins and stats otherwise)
+        self.parents: dict[str, str] = {}
+
+    def __call__(self, src: str, st: os.stat_result, path: str) -> None:
+        """Copy src (lstat st) to the container path `path`."""
+        where, _, name = path.rpartition("/")
+        where = where or "/"
+        parent = self.parents.get(where)
+        if parent is None:
+            parent = _ensure_parent(self.rootfs, path)
+            _make_writable(parent)
+            parent = self.parents[where] = str(parent)
+        host = f"{parent}/{name}" if path != "/" else str(self.rootfs)
+        kind = stat.S_IFMT(st.st_mode)
+        mode = stat.S_IMODE(st.st_mode)
+        opts = self.opts
+        if opts.chmod is not None:
+            mode = opts.chmod.apply(mode, kind == stat.S_IFDIR)
+        if kind == stat.S_IFREG:
+            _put_file(src, st, host, mode, _payload(src, opts), self.umask)
+        elif kind == stat.S_IFDIR:
+            _put_dir(st, host, mode, _payload(src, opts))
+        elif kind == stat.S_IFLNK:
+            target = os.readlink(src)
+            _replacing(host, lambda: os.symlink(target, host))
+        elif kind == stat.S_IFIFO:
+            _replacing(host, lambda: os.mkfifo(host, 0o600))
+            _set_payload(host, _payload(src, opts), fresh=True)
+            os.chmod(host, mode)
+            os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
         else:
             raise BuildError(f"COPY: {src}: unsupported file type")
-        os.chmod(host, mode)
-    _set_owner(src, host, opts, fresh=old is None)
+
+
+def _replacing(host: str, make: Callable[[], None]) -> None:
+    """make() the new entry at host, after removing whatever is there: it is
+    tried first, as a copy's path is almost always new."""
+    try:
+        make()
+    except FileExistsError:
+        remove_tree(host)
+        make()
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _put_file(src: str, st: os.stat_result, host: str, mode: int, payload: bytes | None,
+              umask: int | None) -> None:
+    """A new regular file at host with src's bytes, everything set through
+    its descriptor: one path lookup in the rootfs (an overlay lookup is the
+    dear part).  It is created with its final mode when the umask leaves the
+    mode intact (no fchmod), else 0600 and changed last: setting the owner
+    xattr needs the owner's write bit, which a mode such as 0444 lacks."""
+    exact = umask is not None and not mode & (0o7000 | umask) and (payload is None or mode & 0o200)
+    initial = mode if exact else 0o600
+    try:
+        fout = os.open(host, _CREATE, initial)
+    except FileExistsError:
+        remove_tree(host)
+        fout = os.open(host, _CREATE, initial)
+    try:
+        _copy_data(src, fout, st.st_size)
+        if payload is not None:
+            os.setxattr(fout, XATTR_NAME, payload)
+        if not exact:
+            os.chmod(fout, mode)
+        os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
+    finally:
+        os.close(fout)
+
+
+def _put_dir(st: os.stat_result, host: str, mode: int, payload: bytes | None) -> None:
+    """A directory at host, kept if one is there (its owner then replaced)."""
+    try:
+        os.mkdir(host, 0o700)
+        fresh = True
+    except FileExistsError:
+        fresh = not stat.S_ISDIR(os.lstat(host).st_mode)
+        if fresh:  # a file or symlink where the directory goes
+            os.unlink(host)
+            os.mkdir(host, 0o700)
+    os.chmod(host, mode | 0o700)  # writable while its owner and children go on
+    _set_payload(host, payload, fresh)
     os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
-    if stat.S_ISDIR(st.st_mode):
-        os.chmod(host, mode)
+    os.chmod(host, mode)
 
 
-def _copy_file(src: Path, dst: Path, size: int) -> None:
-    """src's bytes into a new file dst, in the kernel (sendfile, as shutil's
-    fast path, without its checks: the caller has lstat'ed both)."""
+def _copy_data(src: str, fout: int, size: int) -> None:
+    """src's bytes into the new file fout, in the kernel (sendfile, as
+    shutil's fast path, without its checks: the walk has lstat'ed src)."""
     fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            offset = 0
-            while True:  # to EOF, not to size: the file may grow meanwhile, as shutil copies
-                try:
-                    sent = os.sendfile(fout, fin, offset, max(size - offset, 1 << 23))
-                except OSError as err:
-                    if offset or err.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                        raise
-                    # a source file system without sendfile: the bytes through Python
-                    with open(fin, "rb", closefd=False) as r, open(fout, "wb", closefd=False) as w:
-                        shutil.copyfileobj(r, w, 1 << 20)
-                    break
-                if sent == 0:
-                    break
-                offset += sent
-        finally:
-            os.close(fout)
+        offset = 0
+        while True:  # to EOF, not to size: the file may grow meanwhile, as shutil copies
+            want = max(size - offset, 1 << 23)
+            try:
+                sent = os.sendfile(fout, fin, offset, want)
+            except OSError as err:
+                if offset or err.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+                # a source file system without sendfile: the bytes through Python
+                with open(fin, "rb", closefd=False) as r, open(fout, "wb", closefd=False) as w:
+                    shutil.copyfileobj(r, w, 1 << 20)
+                break
+            offset += sent
+            if sent < want:  # a short count from a regular file is its end
+                break
     finally:
         os.close(fin)
 
@@ -307,16 +359,13 @@ def _owner_payload(path: Path) -> bytes | None:
         return None
 
 
-def _set_owner(src: Path, host: Path, opts: CopyOptions, fresh: bool = False) -> None:
-    """fresh: host was just created, so it has no owner xattr to remove."""
+def _payload(src: str, opts: CopyOptions) -> bytes | None:
+    """The owner xattr a copy of src gets: --chown's, the source stage's, or none (0:0)."""
     if opts.owner is not None:
-        payload = encode_owner(*opts.owner)
-    elif opts.keep_owner:
-        payload = _owner_payload(src)
-    else:
-        payload = None
-    if payload is not None or not fresh:
-        _set_payload(host, payload)
+        return encode_owner(*opts.owner)
+    if opts.keep_owner:
+        return _owner_payload(src)
+    return None
 
 
 def set_owner(host: Path, owner: tuple[int, int]) -> None:
@@ -324,7 +373,10 @@ def set_owner(host: Path, owner: tuple[int, int]) -> None:
     _set_payload(host, encode_owner(*owner))
 
 
-def _set_payload(host: Path, payload: bytes | None) -> None:
+def _set_payload(host: Path | str, payload: bytes | None, fresh: bool = False) -> None:
+    """fresh: host was just created, so it has no owner xattr to remove."""
+    if payload is None and fresh:
+        return
     if payload is None:
         try:
             xattr.remove(str(host), XATTR_NAME)

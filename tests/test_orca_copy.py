@@ -74,6 +74,57 @@ def test_directory_copied_as_contents_with_chown_owner(ctx, tmp_path):
     assert not (rootfs / "work/app/sub/b.txt").exists()  # ignored files never reach the rootfs
 
 
+def _tree(root, tag: str, n: int = 60) -> dict:
+    """n files over three directories, with assorted sizes, modes and mtimes:
+    {relative name: (bytes, mode, mtime_ns)}."""
+    modes = [0o644, 0o444, 0o400, 0o755, 0o600, 0o4755]
+    out = {}
+    for i in range(n):
+        rel = f"d{i % 3}/f{i:03d}"
+        data = (f"{tag}{i}".encode() * (i * 37)) if i != 7 else bytes(range(256)) * 4096  # one 1 MiB file
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        os.chmod(root / rel, modes[i % len(modes)])
+        os.utime(root / rel, ns=(10**9, (1000 + i) * 10**9))
+        out[rel] = (data, modes[i % len(modes)], (1000 + i) * 10**9)
+    return out
+
+
+def test_many_files_keep_bytes_modes_times_and_the_chown_owner(tmp_path):
+    ctx = tmp_path / "ctx"
+    want = _tree(ctx, "x")
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "app/d0/f000").mkdir(parents=True)  # a directory where a file goes
+    (rootfs / "app/d1").write_text("a file where a directory goes")
+    os.symlink("/nowhere", rootfs / "app/d0/f003")
+    srcs = cp.select(ctx, ["."], "COPY")
+    dest, as_dir = cp.destination(rootfs, "/app/", "/", srcs, "COPY")
+    cp.copy_sources(ctx, srcs, rootfs, dest, as_dir, cp.CopyOptions(owner=(1000, 50)))
+    for rel, (data, mode, mtime) in want.items():
+        got = rootfs / "app" / rel
+        st = os.lstat(got)
+        assert (got.read_bytes(), st.st_mode & 0o7777, st.st_mtime_ns) == (data, mode, mtime), rel
+        # a read-only file gets its owner too (the xattr goes on before the mode)
+        assert decode_owner(xattr.get(str(got), XATTR_NAME)) == (1000, 50), rel
+    assert sorted(os.listdir(rootfs / "app/d0")) == sorted(r[3:] for r in want if r.startswith("d0/"))
+
+
+def test_a_later_source_replaces_an_earlier_ones_files_with_context_owners(tmp_path):
+    ctx = tmp_path / "ctx"
+    _tree(ctx / "one", "1")
+    want = _tree(ctx / "two", "2")
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    srcs = cp.select(ctx, ["one", "two"], "COPY")
+    dest, as_dir = cp.destination(rootfs, "/app/", "/", srcs, "COPY")
+    cp.copy_sources(ctx, srcs, rootfs, dest, as_dir, cp.CopyOptions())
+    for rel, (data, mode, mtime) in want.items():
+        got = rootfs / "app" / rel
+        st = os.lstat(got)
+        assert (got.read_bytes(), st.st_mode & 0o7777, st.st_mtime_ns) == (data, mode, mtime), rel
+        assert XATTR_NAME.encode() not in xattr.list(str(got)), rel  # context files belong to 0:0
+
+
 def test_file_dest_rules(ctx, tmp_path):
     rootfs = tmp_path / "rootfs"
     (rootfs / "etc").mkdir(parents=True)
