@@ -32,6 +32,7 @@ from orca import steps
 from orca.copy import context_filter
 from orca.cache import CacheStore, digest_of
 from orca.errors import BuildError, DockerfileError
+from orca.layerjobs import LayerJobs, is_pending
 from orca.plan import Plan, Stage, load_plan, parse_triggers
 from orca.progress import Progress
 from orca.resolve import Image, Resolver
@@ -118,6 +119,7 @@ class Builder:
         self._digests = None
         self.slots = CpuSlots()
         self.helpers = Helpers()
+        self.layer_jobs = LayerJobs()
         self.notes = Notes(lambda text: opts.progress.info(f"note: {text}"))
         self.platform_str = "/".join(p for p in (opts.platform.os, opts.platform.architecture,
                                                   opts.platform.variant) if p)
@@ -130,7 +132,12 @@ class Builder:
     def run(self) -> BuildResult:
         try:
             with self.store.writer():
-                self._schedule()
+                try:
+                    self._schedule()
+                finally:  # the records of the steps that ran, even when a later one failed
+                    self.layer_jobs.finish()
+                for result in self.results.values():
+                    result.image.layers = self.layer_jobs.resolve(result.image.layers)
                 out = self._output_layout() if self.o.load else self.store
                 desc = self._export(out, self.results[self.plan.target].image)
             self._save_digests()
@@ -241,7 +248,7 @@ class Builder:
         mode = self.mode()
         if mode == "overlay":
             from orca.snapshot import OverlayRootfs
-            view = OverlayRootfs(workdir, self.store, self.snapshots, self.lease)
+            view = OverlayRootfs(workdir, self.store, self.snapshots, self.lease, jobs=self.layer_jobs)
         elif mode == "copy":
             from orca.copyrootfs import CopyRootfs
             view = CopyRootfs(workdir, self.store, self.snapshots, self.lease, self.store_digests)
@@ -296,7 +303,9 @@ class Builder:
 
     def fetch(self, layers: list[dict]) -> None:
         """Layers of registry bases and registry cache hits are downloaded only
-        when read (unpacked or exported), so a cached stage costs nothing."""
+        when read (unpacked or exported), so a cached stage costs nothing.
+        Layers still being compressed are this build's own: nothing to fetch."""
+        layers = [d for d in layers if not is_pending(d)]
         self.resolver.fetch(layers)
         self.o.cache.fetch(layers)
 
@@ -466,13 +475,14 @@ class StageRun:
             step = make_step(self, ins)
             described, key, link = step.history, step.key, step.link
             store = self.b.o.cache
-            rec = None if self.no_cache else store.get(key)
+            jobs = self.b.layer_jobs
+            rec = None if self.no_cache else jobs.get(store, key)
             chain = rec.get("chain", key) if rec is not None else key
             if rec is None and step.content_key is not None:
                 chain = step.content_key()
-                rec = None if self.no_cache else store.get(chain)
+                rec = None if self.no_cache else jobs.get(store, chain)
                 if rec is not None:
-                    store.put(key, described, rec["image"], chain)
+                    jobs.record(store, key, described, rec["image"], chain)
             # after a --link step the stage is its base plus that layer
             self.key = digest_of({"parent": self.key, "link": chain}) if link else chain
             if rec is None and run_ahead:
@@ -495,9 +505,9 @@ class StageRun:
                 step.apply(rootfs, pstep)
                 self._append(self._layer(self.snap, described))
                 image = {"config": self.image.config, "layers": self.image.layers}
-            store.put(key, described, image, chain)
+            jobs.record(store, key, described, image, chain)
             if chain != key:
-                store.put(chain, described, image, chain)
+                jobs.record(store, chain, described, image, chain)
             progress.done(pstep)
         except BuildError as err:
             progress.failed(pstep, str(err))

@@ -18,6 +18,7 @@ from umoci_py.unpack import InflateLimit, open_layer
 from umoci_py.unpriv import remove_tree
 
 from orca import userns
+from orca.layerjobs import LayerJobs
 from orca.snapstore import Lease, SnapshotStore, chain_ids
 
 ROOTLESS = MapOptions(rootless=True, uid_map=[], gid_map=[])
@@ -37,12 +38,13 @@ class OverlayRootfs:
     a commit turns into the next snapshot.  Same interface as copyrootfs.Snapshot."""
 
     def __init__(self, workdir: Path, blobs: Layout, store: SnapshotStore, lease: Lease,
-                 inflate: InflateLimit = InflateLimit()):
+                 inflate: InflateLimit = InflateLimit(), jobs: LayerJobs | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.rootfs = self.workdir / "merged"
         self.rootfs.mkdir(exist_ok=True)
         self.blobs, self.store, self.lease, self.inflate = blobs, store, lease, inflate
+        self.jobs = jobs  # None: a commit compresses its layer before it returns
         self.chain: list[str] = []           # snapshot ids, bottom first
         self.upper: Path | None = None       # mounted with an upper when not None
 
@@ -110,7 +112,8 @@ class OverlayRootfs:
         remove_tree(upper.parent)
 
     def commit(self, source_date_epoch: int | None, root: bool = True) -> tuple[dict, str] | None:
-        """The step's changes, read from the upper: as copyrootfs.Snapshot.commit."""
+        """The step's changes, read from the upper: as copyrootfs.Snapshot.commit,
+        but with jobs the descriptor is a placeholder until jobs has stored it."""
         upper = self.upper
         userns.umount(str(self.rootfs))
         self.upper = None
@@ -122,12 +125,18 @@ class OverlayRootfs:
                 deltas = [d for d in deltas if d.path != "."]
             if not deltas:
                 return None
-            desc, diff_id = write_layer(self.blobs,
-                                        lambda tar: generate_upper_layer(upper, deltas, ROOTLESS, tar,
-                                                                         source_date_epoch))
+            def tar_of(tree: Path):
+                return lambda tar: generate_upper_layer(tree, deltas, ROOTLESS, tar, source_date_epoch)
+
+            if self.jobs is None:
+                desc, diff_id = write_layer(self.blobs, tar_of(upper))
+            else:  # the next step needs only the diff ID: compression goes on beside it
+                diff_id = layer_blob.tar_digest(tar_of(upper))
             sid = chain_ids([self._chain_id(), diff_id])[-1] if self.chain else diff_id.split(":", 1)[1]
             self.store.add(sid, top, diff_id, upper, changes.tree, self.workdir, self.lease)
             self.chain = self.chain + [sid]
+            if self.jobs is not None:
+                desc = self.jobs.submit(diff_id, lambda: write_layer(self.blobs, tar_of(self.store.diff(sid))))
             return desc, diff_id
         finally:
             remove_tree(upper.parent)

@@ -103,3 +103,20 @@ def write_layer(layout: Layout, tar_stream: BinaryIO, algorithm: str) -> LayerBl
         while chunk := tar_stream.read(_CHUNK):
             sink.write(chunk)
     return sink.layer
+
+
+class _Discard:
+    def write(self, data) -> int:
+        return len(data)
+
+
+def tar_digest(write_tar) -> str:
+    """The diff ID ("sha256:...") of the tar write_tar(file) writes, hashed
+    beside the writer and not kept: a layer named before it is stored."""
+    sink = LayerSink(_Discard())
+    try:
+        write_tar(sink)
+    finally:
+        sink.close()
+    return "sha256:" + sink._diff.hexdigest()
+
