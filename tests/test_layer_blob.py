@@ -10,7 +10,7 @@ import pytest
 
 from umoci_py import compress, mediatypes
 from umoci_py.cas import Layout
-from umoci_py.layer.blob import write_layer
+from umoci_py.layer.blob import tar_digest, write_layer
 
 from umoci_py_helpers import blob_path
 
@@ -31,3 +31,15 @@ def test_blob_digest_diff_id_and_sizes(tmp_path, algorithm, media_type):
     assert compress.reader(io.BytesIO(stored), media_type).read() == TAR
     if algorithm == "none":
         assert layer.descriptor["digest"] == layer.diff_id
+
+
+def test_tar_digest_is_the_diff_id_write_layer_gives_and_stores_nothing(tmp_path):
+    layout = Layout.init(tmp_path / "oci")
+    before = sorted((tmp_path / "oci").rglob("*"))
+
+    def write_tar(f):
+        for i in range(0, len(TAR), 12345):  # uneven writes, as a tar writer's
+            f.write(TAR[i:i + 12345])
+
+    assert tar_digest(write_tar) == "sha256:" + hashlib.sha256(TAR).hexdigest()
+    assert sorted((tmp_path / "oci").rglob("*")) == before
