@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from umoci_py.atomicfile import atomic_file
 from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
 from umoci_py.unpriv import remove_tree
@@ -309,19 +310,8 @@ def _atomic_file(dest: str, stdout=None):
         yield stream
         stream.flush()
         return
-    path = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(dest, 0o666 & ~_umask()) as f:
+        yield f
 
 
 def _umask() -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from . import digest as digestmod
 from . import jsonenc, jsonload, mediatypes, schemas
+from .atomicfile import atomic_file
 from .errors import BlobError, LayoutError, SchemaError
 from .unpriv import remove_tree
 
@@ -67,18 +68,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=tmp_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # its temp file is a .umoci-* one: a killed writer's is gc'd as umoci's are
+    with atomic_file(path, 0o644, prefix=TEMP_PREFIX, tmp_dir=tmp_dir) as f:
+        f.write(data)
     _fsync_dir(path.parent)
 
 
