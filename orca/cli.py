@@ -21,6 +21,11 @@ from orca.progress import MODES
 # The engine, the cache and the registry code are imported inside the commands
 # that use them: start-up time is most of a no-change rebuild.
 
+# One instance of each parameter type for every option: click looks up each
+# type's translated name (gettext, a few file look-ups) as it is made.
+PATH = click.Path(path_type=Path)
+FILE = click.Path(path_type=Path, dir_okay=False)
+
 
 class DefaultGroup(click.Group):
     """A group whose unknown first word means `build`, so `orca-build CONTEXT` works."""
@@ -46,7 +51,7 @@ class DefaultGroup(click.Group):
 
 
 def registry_options(fn):
-    fn = click.option("--tls-ca", "tls_ca", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+    fn = click.option("--tls-ca", "tls_ca", multiple=True, type=FILE,
                       help="extra CA certificates (PEM) trusted for registries, on top of the system's")(fn)
     return click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
                         help="speak plain HTTP to this registry")(fn)
@@ -113,8 +118,8 @@ def buildx_options(fn):
     """docker buildx build's flags for the image's metadata and the RUN sandbox."""
     options = [
         click.option("-q", "--quiet", is_flag=True, help="print only the image digest (as --progress quiet)"),
-        click.option("--iidfile", type=click.Path(path_type=Path, dir_okay=False), help="write the image digest here"),
-        click.option("--metadata-file", type=click.Path(path_type=Path, dir_okay=False),
+        click.option("--iidfile", type=FILE, help="write the image digest here"),
+        click.option("--metadata-file", type=FILE,
                      help="write the build's result here as JSON (containerimage.digest, ...)"),
         click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="add a label to the image config"),
         click.option("--annotation", "annotations", multiple=True, metavar="[KIND:]KEY=VALUE",
@@ -136,7 +141,7 @@ def buildx_options(fn):
     return fn
 
 
-cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+cache_dir_option = click.option("--cache-dir", type=PATH, default=None,
                                  help="build cache directory (default $XDG_CACHE_HOME/orca)")
 
 
@@ -157,10 +162,10 @@ def cli():
 
 
 @cli.command()
-@click.option("-f", "--file", "dockerfile", type=click.Path(path_type=Path), default=None,
+@click.option("-f", "--file", "dockerfile", type=PATH, default=None,
               help="Dockerfile (default CONTEXT/Dockerfile; - reads it from stdin)")
 @click.option("-t", "--tag", "tags", multiple=True, help="tag the result in the layout (NAME[:TAG])")
-@click.option("--layout", type=click.Path(path_type=Path), default=None,
+@click.option("--layout", type=PATH, default=None,
               help="output OCI layout (default $XDG_DATA_HOME/orca/layout)")
 @click.option("--build-arg", "build_args", multiple=True, metavar="K[=V]", callback=parse_build_args)
 @click.option("--target", default=None, help="stage to build (default the last)")
@@ -181,7 +186,7 @@ def cli():
               help="what FROM NAME and COPY --from=NAME read")
 @registry_options
 @buildx_options
-@click.argument("context", type=click.Path(path_type=Path))
+@click.argument("context", type=PATH)
 def build(**flags):
     """Build the Dockerfile in CONTEXT (-: a tar of the context, or a Dockerfile, on stdin)."""
     from orca.buildflags import build_and_export
@@ -209,7 +214,7 @@ def _run(fn, output_shown: bool = False):
 
 
 @cli.command("pull")
-@click.option("--layout", type=click.Path(path_type=Path), default=None,
+@click.option("--layout", type=PATH, default=None,
               help="OCI layout to pull into (default $XDG_DATA_HOME/orca/layout)")
 @click.option("-t", "--tag", default=None, help="tag in the layout (default the reference's tag)")
 @click.option("--platform", default=None, help="os/arch[/variant] (default the host's)")
@@ -228,7 +233,7 @@ def pull_cmd(layout, tag, platform, tls_ca, insecure, ref):
 
 
 @cli.command("push")
-@click.option("--layout", type=click.Path(path_type=Path), default=None,
+@click.option("--layout", type=PATH, default=None,
               help="OCI layout holding TAG (default $XDG_DATA_HOME/orca/layout)")
 @registry_options
 @click.argument("tag")
