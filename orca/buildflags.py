@@ -52,8 +52,7 @@ def build_and_export(stdin: BinaryIO, stderr, *, context: Path, dockerfile: Path
     Delivery); UmociError or OSError on failure.  `context` or `dockerfile`
     `-` read stdin: a tar of the context (or a Dockerfile), or the Dockerfile."""
     from orca import metadata, runsettings
-    from orca.cache import default_cache_dir
-    from orca.cache_export import ImportingCacheStore, parse_cache_spec
+    from orca.cache import CacheStore, default_cache_dir
     from orca.execute import BuildRequest, run_build
     from orca.outputs import deliver, parse_output, plan
     from orca.progress import open_progress
@@ -65,9 +64,13 @@ def build_and_export(stdin: BinaryIO, stderr, *, context: Path, dockerfile: Path
     if build_contexts:
         from orca.contexts import parse_build_contexts
         named = parse_build_contexts(build_contexts)
-    store = ImportingCacheStore(cache_dir, [parse_cache_spec(c, "--cache-from") for c in cache_from],
-                                parse_cache_spec(cache_to, "--cache-to") if cache_to else None,
-                                client)
+    if cache_from or cache_to:
+        from orca.cache_export import ImportingCacheStore, parse_cache_spec
+        store = ImportingCacheStore(cache_dir, [parse_cache_spec(c, "--cache-from") for c in cache_from],
+                                    parse_cache_spec(cache_to, "--cache-to") if cache_to else None,
+                                    client)
+    else:
+        store = CacheStore(cache_dir)
     run_settings = runsettings.from_flags(network, ulimits, shm_size, add_hosts)
     annotated = tuple(a for text in annotations for a in metadata.parse_annotation(text))
     image_labels = metadata.parse_labels(labels)
@@ -96,7 +99,8 @@ def build_and_export(stdin: BinaryIO, stderr, *, context: Path, dockerfile: Path
             with req.progress:
                 result = run_build(req)
             deliver(result.layout, result.descriptor, delivery, client)
-            store.export(result.layout.read_json(result.descriptor, "manifest")["layers"])
+            if cache_to:
+                store.export(result.layout.read_json(result.descriptor, "manifest")["layers"])
             if metadata_file:
                 metadata.write_metadata(metadata_file, metadata.image_metadata(
                     result.layout.path, result.descriptor, delivery.tags or list(tags)))

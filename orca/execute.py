@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import copy as pycopy
 import os
-import queue
 import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,13 +26,12 @@ from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
 from umoci_py.mutate import format_time_ns
 
-from orca import copy as cp
 from orca import steps
 from orca.copy import context_filter
 from orca.cache import CacheStore, digest_of
 from orca.errors import BuildError, DockerfileError
 from orca.layerjobs import LayerJobs, is_pending
-from orca.plan import Plan, Stage, load_plan, parse_triggers
+from orca.plan import Loaded, Stage, load_plan, parse_triggers
 from orca.progress import Progress
 from orca.resolve import Image, Resolver
 from orca.runsettings import RunSettings
@@ -46,35 +44,6 @@ if TYPE_CHECKING:
     from orca.copyrootfs import Snapshot
 
 CONTEXT_DIGESTS = "context-digests.json"  # in the cache dir
-
-
-@dataclass
-class BuildOptions:
-    """What one build works from: the request with the Dockerfile loaded into a plan."""
-    context: Path
-    plan: Plan
-    layout: Path
-    cache: CacheStore
-    progress: Progress
-    tags: list[str] = field(default_factory=list)
-    build_args: dict[str, str] = field(default_factory=dict)
-    global_args: dict[str, str] = field(default_factory=dict)
-    bases: list[str] = field(default_factory=list)
-    no_cache: bool = False
-    no_cache_stages: frozenset[str] = frozenset()            # --no-cache-filter: stage names
-    secrets: dict[str, Path] = field(default_factory=dict)
-    ssh: dict[str, Path] = field(default_factory=dict)       # --ssh: agent sockets by id
-    run: RunSettings = RunSettings()                          # --network, --ulimit, --shm-size, --add-host
-    labels: dict[str, str] = field(default_factory=dict)      # --label: the image config's Labels
-    annotations: tuple[Annotation, ...] = ()                  # --annotation
-    pull: bool = False                                        # --pull: bare base names from the registry
-    platform: object = None
-    jobs: int = 1
-    excluded: object = cp._never
-    source_date_epoch: int | None = None
-    registry: object = None  # orca.registry.client.Client: FROM/COPY --from images in registries
-    load: bool = True        # the image goes into `layout` with its tags; else only into the cache's
-    contexts: dict = field(default_factory=dict)  # --build-context name -> orca.contexts.NamedContext
 
 
 @dataclass
@@ -103,16 +72,21 @@ def _env_dict(config: dict) -> dict[str, str]:
 
 
 class Builder:
-    def __init__(self, opts: BuildOptions):
-        self.o = opts
-        self.plan = opts.plan
-        self.store = opts.cache.layout
-        self.resolver = Resolver(opts.layout, self.store, opts.platform, opts.registry, opts.pull, opts.contexts)
+    def __init__(self, req: BuildRequest, loaded: Loaded, platform, excluded, source_date_epoch: int | None):
+        self.o = req  # its context, layout and cache as run_build made them concrete
+        self.plan = loaded.plan
+        self.global_args = loaded.global_args
+        self.bases = loaded.bases  # each stage's FROM, expanded
+        self.platform = platform
+        self.excluded = excluded  # the context's .dockerignore: a predicate on paths
+        self.source_date_epoch = source_date_epoch
+        self.store = req.cache.layout
+        self.resolver = Resolver(req.layout, self.store, platform, req.registry, req.pull, req.contexts)
         self.results: dict[int, StageResult] = {}
         from orca.snapstore import Lease, reclaim_builds
-        self.lease = Lease(opts.cache.root)
+        self.lease = Lease(req.cache.root)
         self.workroot = self.lease.dir
-        reclaim_builds(opts.cache.root)
+        reclaim_builds(req.cache.root)
         self.views: list = []
         self._mode: str | None = None
         self._mode_lock = threading.Lock()
@@ -120,12 +94,11 @@ class Builder:
         self.slots = CpuSlots()
         self.helpers = Helpers()
         self.layer_jobs = LayerJobs()
-        self.notes = Notes(lambda text: opts.progress.info(f"note: {text}"))
-        self.platform_str = "/".join(p for p in (opts.platform.os, opts.platform.architecture,
-                                                  opts.platform.variant) if p)
+        self.notes = Notes(lambda text: req.progress.info(f"note: {text}"))
+        self.platform_str = "/".join(p for p in (platform.os, platform.architecture, platform.variant) if p)
 
     def now(self) -> str:
-        sde = self.o.source_date_epoch
+        sde = self.source_date_epoch
         return format_time_ns(sde * 1_000_000_000 if sde is not None else time.time_ns())
 
     # -- scheduling ---------------------------------------------------------
@@ -156,18 +129,22 @@ class Builder:
 
     def _schedule(self) -> None:
         """Each stage on a thread of its own once the stages it reads are done,
-        at most `jobs` at once.  Plain threads: concurrent.futures would import
-        logging, a few ms of every start of a fully cached build."""
+        at most `jobs` at once.  Plain threads and a condition: concurrent.futures
+        (with logging) and queue are a few ms of every start of a cached build."""
         pending = list(self.plan.order)
-        finished: queue.SimpleQueue = queue.SimpleQueue()  # (index, StageResult, exception)
+        finished: list[tuple[int, StageResult | None, BaseException | None]] = []
+        changed = threading.Condition()
         running = 0
         error = None
 
         def work(idx: int) -> None:
             try:
-                finished.put((idx, self._stage(self.plan.stages[idx]), None))
+                outcome = (idx, self._stage(self.plan.stages[idx]), None)
             except BaseException as exc:  # noqa: BLE001 - handed to the scheduling thread
-                finished.put((idx, None, exc))
+                outcome = (idx, None, exc)
+            with changed:
+                finished.append(outcome)
+                changed.notify()
 
         while (pending and error is None) or running:
             for idx in list(pending):
@@ -175,7 +152,9 @@ class Builder:
                     pending.remove(idx)
                     threading.Thread(target=work, args=(idx,), name=f"stage-{idx}").start()
                     running += 1
-            idx, result, exc = finished.get()
+            with changed:
+                changed.wait_for(lambda: finished)
+                idx, result, exc = finished.pop(0)
             running -= 1
             if exc is not None:
                 error = error or exc
@@ -189,7 +168,7 @@ class Builder:
         if st.name in self.o.contexts:  # as BuildKit: a --build-context replaces the stage of its name
             image = self.resolver.resolve(st.name)
             return StageResult(Image(pycopy.deepcopy(image.config), list(image.layers), image.key), None, image.key)
-        base = self.o.bases[st.index]
+        base = self.bases[st.index]
         parent = self.plan.stage_ref(base) if base.lower() != "scratch" else None
         if parent is not None and parent < st.index:
             src = self.results[parent].image
@@ -359,7 +338,7 @@ class Builder:
         its digest, and any change gets the clock's time."""
         config = pycopy.deepcopy(image.config)
         config["created"] = self.now()
-        if self.o.source_date_epoch is not None:
+        if self.source_date_epoch is not None:
             return config
         key = digest_of({"image": _timeless(config), "layers": [d["digest"] for d in image.layers]})
         rec = None if self.o.no_cache else self.o.cache.get(key)
@@ -389,7 +368,7 @@ class StageRun:
         self.st = st
         self.image = image
         self.key = digest_of({"base": image.key, "platform": b.platform_str,
-                              "source_date_epoch": b.o.source_date_epoch})
+                              "source_date_epoch": b.source_date_epoch})
         self.args: dict[str, str] = {}
         self.cmd_set = False
         self.snap: Snapshot | None = None
@@ -427,7 +406,7 @@ class StageRun:
 
     def _layer(self, snap: Snapshot, described: str, root: bool = True) -> dict:
         """What a step added to snap, as the part of an image appended by _append."""
-        layer = snap.commit(self.b.o.source_date_epoch, root=root)
+        layer = snap.commit(self.b.source_date_epoch, root=root)
         if layer is None:
             return {"layers": [], "diff_ids": [], "history": [self._entry(described, True)]}
         desc, diff_id = layer
@@ -517,10 +496,6 @@ class StageRun:
             raise BuildError(f"{self.where(ins)}: {ins.original}: {err}") from None
 
 
-def build(opts: BuildOptions) -> BuildResult:
-    return Builder(opts).run()
-
-
 @dataclass
 class BuildRequest:
     """What `orca-build` was asked, before anything is read."""
@@ -571,16 +546,9 @@ def run_build(req: BuildRequest) -> BuildResult:
     if sde_text and not sde_text.isdigit():
         raise BuildError(f"SOURCE_DATE_EPOCH={sde_text!r}: not a number of seconds")
     loaded = load_plan(text, str(dockerfile), req.build_args, req.target, platform)
-    progress = req.progress
-    progress.redact = tuple(Path(p).read_bytes().strip() for p in req.secrets.values())
-    opts = BuildOptions(context=context, plan=loaded.plan, layout=Path(req.layout),
-                        cache=req.cache or CacheStore(req.cache_dir), progress=progress, tags=req.tags,
-                        build_args=req.build_args, global_args=loaded.global_args, bases=loaded.bases,
-                        no_cache=req.no_cache, no_cache_stages=req.no_cache_stages, secrets=req.secrets,
-                        ssh=req.ssh, run=req.run, labels=req.labels, annotations=req.annotations, pull=req.pull,
-                        platform=platform, jobs=req.jobs,
-                        excluded=context_filter(context, dockerfile),
-                        source_date_epoch=int(sde_text) if sde_text else None, registry=req.registry,
-                        load=req.load, contexts=req.contexts)
-    with progress.capturing_logs():
-        return build(opts)
+    req.progress.redact = tuple(Path(p).read_bytes().strip() for p in req.secrets.values())
+    req = replace(req, context=context, layout=Path(req.layout), cache=req.cache or CacheStore(req.cache_dir))
+    builder = Builder(req, loaded, platform, context_filter(context, dockerfile),
+                      int(sde_text) if sde_text else None)
+    with req.progress.capturing_logs():
+        return builder.run()

@@ -28,7 +28,6 @@ from umoci_py.cas import Layout
 from umoci_py.errors import LayoutError, RefError
 
 from orca.errors import BuildError
-from orca.registry.reference import looks_remote, parse
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -79,7 +78,7 @@ class Resolver:
         if ref.startswith("oci:"):
             path, tag = refs.parse_image_arg(ref[4:])
             return self._from_layout(Path(path), [tag], ref)
-        if self.registry is not None and (ref.startswith("docker://") or looks_remote(ref) or self.pull):
+        if self.registry is not None and (ref.startswith("docker://") or _names_host(ref) or self.pull):
             return self._from_registry(ref)
         candidates = [ref]
         if ":" in ref:
@@ -132,6 +131,7 @@ class Resolver:
 
     def _from_registry(self, ref: str) -> Image:
         from orca.registry.pull import pull  # HTTP and TLS code, for registry bases only
+        from orca.registry.reference import parse
 
         # manifest and config only: a stage whose steps are all cache hits
         # never reads its base's layers, so they are fetched on first need
@@ -174,3 +174,12 @@ def _valid_tag(tag: str) -> bool:
     except RefError:
         return False
     return True
+
+
+def _names_host(ref: str) -> bool:
+    """Does ref name a registry host?  A name without a slash never does, and
+    most builds' bases are such names: the reference parser is loaded for the others."""
+    if "/" not in ref:
+        return False
+    from orca.registry.reference import looks_remote
+    return looks_remote(ref)

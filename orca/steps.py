@@ -75,8 +75,8 @@ def arg_step(run: StageRun, ins: di.Arg) -> None:
             value = run.b.o.build_args[name]
         elif default is not None:
             value = run.x(ins, default)
-        elif name in run.b.o.global_args:
-            value = run.b.o.global_args[name]
+        elif name in run.b.global_args:
+            value = run.b.global_args[name]
         else:
             shown.append(name)
             continue
@@ -209,7 +209,7 @@ def copy_step(run: StageRun, ins: di.Copy) -> Step:  # and ADD
     parents = ins.parents
     from_ = ins.from_
     workdir = run.cfg.get("WorkingDir") or "/"
-    excluded = run.b.o.excluded
+    excluded = run.b.excluded
     what = f"{where}: {ins.keyword}"
     tmp = Path(tempfile.mkdtemp(dir=run.b.workroot))
     identity = None
@@ -255,7 +255,7 @@ def copy_step(run: StageRun, ins: di.Copy) -> Step:  # and ADD
     if link:
         instr["link"] = True
         if numeric_owner:
-            parent = digest_of({"link": True, "source_date_epoch": run.b.o.source_date_epoch})
+            parent = digest_of({"link": True, "source_date_epoch": run.b.source_date_epoch})
     content = identity or cp.content_digest(*sources(), excluded, exclude=exclude,
                                             digests=run.b.context_digests())
     key = step_key(parent, instr, {}, run.b.platform_str, content)
@@ -370,7 +370,7 @@ def _mounts(run: StageRun, ins: di.Run, env: dict[str, str]) -> list[mnt.RunMoun
         raise err.at(run.b.plan.file, ins.line) from None
     o = run.b.o
     site = mnt.MountSite(where=run.where(ins), workdir=run.cfg.get("WorkingDir") or "/", workroot=run.b.workroot,
-                         context=o.context, excluded=o.excluded, secrets=o.secrets, ssh=o.ssh,
+                         context=o.context, excluded=run.b.excluded, secrets=o.secrets, ssh=o.ssh,
                          cache=o.cache, source_root=run.b.source_root)
     return mnt.run_mounts(parsed, site, env)
 
