@@ -59,6 +59,7 @@ class MountSite:
     cache: CacheStore | None = None
     # (directory, cache identity) of a stage's or image's filesystem
     source_root: Callable[[str, str], tuple[Path, str]] | None = None
+    digests: object = None                 # the context's mtree.DigestCache: unchanged files are not re-read
 
 
 def _sandbox_mount(source: str, target: str, kind: str, options: tuple):
@@ -184,7 +185,7 @@ def bind_mount(m: Mount, target: str, site: MountSite) -> RunMount:
     else:
         root = site.context
         sources = cp.select(root, [src_path], f"{site.where}: RUN --mount", site.excluded)
-        identity = cp.content_digest(root, sources, site.excluded)
+        identity = cp.content_digest(root, sources, site.excluded, digests=site.digests)
     host = root / sources[0].rel
 
     def prepare(rootfs: Path):

@@ -371,7 +371,7 @@ def _mounts(run: StageRun, ins: di.Run, env: dict[str, str]) -> list[mnt.RunMoun
     o = run.b.o
     site = mnt.MountSite(where=run.where(ins), workdir=run.cfg.get("WorkingDir") or "/", workroot=run.b.workroot,
                          context=o.context, excluded=run.b.excluded, secrets=o.secrets, ssh=o.ssh,
-                         cache=o.cache, source_root=run.b.source_root)
+                         cache=o.cache, source_root=run.b.source_root, digests=run.b.context_digests())
     return mnt.run_mounts(parsed, site, env)
 
 

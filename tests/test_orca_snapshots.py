@@ -321,3 +321,17 @@ def test_step_rootfs_are_mounted_volatile_so_their_umount_does_not_sync_the_disk
     volatile = {"volatile", "fsync=volatile"}  # Linux 6.12+ shows it as fsync=volatile
     assert options["merged"] & volatile
     assert not options["ro"] & volatile  # nothing to sync without an upper
+
+
+def test_a_run_bind_mount_of_the_context_is_keyed_through_the_kept_digests(busybox_layout, tmp_path):
+    ctx, out = tmp_path / "ctx", tmp_path / "out"
+    (ctx / "data").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest\n"
+                                    "RUN --mount=type=bind,source=data,target=/d cat /d/x > /copied\n")
+    (ctx / "data" / "x").write_text("bound\n")
+    orca("--layout", out, "--cache-dir", tmp_path / "cache", "--progress", "quiet", "-t", "a", ctx)
+    kept = (tmp_path / "cache" / "context-digests.json").read_text()
+    assert str(ctx / "data" / "x") in kept   # a rebuild reads it only if its stat changed
+    top = manifest_of(out, "a")["layers"][-1]
+    with tarfile.open(out / "blobs/sha256" / top["digest"].split(":")[1]) as tar:
+        assert tar.extractfile("copied").read() == b"bound\n"
