@@ -21,7 +21,6 @@ import fcntl
 import os
 import posixpath
 import stat
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -34,7 +33,6 @@ FICLONE = 0x40049409
 # What a filesystem (or a pair of them) answers when it cannot clone or copy_file_range
 _UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EBADF)
 _methods: dict[tuple[int, int], str] = {}  # (src dev, dst dev) -> the first way that worked
-COPY_THREADS = 4
 
 
 def copy_data(fin: int, fout: int, size: int, devs: tuple[int, int]) -> None:
@@ -103,14 +101,8 @@ class _Copier:
     """Entries from a source tree into a target tree (both ours); the target's
     directories get their final modes and times when finish() runs."""
 
-    def __init__(self, src_root: str, dst_root: str, origins: Origins, on_file: OnFile | None = None,
-                 pool: ThreadPoolExecutor | None = None):
+    def __init__(self, src_root: str, dst_root: str, origins: Origins, on_file: OnFile | None = None):
         self.on_file = on_file
-        # Regular files are copied on the pool's threads (the syscalls that
-        # create them release the GIL and overlap); links to them wait for it.
-        self.pool = pool
-        self.pending: list[Future] = []
-        self.later: list[tuple[str, str, int]] = []  # (first name, dst rel, source inode): links drain() makes
         self.src = unpriv.Access(src_root)
         self.dst = unpriv.Access(dst_root)
         self.origins = origins
@@ -126,20 +118,13 @@ class _Copier:
         if st.st_nlink > 1:
             first = self.links.get((st.st_dev, st.st_ino))
             if first is not None:
-                if self.pool is not None:
-                    self.later.append((first, dst_rel, st.st_ino))
-                else:
-                    self.link(first, dst_rel, st.st_ino)
+                self.link(first, dst_rel, st.st_ino)
                 return
             self.links[(st.st_dev, st.st_ino)] = dst_rel
         mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISREG(st.st_mode):
-            # a regular file's owner is in its own xattr, never in a side record: no origin to keep
-            if self.pool is not None:
-                self.pending.append(self.pool.submit(self.file, src_rel, dst_rel, st))
-            else:
-                self.file(src_rel, dst_rel, st)
-            return
+            self.file(src_rel, dst_rel, st)
+            return  # a regular file's owner is in its own xattr, never in a side record: no origin to keep
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(src), dst)
             self.made[dst_rel] = os.lstat(dst).st_ino
@@ -179,15 +164,6 @@ class _Copier:
         if first in self.made:
             self.origins.inodes[dst_rel], self.made[dst_rel] = ino, self.made[first]
 
-    def drain(self) -> None:
-        """Wait for the files being copied, then make the links to them."""
-        pending, self.pending = self.pending, []
-        for future in pending:
-            future.result()
-        for first, dst_rel, ino in self.later:
-            self.link(first, dst_rel, ino)
-        self.later.clear()
-
     def directory(self, src_rel: str, dst_rel: str, st: os.stat_result, existing: bool) -> None:
         """dst_rel (made if not existing) gets src_rel's metadata; its mode
         and times wait for finish(), it must stay writable meanwhile."""
@@ -219,7 +195,6 @@ class _Copier:
         names; lower(rel, ino): the inode to record for an entry the target
         does not hold (None: drop it)."""
         try:
-            self.drain()
             for dst_rel, records in self.sides.items():
                 out = {}
                 for name, (uid, gid, ino) in records.items():
@@ -241,12 +216,11 @@ class _Copier:
 def apply_upper(upper: str | os.PathLike, rootfs: str | os.PathLike, origins: Origins,
                 on_file: OnFile | None = None) -> None:
     """rootfs becomes what an overlay of upper over rootfs shows."""
-    with ThreadPoolExecutor(COPY_THREADS) as pool:
-        copier = _Copier(os.fspath(upper), os.fspath(rootfs), origins, on_file, pool)
-        try:
-            _apply_dir(copier, "", os.lstat(upper), existing=True)
-        finally:
-            copier.finish()
+    copier = _Copier(os.fspath(upper), os.fspath(rootfs), origins, on_file)
+    try:
+        _apply_dir(copier, "", os.lstat(upper), existing=True)
+    finally:
+        copier.finish()
 
 
 def _apply_dir(copier: _Copier, rel: str, st: os.stat_result, existing: bool) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 from layer_tars import ROOTLESS, entry, make_tar
@@ -25,6 +27,7 @@ from umoci_py_helpers import tree_snapshot
 from orca.copyrootfs import CopyRootfs, StoreDigests
 from orca.snapshot import copy_dir_metadata, write_layer
 from orca.snapstore import Lease, SnapshotStore, chain_ids
+from orca.treecopy import copy_data
 
 D, F, L, H, P = tarfile.DIRTYPE, tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE
 
@@ -136,3 +139,25 @@ def test_overlay_uppers_copied_bottom_up_are_the_extracted_tree(tmp_path):
     for desc in descs:
         os.unlink(tmp_path / "blobs/blobs/sha256" / desc["digest"].split(":")[1])
     assert _tree(_materialized(tmp_path, "view", blobs, descs, diff_ids, store)) == want
+
+
+def test_file_data_copied_within_and_across_filesystems(tmp_path):
+    """copy_data on one filesystem (a reflink or copy_file_range) and onto
+    tmpfs (Linux 5.19+ refuses copy_file_range across filesystem types:
+    sendfile then), from an offset of zero whatever the source fd's."""
+    data = os.urandom(3 << 20) + b"tail"
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        for dst in (tmp_path / "dst", shm / "dst"):
+            fin = os.open(src, os.O_RDONLY)
+            fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                copy_data(fin, fout, len(data), (os.fstat(fin).st_dev, os.fstat(fout).st_dev))
+            finally:
+                os.close(fin)
+                os.close(fout)
+            assert dst.read_bytes() == data
+    finally:
+        shutil.rmtree(shm)
