@@ -28,13 +28,35 @@ from umoci_py import mtree
 from umoci_py.cas import Layout
 from umoci_py.layer.extract import extract_layer
 from umoci_py.layer.generate import generate_layer
-from umoci_py.layer.overlay import layer_changes, upper_changes
+from umoci_py.layer.overlay import layer_changes, upper_changes, with_parents
 from umoci_py.unpack import InflateLimit, open_layer
 from umoci_py.unpriv import remove_tree
 
 from orca.snapshot import ROOTLESS, add_base_snapshot, write_layer
 from orca.snapstore import Lease, SnapshotStore, chain_ids
 from orca.treecopy import Origins, apply_upper, upper_from_deltas
+
+
+def _without_link_counts(deltas: list[mtree.Delta], old: mtree.Manifest, new: mtree.Manifest) -> list[mtree.Delta]:
+    """deltas without the files whose link count is all that changed (another
+    of their names was removed), unless a name of theirs is new or changed
+    otherwise.  The overlay path never sees them (the kept names stay in the
+    lower, untouched), and its layers and these must be the same bytes.  The
+    walk's keywords hold the content digest, so equal keywords are equal files."""
+    olds, news = old.by_path(), new.by_path()
+
+    def count_only(d: mtree.Delta) -> bool:
+        before, after = olds.get(d.path), news.get(d.path)
+        if d.kind != "modified" or before is None or after is None:
+            return False
+        return ({k: v for k, v in before.keywords.items() if k != "nlink"}
+                == {k: v for k, v in after.keywords.items() if k != "nlink"})
+
+    groups: dict[object, list[mtree.Delta]] = {}
+    for d in deltas:
+        groups.setdefault(new.inodes.get(d.path, d.path), []).append(d)
+    dropped = {d.path for group in groups.values() if all(count_only(d) for d in group) for d in group}
+    return [d for d in deltas if d.path not in dropped or d.kind != "modified"]
 
 
 class Snapshot:
@@ -74,7 +96,8 @@ class Snapshot:
         the store: (descriptor, diff_id), or None when nothing changed.
         root=False leaves the root directory itself out of the layer."""
         current = self._walk()
-        deltas = layer_changes(self.baseline, current)
+        deltas = with_parents(mtree.simplify_filter(
+            _without_link_counts(mtree.layer_deltas(self.baseline, current), self.baseline, current)))
         if not root:
             deltas = [d for d in deltas if d.path != "."]
         if not deltas:

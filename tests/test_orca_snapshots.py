@@ -336,3 +336,30 @@ def test_a_run_bind_mount_of_the_context_is_keyed_through_the_kept_digests(busyb
     top = manifest_of(out, "a")["layers"][-1]
     with tarfile.open(out / "blobs/sha256" / top["digest"].split(":")[1]) as tar:
         assert tar.extractfile("copied").read() == b"bound\n"
+
+
+LINKS = """\
+FROM oci:{base}:latest
+RUN echo shared > /a && ln /a /b && ln /a /c && echo pair > /p && ln /p /q
+RUN rm /a /q
+RUN ln /p /r
+"""
+
+
+def test_removing_a_name_of_a_hard_linked_file_gives_the_same_layer_on_both_paths(busybox_layout, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(LINKS.format(base=busybox_layout))
+    layers = {}
+    for mode in ("auto", "copy"):
+        out = tmp_path / f"out-{mode}"
+        orca("--layout", out, "--cache-dir", tmp_path / f"cache-{mode}", "--progress", "quiet", "-t", "x", ctx,
+             env={"ORCA_SNAPSHOTTER": mode, "SOURCE_DATE_EPOCH": "1700000000"})
+        layers[mode] = manifest_of(out, "x")["layers"]
+    assert [d["digest"] for d in layers["auto"]] == [d["digest"] for d in layers["copy"]]
+    out = tmp_path / "out-auto"
+    # the names left are no change of their own (overlay keeps them in the lower)...
+    assert {m.name for m in layer_members(out, layers["auto"][2])} == {".", ".wh.a", ".wh.q"}
+    # ...but a new name of a file carries the file with it
+    last = {m.name: m for m in layer_members(out, layers["auto"][3])}
+    assert set(last) == {".", "p", "r"} and last["r"].islnk() and last["r"].linkname == "p"
