@@ -324,7 +324,6 @@ def run_step(run: StageRun, ins: di.Run) -> Step:
         from runrootless.spec import RunSpec
         from umoci_py.bundle import resolve_user
 
-        from orca import mounts as mnt
         from orca.runstep import BUILD_HOSTNAME, run_isolated
         u = resolve_user(user, rootfs) if user else None
         cp.make_dirs(rootfs, cwd, None)
@@ -336,6 +335,7 @@ def run_step(run: StageRun, ins: di.Run) -> Step:
                 if spec is not None:
                     specs.append(spec)
             if settings.shm_size is not None:
+                from orca import mounts as mnt  # --shm-size's mount: RUNs without mounts never load it
                 specs.append(mnt.shm_mount(settings.shm_size))
             spec = RunSpec(
                 rootfs=rootfs, args=argv, env=[f"{k}={v}" for k, v in run_env.items()], cwd=cwd,
