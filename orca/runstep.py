@@ -119,7 +119,9 @@ def _spawn() -> tuple[subprocess.Popen, int]:
 
     status_r, status_w = os.pipe()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "orca.runstep", str(status_w)],
+        # -P: `-m` would put the working directory first on sys.path, and a
+        # build run where an orca/ or runrootless/ directory lies would run that
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "orca.runstep", str(status_w)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 pass_fds=(status_w,), close_fds=True)
     except BaseException:

@@ -7,10 +7,11 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from layer_tars import entry, make_tar
 from oracle_build import image_manifest
-from orca_build_helpers import build, context, layer_files, manifest, step_states
+from orca_build_helpers import build, context, image, layer_files, manifest, step_states
 
 from orca import runstep
 from orca.errors import BuildError
@@ -179,3 +180,20 @@ def test_the_run_helper_starts_at_a_miss_before_a_run_and_never_in_a_cached_buil
     assert not isinstance(again, BuildError), log
     assert set(step_states(log).values()) == {"CACHED"}
     assert len(spawned) == 1
+
+
+def test_run_helper_ignores_modules_in_the_working_directory(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout, "FROM BASE\nRUN echo ran > /ran\n")
+    # a directory where orca-build is started, holding what would shadow the helper's modules
+    cwd = tmp_path / "elsewhere"
+    (cwd / "orca").mkdir(parents=True)
+    (cwd / "orca" / "__init__.py").write_text("")
+    (cwd / "orca" / "runstep.py").write_text(f"open({str(tmp_path / 'shadowed')!r}, 'w').close()\n")
+    script = Path(sys.executable).parent / "orca-build"  # as installed: sys.path[0] is its own directory
+    proc = subprocess.run([script, "--layout", tmp_path / "out",
+                           "--cache-dir", tmp_path / "cache", "--progress", "quiet", "-t", "x", ctx],
+                          cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "shadowed").exists()
+    layout, _, manifest_, _ = image(tmp_path, "x")
+    assert layer_files(layout, manifest_["layers"][-1])["ran"][1] == b"ran\n"
