@@ -6,9 +6,11 @@ see notes §1.7).  Value grammars that the builder must re-check after
 expansion (mount CSV, --chmod, durations, EXPOSE ports, signals) are
 functions here so both sides use one implementation.
 
-The parser makes these values once and nothing changes them afterwards; they
-are not frozen=True because that doubles what creating these ~30 classes
-costs at every start of orca-build (~4 ms of a fully cached build).
+The parser makes these values once and nothing changes them afterwards.
+dataclass() compiles the methods it generates for each class at every start
+of orca-build, which for these ~30 classes was most of a fully cached build's
+time in this module: so they are not frozen=True, and their __eq__ and
+__repr__ are _Value's, written once.
 """
 
 from __future__ import annotations
@@ -16,14 +18,30 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from orca.errors import DockerfileError
 
 
-@dataclass
-class Heredoc:
+class _Value:
+    """Equality and repr by the dataclass fields, as dataclass() would
+    generate them, for every class here (see the module's doc)."""
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self))
+
+    __hash__ = None  # equal by value and changeable: not hashable, as a dataclass with eq
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"{self.__class__.__qualname__}({shown})"
+
+
+@dataclass(eq=False, repr=False)
+class Heredoc(_Value):
     """A here-document: ``name`` is the delimiter (the file name in COPY/ADD).
 
     ``content`` is raw, ends with a newline, and has leading tabs already
@@ -38,8 +56,8 @@ class Heredoc:
     fd: int = 0
 
 
-@dataclass
-class Directives:
+@dataclass(eq=False, repr=False)
+class Directives(_Value):
     """Parser directives found at the top of the file."""
 
     escape: str = "\\"
@@ -47,8 +65,8 @@ class Directives:
     check: "CheckOptions" = field(default_factory=lambda: CheckOptions())
 
 
-@dataclass
-class CheckOptions:
+@dataclass(eq=False, repr=False)
+class CheckOptions(_Value):
     """``# check=skip=A,B;error=true;experimental=all``."""
 
     skip: tuple[str, ...] = ()
@@ -58,8 +76,8 @@ class CheckOptions:
     experimental_all: bool = False
 
 
-@dataclass
-class Warning:
+@dataclass(eq=False, repr=False)
+class Warning(_Value):
     """A lint-style warning attached to a line (the build continues)."""
 
     rule: str
@@ -73,8 +91,8 @@ class Warning:
 
 # --- instructions -----------------------------------------------------------
 
-@dataclass(kw_only=True)
-class Instruction:
+@dataclass(kw_only=True, eq=False, repr=False)
+class Instruction(_Value):
     """Common location data: ``line``..``end_line`` are 1-based and inclusive;
     ``original`` is the logical line (continuations joined, no heredoc bodies)."""
 
@@ -84,7 +102,7 @@ class Instruction:
     original: str
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class From(Instruction):
     """``FROM image [AS name]``."""
 
@@ -94,8 +112,8 @@ class From(Instruction):
     name: str | None = None  # lower-cased stage name
 
 
-@dataclass
-class Mount:
+@dataclass(eq=False, repr=False)
+class Mount(_Value):
     """One ``RUN --mount``.  ``spec`` is the flag value as written, so the
     builder can call ``expanded`` once the stage environment is known."""
 
@@ -143,7 +161,7 @@ class Mount:
         return {"secret": 0o400, "ssh": 0o600, "cache": 0o755}.get(self.type)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Run(Instruction):
     """``cmd`` is what to execute: with ``shell_form`` it is one string for
     the stage's SHELL.  For a lone shebang heredoc (``RUN <<EOF`` whose body
@@ -160,7 +178,7 @@ class Run(Instruction):
     script_file: Heredoc | None = None
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Cmd(Instruction):
     """``CMD``: exec form or shell form."""
 
@@ -169,7 +187,7 @@ class Cmd(Instruction):
     shell_form: bool
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Entrypoint(Instruction):
     """``ENTRYPOINT``: exec form or shell form."""
 
@@ -178,7 +196,7 @@ class Entrypoint(Instruction):
     shell_form: bool
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Shell(Instruction):
     """``SHELL [...]``: the shell of later shell forms."""
 
@@ -186,7 +204,7 @@ class Shell(Instruction):
     shell: tuple[str, ...]
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Env(Instruction):
     """``pairs`` are (key, value) as written, quotes included."""
 
@@ -194,7 +212,7 @@ class Env(Instruction):
     pairs: tuple[tuple[str, str], ...]
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Label(Instruction):
     """``LABEL key=value ...``, quotes as written."""
 
@@ -202,14 +220,14 @@ class Label(Instruction):
     pairs: tuple[tuple[str, str], ...]
 
 
-@dataclass
-class ArgDef:
+@dataclass(eq=False, repr=False)
+class ArgDef(_Value):
     """One name of an ``ARG``, with its default if it has one."""
     name: str
     default: str | None = None  # None: declared without "="
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Arg(Instruction):
     """``ARG name[=default] ...``."""
 
@@ -217,7 +235,7 @@ class Arg(Instruction):
     args: tuple[ArgDef, ...]
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Expose(Instruction):
     """Ports as written; expand with ``process_words`` then ``parse_ports``."""
 
@@ -225,7 +243,7 @@ class Expose(Instruction):
     ports: tuple[str, ...]
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Volume(Instruction):
     """``VOLUME``: the paths as written."""
 
@@ -233,7 +251,7 @@ class Volume(Instruction):
     paths: tuple[str, ...]
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class User(Instruction):
     """``USER user[:group]``."""
 
@@ -241,7 +259,7 @@ class User(Instruction):
     user: str
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Workdir(Instruction):
     """``WORKDIR path``."""
 
@@ -249,7 +267,7 @@ class Workdir(Instruction):
     path: str
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Copy(Instruction):
     """``sources`` are paths (or URLs for ADD); heredoc sources are in
     ``heredocs`` (file name = heredoc name, mode 0644)."""
@@ -266,7 +284,7 @@ class Copy(Instruction):
     parents: bool = False
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Add(Copy):
     """``ADD``: COPY plus URLs, archives and their options."""
 
@@ -276,7 +294,7 @@ class Add(Copy):
     unpack: bool | None = None  # None: the default (local archives unpacked)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class StopSignal(Instruction):
     """``STOPSIGNAL signal``."""
 
@@ -284,7 +302,7 @@ class StopSignal(Instruction):
     signal: str
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Healthcheck(Instruction):
     """``test`` is ("NONE",), ("CMD-SHELL", text) or ("CMD", arg, ...);
     durations are nanoseconds, 0 when not given."""
@@ -298,7 +316,7 @@ class Healthcheck(Instruction):
     retries: int = 0
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class OnBuild(Instruction):
     """``expression`` is what goes into Config.OnBuild; ``trigger`` is it parsed."""
 
@@ -307,7 +325,7 @@ class OnBuild(Instruction):
     trigger: Instruction
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False, repr=False)
 class Maintainer(Instruction):
     """``MAINTAINER name`` (deprecated; a label of the image)."""
 
@@ -320,8 +338,8 @@ INSTRUCTION_TYPES: tuple[type[Instruction], ...] = (
     Workdir, Copy, Add, StopSignal, Healthcheck, OnBuild, Maintainer)
 
 
-@dataclass
-class Stage:
+@dataclass(eq=False, repr=False)
+class Stage(_Value):
     """A build stage: its FROM and the instructions after it."""
 
     index: int
@@ -334,8 +352,8 @@ class Stage:
         return self.base.name or f"stage-{self.index}"
 
 
-@dataclass
-class Dockerfile:
+@dataclass(eq=False, repr=False)
+class Dockerfile(_Value):
     """A parsed Dockerfile: ``meta_args`` are the ARGs before the first FROM."""
 
     file: str
@@ -588,8 +606,8 @@ _CLAUSE = r"^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$"
 _ACTION = r"([-+=])([ugo]|[rwxXst]*)"
 
 
-@dataclass
-class Chmod:
+@dataclass(eq=False, repr=False)
+class Chmod(_Value):
     """A --chmod value: an octal mode or a symbolic mode like ``u+x,go-w``."""
 
     text: str
