@@ -169,13 +169,17 @@ def copy_heavy(dest: Path) -> Path:
     return ctx
 
 
-def change(ctx: Path, workload: str) -> None:
-    """Build #2's change: buildbench's dummy file, or one small file edited."""
+def change(ctx: Path, workload: str) -> Path:
+    """Build #2's change: buildbench's dummy file, or one small file edited;
+    the path changed."""
     if workload == "copy-heavy":
-        with open(ctx / "files" / "d07" / "f0007.txt", "ab") as f:
+        path = ctx / "files" / "d07" / "f0007.txt"
+        with open(path, "ab") as f:
             f.write(b"changed\n")
     else:
-        (ctx / "buildbench-dummy").write_text(time.ctime() + "\n")
+        path = ctx / "buildbench-dummy"
+        path.write_text(time.ctime() + "\n")
+    return path
 
 
 def one_round(tools: list, sources: dict[str, Path], work: Path) -> dict:
@@ -189,8 +193,9 @@ def one_round(tools: list, sources: dict[str, Path], work: Path) -> dict:
             shutil.copytree(src, ctx, symlinks=True)
             give(ctx, tool.user)
             out.setdefault((workload, "build #1"), {})[tool.name] = tool.build(ctx)
-            change(ctx, workload)
-            give(ctx, tool.user)
+            # only the changed file is given to the tool's user: a chown -R of
+            # the whole context would touch every file's ctime, which no edit does
+            give(change(ctx, workload), tool.user)
             out.setdefault((workload, "build #2"), {})[tool.name] = tool.build(ctx)
             shutil.rmtree(ctx, ignore_errors=True)
     return out
