@@ -192,10 +192,14 @@ def one_round(tools: list, sources: dict[str, Path], work: Path) -> dict:
             shutil.rmtree(ctx, ignore_errors=True)
             shutil.copytree(src, ctx, symlinks=True)
             give(ctx, tool.user)
+            # every build starts with nothing of the previous tool's left to write
+            # back: that writeback would land on whichever build comes next
+            os.sync()
             out.setdefault((workload, "build #1"), {})[tool.name] = tool.build(ctx)
             # only the changed file is given to the tool's user: a chown -R of
             # the whole context would touch every file's ctime, which no edit does
             give(change(ctx, workload), tool.user)
+            os.sync()
             out.setdefault((workload, "build #2"), {})[tool.name] = tool.build(ctx)
             shutil.rmtree(ctx, ignore_errors=True)
     return out

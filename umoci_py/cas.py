@@ -3,10 +3,13 @@
 Every blob is written to a temp file inside a locked ``.umoci-*`` directory of
 the layout (the name umoci uses, so umoci's gc treats stale ones the same
 way) and renamed into ``blobs/sha256``: a blob is there whole or not at
-all, at whatever moment its writer is killed.  Blobs are not fsynced, as
-umoci 0.4.7's are not (strace: write, rename): a blob costs its write, where
-an fsync paid 30-60 ms for a 60 MB layer and a journal commit for each small
-one.  Durability across a power loss is the file system's, as for umoci.
+all, at whatever moment its writer is killed; index.json is replaced the
+same way.  Neither is fsynced, as umoci 0.4.7 fsyncs neither (strace of
+`umoci tag`: write, rename, no fsync): a blob costs its write, where an fsync
+paid 30-60 ms for a 60 MB layer, and an fsync of index.json right after a
+build's layers waited for the journal to write them out (ext4's ordered
+mode).  Syncing the index and not its blobs would be the worst of both.
+Durability across a power loss is the file system's, as for umoci.
 Reads are verified against the descriptor's digest and size.
 
 Two flock(2) lock files coordinate processes:
@@ -69,9 +72,8 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
     # its temp file is a .umoci-* one: a killed writer's is gc'd as umoci's are
-    with atomic_file(path, 0o644, prefix=TEMP_PREFIX, tmp_dir=tmp_dir) as f:
+    with atomic_file(path, 0o644, prefix=TEMP_PREFIX, tmp_dir=tmp_dir, sync=False) as f:
         f.write(data)
-    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
