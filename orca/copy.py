@@ -7,11 +7,9 @@ rootfs): a path or a symlink leading outside is refused, never followed.
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import hashlib
 import os
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from umoci_py.rootless import XATTR_NAME, encode_owner
 from umoci_py.unpriv import remove_tree
 
 from orca.errors import BuildError
+from orca.filedata import copy_data
 
 Excluded = Callable[[str], bool]
 GLOB_CHARS = set("*?[")
@@ -302,7 +301,7 @@ def _put_file(src: str, st: os.stat_result, host: str, mode: int, payload: bytes
         remove_tree(host)
         fout = os.open(host, _CREATE, initial)
     try:
-        _copy_data(src, fout, st.st_size)
+        _copy_data(src, st, fout)
         if payload is not None:
             os.setxattr(fout, XATTR_NAME, payload)
         if not exact:
@@ -328,26 +327,11 @@ def _put_dir(st: os.stat_result, host: str, mode: int, payload: bytes | None) ->
     os.chmod(host, mode)
 
 
-def _copy_data(src: str, fout: int, size: int) -> None:
-    """src's bytes into the new file fout, in the kernel (sendfile, as
-    shutil's fast path, without its checks: the walk has lstat'ed src)."""
+def _copy_data(src: str, st: os.stat_result, fout: int) -> None:
+    """src's bytes (st: its lstat) into the new file fout."""
     fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        offset = 0
-        while True:  # to EOF, not to size: the file may grow meanwhile, as shutil copies
-            want = max(size - offset, 1 << 23)
-            try:
-                sent = os.sendfile(fout, fin, offset, want)
-            except OSError as err:
-                if offset or err.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    raise
-                # a source file system without sendfile: the bytes through Python
-                with open(fin, "rb", closefd=False) as r, open(fout, "wb", closefd=False) as w:
-                    shutil.copyfileobj(r, w, 1 << 20)
-                break
-            offset += sent
-            if sent < want:  # a short count from a regular file is its end
-                break
+        copy_data(fin, fout, st.st_size, (st.st_dev, os.fstat(fout).st_dev))
     finally:
         os.close(fin)
 

@@ -17,7 +17,6 @@ are shared (reflink) where the filesystem can, else copied in the kernel.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import posixpath
 import stat
@@ -28,42 +27,7 @@ from umoci_py import rootless, unpriv
 from umoci_py.layer.overlay import OPAQUE_XATTR, PRIVATE_XATTR, is_whiteout
 from umoci_py.mtree import Delta
 
-# linux/fs.h: FICLONE = _IOW(0x94, 9, int), the dst fd shares the src fd's extents
-FICLONE = 0x40049409
-# What a filesystem (or a pair of them) answers when it cannot clone or copy_file_range
-_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EBADF)
-_methods: dict[tuple[int, int], str] = {}  # (src dev, dst dev) -> the first way that worked
-
-
-def copy_data(fin: int, fout: int, size: int, devs: tuple[int, int]) -> None:
-    """The size bytes of fin into the empty file fout (devs: their st_dev):
-    a reflink where the filesystem has them (btrfs, xfs), else
-    copy_file_range, else sendfile."""
-    method = _methods.get(devs, "clone")
-    if method == "clone":
-        try:
-            fcntl.ioctl(fout, FICLONE, fin)
-            _methods[devs] = "clone"
-            return
-        except OSError as err:
-            if err.errno not in _UNSUPPORTED:
-                raise
-            method = "copy_file_range"
-    done = 0
-    if method == "copy_file_range":
-        try:
-            while done < size:
-                done += os.copy_file_range(fin, fout, size - done) or size  # 0: the source shrank
-            _methods[devs] = method
-            return
-        except OSError as err:
-            if err.errno not in _UNSUPPORTED or done:
-                raise
-            method = "sendfile"
-    _methods[devs] = method
-    while done < size:
-        done += os.sendfile(fout, fin, None, size - done) or size
-
+from orca.filedata import copy_data
 
 @dataclass
 class Origins:

@@ -27,7 +27,7 @@ from umoci_py_helpers import tree_snapshot
 from orca.copyrootfs import CopyRootfs, StoreDigests
 from orca.snapshot import copy_dir_metadata, write_layer
 from orca.snapstore import Lease, SnapshotStore, chain_ids
-from orca.treecopy import copy_data
+from orca.filedata import copy_data
 
 D, F, L, H, P = tarfile.DIRTYPE, tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE
 
