@@ -29,6 +29,7 @@ from umoci_py.mtree import Delta
 
 from orca.filedata import copy_data
 
+
 @dataclass
 class Origins:
     """For each non-directory of a tree: the inode of the entry it was copied
