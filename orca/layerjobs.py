@@ -15,6 +15,7 @@ concurrent stage or the RUN helper runs on.
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 from typing import Callable
@@ -91,7 +92,7 @@ class LayerJobs:
         stored; never if one of them failed.  Meanwhile get() finds it, so a
         later step of this build with the same key is a hit all the same.
         image is copied: the stage goes on changing its config."""
-        image = _copy(image)
+        image = copy.deepcopy(image)
         with self._lock:
             if not self._ready(image):
                 self._records.append((store, key, description, image, chain))
@@ -105,7 +106,7 @@ class LayerJobs:
         with self._lock:
             for _, k, description, image, chain in self._records:
                 if k == key:
-                    return {"key": key, "description": description, "image": _copy(image), "chain": chain}
+                    return {"key": key, "description": description, "image": copy.deepcopy(image), "chain": chain}
         return store.get(key)
 
     def resolve(self, layers: list[dict]) -> list[dict]:
@@ -133,11 +134,3 @@ class LayerJobs:
         if self._put_error is not None:
             raise self._put_error
 
-
-def _copy(obj):
-    """A deep copy of JSON data (copy.deepcopy's generality costs more)."""
-    if isinstance(obj, dict):
-        return {k: _copy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_copy(v) for v in obj]
-    return obj
