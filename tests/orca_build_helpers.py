@@ -1,19 +1,19 @@
 """Helpers shared by the orca-build tests: a build run in-process (run_build
-with its log captured, or the command line through click's runner), a context
-from a Dockerfile, and what the build made (manifest, config, a layer's files,
-each step's CACHED or DONE)."""
+with its log captured, or the command line with its streams captured), a
+context from a Dockerfile, and what the build made (manifest, config, a
+layer's files, each step's CACHED or DONE)."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import os
 import sys
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from orca.cli import cli
+from orca import cli
 from orca.errors import BuildError
 from orca.execute import BuildRequest, run_build
 from orca.progress import Progress
@@ -37,10 +37,70 @@ def build(tmp_path: Path, ctx: Path, **kw):
     return result, log.getvalue(), progress
 
 
-def cli_build(tmp_path: Path, ctx: Path, *extra: str, env: dict | None = None):
-    """orca-build's command line in-process into tmp_path/out (cache tmp_path/cache), plain progress; its Result."""
-    return CliRunner().invoke(cli, ["--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-                                    "--progress", "plain", *extra, str(ctx)], env=env or {})
+@dataclass
+class CliResult:
+    """What one orca-build command line did: its exit status and what it wrote."""
+    exit_code: int
+    stdout_bytes: bytes
+    stderr_bytes: bytes
+    output_bytes: bytes  # stdout and stderr interleaved, as a terminal shows them
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", "replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", "replace")
+
+    @property
+    def output(self) -> str:
+        return self.output_bytes.decode("utf-8", "replace")
+
+
+class _Capture(io.RawIOBase):
+    """One stream's bytes, kept apart and also in the interleaved output."""
+
+    def __init__(self, both: io.BytesIO):
+        self.own, self.both = io.BytesIO(), both
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.own.write(data)
+        self.both.write(data)
+        return len(data)
+
+
+def run_cli(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> CliResult:
+    """orca-build's command line in this process, stdin given, stdout and stderr
+    captured, the environment changed by env for the call.  cli.run, not main:
+    main would move the whole test process into orca-build's user namespace
+    (the subprocess tests run main)."""
+    both = io.BytesIO()
+    out, err = _Capture(both), _Capture(both)
+    data = input.encode() if isinstance(input, str) else input or b""
+    saved, environ = (sys.stdin, sys.stdout, sys.stderr), os.environ.copy()
+    sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+    sys.stdout, sys.stderr = (io.TextIOWrapper(s, encoding="utf-8", write_through=True) for s in (out, err))
+    os.environ.update(env or {})
+    try:
+        cli.run(list(args))
+        code = 0
+    except SystemExit as stop:
+        code = 0 if stop.code is None else stop.code
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+        os.environ.clear()
+        os.environ.update(environ)
+    return CliResult(code, out.own.getvalue(), err.own.getvalue(), both.getvalue())
+
+
+def cli_build(tmp_path: Path, ctx: Path, *extra: str, env: dict | None = None) -> CliResult:
+    """orca-build's command line in-process into tmp_path/out (cache tmp_path/cache), plain progress."""
+    return run_cli("--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                   "--progress", "plain", *extra, str(ctx), env=env)
 
 
 def ok(res):

@@ -4,12 +4,11 @@ hold): umoci refuses them, umoci-py and orca-build read them."""
 import json
 import os
 
-from click.testing import CliRunner
 
-from orca.cli import cli as orca_cli
 from umoci_py import jsonenc, mediatypes as mt
 from umoci_py.cas import Layout
 
+from orca_build_helpers import run_cli
 from umoci_py_helpers import umoci, umoci_py
 
 _DOCKER_LAYER = {mt.LAYER_GZIP: mt.DOCKER_LAYER_GZIP}
@@ -71,8 +70,8 @@ def test_orca_build_from_a_docker_image(busybox_layout, tmp_path):
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest\nCOPY f /f\n")
     (ctx / "f").write_text("x\n")
-    res = CliRunner().invoke(orca_cli, ["--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
-                                        "--progress", "plain", "-t", "app", str(ctx)], env={})
+    res = run_cli("--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
+                  "--progress", "plain", "-t", "app", str(ctx))
     assert res.exit_code == 0, res.output
     umoci("unpack", "--rootless", "--image", f"{tmp_path / 'out'}:app", tmp_path / "check")
     assert (tmp_path / "check" / "rootfs" / "f").read_text() == "x\n"

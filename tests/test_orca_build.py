@@ -4,10 +4,8 @@ import gzip
 import io
 import tarfile
 
-from click.testing import CliRunner
 
-from orca.cli import cli
-from orca_build_helpers import cli_build, image
+from orca_build_helpers import cli_build, image, run_cli
 
 
 def _layer_names(layout, desc):
@@ -94,12 +92,11 @@ def test_missing_base_is_a_clear_error(tmp_path, busybox_layout):
 def test_cache_ls_and_prune(tmp_path, busybox_layout):
     ctx = _context(tmp_path, busybox_layout, DOCKERFILE)
     assert cli_build(tmp_path, ctx).exit_code == 0
-    runner = CliRunner()
-    ls = runner.invoke(cli, ["cache", "ls", "--cache-dir", str(tmp_path / "cache")])
+    ls = run_cli("cache", "ls", "--cache-dir", str(tmp_path / "cache"))
     assert "COPY --chown=1000:1000" in ls.output
-    pr = runner.invoke(cli, ["prune", "--cache-dir", str(tmp_path / "cache")])
+    pr = run_cli("prune", "--cache-dir", str(tmp_path / "cache"))
     assert pr.exit_code == 0 and pr.output.startswith("removed 3 cache records")  # 2 steps, the image's times
-    assert runner.invoke(cli, ["cache", "ls", "--cache-dir", str(tmp_path / "cache")]).output == ""
+    assert run_cli("cache", "ls", "--cache-dir", str(tmp_path / "cache")).output == ""
 
 
 COPY_FLAGS = """\

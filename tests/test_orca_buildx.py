@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from orca.cli import cli
-from orca_build_helpers import cli_build, context, image, layer_contents
+from orca_build_helpers import cli_build, context, image, layer_contents, run_cli
 from umoci_py import refs
 from umoci_py.cas import Layout
 
@@ -215,8 +214,10 @@ def test_sandbox_flag_errors_are_one_line(tmp_path, busybox_layout):
 def test_version_on_every_cli():
     from runrootless.cli import main as runrootless_main
     from umoci_py.cli import cli as umoci_cli
-    for command, name in [(cli, "orca-build"), (runrootless_main, "runrootless"), (umoci_cli, "umoci-py")]:
-        res = CliRunner().invoke(command, ["--version"])
+    results = [(run_cli("--version"), "orca-build")]
+    results += [(CliRunner().invoke(command, ["--version"]), name)
+                for command, name in [(runrootless_main, "runrootless"), (umoci_cli, "umoci-py")]]
+    for res, name in results:
         assert res.exit_code == 0 and re.match(rf"{name} version \d+\.\d+\.\d+\n", res.output), res.output
 
 
@@ -229,9 +230,9 @@ def test_pull_takes_a_bare_name_from_its_registry_not_the_layout(tmp_path, busyb
     ctx.mkdir()
     (ctx / "Dockerfile").write_text("FROM orcapulltest\nCOPY Dockerfile /\n")
     run = ["--layout", str(busybox_layout), "--cache-dir", str(tmp_path / "cache"), "--progress", "plain"]
-    res = CliRunner().invoke(cli, [*run, str(ctx)])
+    res = run_cli(*run, str(ctx))
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(cli, [*run, "--pull", str(ctx)])
+    res = run_cli(*run, "--pull", str(ctx))
     assert res.exit_code == 1
     assert res.stderr.startswith(f"orca-build: {ctx / 'Dockerfile'}:1: manifest docker.io/library/orcapulltest:latest: ")
     assert len(res.stderr.splitlines()) == 1

@@ -10,15 +10,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from fixtures_dir import FIXTURES
+from orca_build_helpers import run_cli
 from second_user import orca_build_as_user2, shared_context
 from umoci_py import refs
 from umoci_py.cas import Layout
 
 from orca.cache_export import CacheSpec, load_local, parse_cache_spec
-from orca.cli import cli
 from orca.errors import BuildError
 
 SDE = "1700000000"
@@ -42,9 +41,8 @@ def ctx():
 
 
 def build(home: Path, ctx: Path, *args: str):
-    res = CliRunner().invoke(cli, ["--layout", str(home / "layout"), "--cache-dir", str(home / "cache"),
-                                   "--progress", "plain", "--build-arg", f"SOURCE_DATE_EPOCH={SDE}", *args,
-                                   str(ctx)], env={})
+    res = run_cli("--layout", str(home / "layout"), "--cache-dir", str(home / "cache"),
+                  "--progress", "plain", "--build-arg", f"SOURCE_DATE_EPOCH={SDE}", *args, str(ctx))
     assert res.exit_code == 0, res.output
     return res.stdout.strip().splitlines()[-1], res.stderr
 

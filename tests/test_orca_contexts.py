@@ -8,20 +8,15 @@ import gzip
 import io
 import tarfile
 
-from click.testing import CliRunner
-
-from orca_build_helpers import ok
+from orca_build_helpers import ok, run_cli
 from registry_server import skopeo
 from umoci_py import refs
 from umoci_py.cas import Layout
 
-from orca.cli import cli
-
 
 def build(tmp_path, ctx, *args, input=None):
-    return CliRunner().invoke(cli, ["--layout", str(tmp_path / "layout"), "--cache-dir", str(tmp_path / "cache"),
-                                    "--progress", "plain", "-o", f"type=local,dest={tmp_path / 'files'}",
-                                    *args, str(ctx)], input=input, env={})
+    return run_cli("--layout", str(tmp_path / "layout"), "--cache-dir", str(tmp_path / "cache"),
+                   "--progress", "plain", "-o", f"type=local,dest={tmp_path / 'files'}", *args, str(ctx), input=input)
 
 
 def image_config(tmp_path, tag: str) -> dict:

@@ -9,15 +9,12 @@ import subprocess
 import tarfile
 
 import pytest
-from click.testing import CliRunner
-
-from orca_build_helpers import ok
+from orca_build_helpers import ok, run_cli
 from registry_server import skopeo
 from umoci_py import refs
 from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
 
-from orca.cli import cli
 from orca.outputs import Output, export
 
 DOCKER_PEER = "/usr/local/libexec/orca-peers/docker-peer"  # installed by tools/setup-host
@@ -43,8 +40,8 @@ def ctx(tmp_path, busybox_layout):
 
 
 def build(tmp_path, ctx, *args, input=None):
-    return CliRunner().invoke(cli, ["--layout", str(tmp_path / "layout"), "--cache-dir", str(tmp_path / "cache"),
-                                    "--progress", "plain", *args, str(ctx)], input=input, env={})
+    return run_cli("--layout", str(tmp_path / "layout"), "--cache-dir", str(tmp_path / "cache"),
+                   "--progress", "plain", *args, str(ctx), input=input)
 
 
 def members(data: bytes) -> dict[str, tuple[tarfile.TarInfo, bytes | None]]:

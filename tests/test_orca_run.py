@@ -11,7 +11,7 @@ from pathlib import Path
 
 from layer_tars import entry, make_tar
 from oracle_build import image_manifest
-from orca_build_helpers import build, context, image, layer_files, manifest, step_states
+from orca_build_helpers import build, context, image, layer_files, manifest, run_cli, step_states
 
 from orca import runstep
 from orca.errors import BuildError
@@ -122,11 +122,8 @@ def test_failing_run_names_the_line_and_shows_its_output(tmp_path, busybox_layou
 
 
 def test_failing_run_through_the_cli_exits_non_zero(tmp_path, busybox_layout):
-    from click.testing import CliRunner
-    from orca.cli import cli
     ctx = context(tmp_path, busybox_layout, "FROM BASE\nRUN echo out-before-failure; false\n")
-    res = CliRunner().invoke(cli, ["--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
-                                   "--progress", "quiet", str(ctx)])
+    res = run_cli("--layout", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), "--progress", "quiet", str(ctx))
     assert res.exit_code == 1
     assert "Dockerfile:2: RUN echo out-before-failure; false: did not complete successfully: exit code 1" \
         in res.output

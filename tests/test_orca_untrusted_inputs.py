@@ -13,9 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from click.testing import CliRunner
 
-from orca import cli as orca_cli
 from orca.cache import CacheStore
 from orca.errors import BuildError
 from orca.copyrootfs import Snapshot
@@ -24,6 +22,8 @@ from umoci_py import mediatypes, refs
 from umoci_py.cas import Layout
 from umoci_py.errors import LayerError, LayoutError
 from umoci_py.unpack import InflateLimit
+
+from orca_build_helpers import run_cli
 
 NESTED = b"[" * 100_000 + b"]" * 100_000
 KEY = "sha256:" + "ab" * 32
@@ -118,8 +118,8 @@ def test_export_into_a_layout_another_build_just_created(tmp_path, monkeypatch):
         return real_open(path)
 
     monkeypatch.setattr(Layout, "open", staticmethod(racing_open))
-    result = CliRunner().invoke(orca_cli.cli, ["build", "--layout", str(out), "--cache-dir", str(tmp_path / "cache"),
-                                                "-t", "raced", "--progress", "plain", str(ctx)])
+    result = run_cli("build", "--layout", str(out), "--cache-dir", str(tmp_path / "cache"),
+                     "-t", "raced", "--progress", "plain", str(ctx))
     assert result.exit_code == 0, result.output
     assert raced and refs.list_tags(real_open(out)) == ["raced"]
 
