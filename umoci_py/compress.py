@@ -8,11 +8,10 @@ faster than stdlib zlib and expose the same compressobj/decompressobj API).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 from typing import BinaryIO
-
-import zstandard
 
 from . import mediatypes
 from .errors import LayerError
@@ -35,7 +34,15 @@ CHUNK = 1 << 20
 _ZLIB_CHOICES = (("isal.isal_zlib", 1), ("zlib_ng.zlib_ng", 6), ("zlib", 6))
 
 
-def _fastest_zlib():
+# The codecs are imported by the first stream that needs one, not with this
+# module: zstandard's import alone takes ~4 ms (it loads typing and
+# platform), and most layer code that imports this module on a build's
+# critical path (a commit that only hashes its tar) compresses on a
+# thread later, or never.
+
+@functools.cache
+def _gzip_module():
+    """(zlib-compatible module, deflate level): the first of _ZLIB_CHOICES installed."""
     for name, level in _ZLIB_CHOICES:
         try:
             return importlib.import_module(name), level
@@ -44,7 +51,9 @@ def _fastest_zlib():
     raise ImportError("no zlib module")
 
 
-_zlib, GZIP_LEVEL = _fastest_zlib()
+def _zstandard():
+    import zstandard
+    return zstandard
 
 
 class _GzipReader(io.RawIOBase):
@@ -52,7 +61,8 @@ class _GzipReader(io.RawIOBase):
 
     def __init__(self, fileobj: BinaryIO):
         self._src = fileobj
-        self._dec = _zlib.decompressobj(16 + _zlib.MAX_WBITS)
+        self._zlib = _gzip_module()[0]
+        self._dec = self._zlib.decompressobj(16 + self._zlib.MAX_WBITS)
         self._buf = b""
         self._eof = False
 
@@ -70,7 +80,7 @@ class _GzipReader(io.RawIOBase):
     def _fill(self) -> None:
         try:
             self._inflate()
-        except _zlib.error as e:
+        except self._zlib.error as e:
             raise LayerError(f"gzip layer stream is corrupt: {e}") from None
 
     def _inflate(self) -> None:
@@ -82,7 +92,7 @@ class _GzipReader(io.RawIOBase):
                     self._eof = True
                     return
             # Another gzip member follows (pigz/pgzip may write several).
-            self._dec = _zlib.decompressobj(16 + _zlib.MAX_WBITS)
+            self._dec = self._zlib.decompressobj(16 + self._zlib.MAX_WBITS)
             self._buf = self._dec.decompress(rest, CHUNK)
             return
         if self._dec.unconsumed_tail:
@@ -96,7 +106,8 @@ class _GzipReader(io.RawIOBase):
 
 class _ZstdReader(io.RawIOBase):
     def __init__(self, fileobj: BinaryIO):
-        self._inner = zstandard.ZstdDecompressor().stream_reader(
+        self._zstd = _zstandard()
+        self._inner = self._zstd.ZstdDecompressor().stream_reader(
             fileobj, read_size=CHUNK, read_across_frames=True, closefd=False
         )
 
@@ -106,14 +117,15 @@ class _ZstdReader(io.RawIOBase):
     def readinto(self, b) -> int:
         try:
             return self._inner.readinto(b)
-        except zstandard.ZstdError as e:
+        except self._zstd.ZstdError as e:
             raise LayerError(f"zstd layer stream is corrupt: {e}") from None
 
 
 class _GzipWriter:
     def __init__(self, fileobj: BinaryIO):
         self._dst = fileobj
-        self._comp = _zlib.compressobj(GZIP_LEVEL, _zlib.DEFLATED, 16 + _zlib.MAX_WBITS)
+        zlib, level = _gzip_module()
+        self._comp = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
     def write(self, data) -> int:
         out = self._comp.compress(data)
@@ -173,7 +185,7 @@ def writer(fileobj: BinaryIO, algorithm: str) -> _Writer:
     if algorithm == "gzip":
         return _Writer(_GzipWriter(fileobj))
     if algorithm == "zstd":
-        return _Writer(zstandard.ZstdCompressor(level=3).stream_writer(fileobj, closefd=False))
+        return _Writer(_zstandard().ZstdCompressor(level=3).stream_writer(fileobj, closefd=False))
     if algorithm == "none":
         return _Writer(_PlainWriter(fileobj))
     raise LayerError(f"unknown compression {algorithm!r} (expected one of {', '.join(ALGORITHMS)})")

@@ -12,7 +12,6 @@ of our own, CAPS_RECORD_XATTR; a layer always carries their revision 2 form.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -190,6 +189,7 @@ VFS_CAP_REVISION_2 = 0x02000000
 VFS_CAP_REVISION_3 = 0x03000000
 VFS_CAP_FLAGS_EFFECTIVE = 0x000001
 _CAPS_V2 = struct.Struct("<5I")
+SHA256_SIZE = 32  # bytes of a sha256 digest, the content half of a capability record
 _CAPS_V3 = struct.Struct("<6I")
 
 # A capability the kernel refused to set (an unprivileged user outside a user
@@ -241,6 +241,8 @@ def caps_v2(value: bytes) -> bytes:
 
 
 def content_sha256(stream: BinaryIO) -> bytes:
+    import hashlib  # ~2 ms (OpenSSL): only files with capabilities need it, not every RUN helper's start
+
     h = hashlib.sha256()
     while chunk := stream.read(1 << 20):
         h.update(chunk)
@@ -255,7 +257,7 @@ def encode_caps_record(value: bytes, digest: bytes) -> bytes:
 def caps_from_record(record: bytes, digest: bytes) -> bytes | None:
     """The revision 2 capability a record gives a file whose content has sha256
     `digest`; None when the content changed since (the capability was dropped)."""
-    if len(record) != _CAPS_V2.size + hashlib.sha256().digest_size:
+    if len(record) != _CAPS_V2.size + SHA256_SIZE:
         raise LayerError(f"bad {CAPS_RECORD_XATTR} record: {len(record)} bytes")
     value, recorded = record[:_CAPS_V2.size], record[_CAPS_V2.size:]
     return caps_v2(value) if recorded == digest else None
