@@ -93,6 +93,9 @@ class Builder:
         self._digests = None
         self.slots = CpuSlots()
         self.helpers = Helpers()
+        if any(isinstance(ins, Run) for i in self.plan.order for ins in self.plan.stages[i].instrs):
+            # before this build starts a thread: see orca.runstep
+            self.helpers.fork()
         self.layer_jobs = LayerJobs()
         self.notes = Notes(lambda text: req.progress.info(f"note: {text}"))
         self.platform_str = "/".join(p for p in (platform.os, platform.architecture, platform.variant) if p)

@@ -3,15 +3,26 @@
 runrootless's tracer waits for any child of its process (waitpid(-1)) and
 pins itself to one CPU, so two RUN steps traced from threads of the build
 process would take each other's stops and share a CPU.  Each step therefore
-runs in a fresh interpreter pinned to the least busy CPU; the container's
+runs in a worker process pinned to the least busy CPU; the container's
 merged stdout+stderr come back on one pipe and the outcome on another.
+
+Workers are forked by one helper process per build, which has runrootless
+imported already: a fresh interpreter per step spent ~40 ms starting and
+importing before its container could start.  The helper is forked from the
+build process before any of its threads start (a fork is safe only then),
+so it starts with everything the build imported; where the build already
+has threads (a build run in-process by a caller) it is started as
+`python -P -m orca.runstep` instead.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
+import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -81,86 +92,129 @@ def _spec_from_json(d: dict):
     return RunSpec(**d)
 
 
+# A request: the spec, rlimits and CPU as JSON, with the worker's output and
+# status pipes' write ends passed along (SCM_RIGHTS).  SOCK_SEQPACKET keeps
+# each request one message; a zero-length one never comes (EOF ends the helper).
+_MAX_REQUEST = 1 << 20
+
+
 class Helpers:
-    """RUN helper processes (`python -m orca.runstep`) started ahead of their
-    step: a helper spends ~60 ms starting Python and importing runrootless,
-    which then overlaps the steps before its RUN (the COPY before a compile).
-    At most one waits at a time; close() ends an unused one."""
+    """The build's RUN helper: started ahead (at the build's start when it
+    has RUN steps, else at a stage's first miss), so its start-up overlaps
+    the steps before the first RUN; close() ends it."""
 
     def __init__(self):
-        self._idle: list[tuple[subprocess.Popen, int]] = []
+        self._sock: socket.socket | None = None
+        self._pid: int | None = None  # a forked helper
+        self._proc: subprocess.Popen | None = None  # a spawned one
         self._lock = threading.Lock()
+
+    def fork(self) -> None:
+        """Fork the helper now, if this process has no other thread (else a
+        step's first miss spawns one)."""
+        with self._lock:
+            if self._sock is not None or threading.active_count() != 1:
+                return
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            sys.stdout.flush()  # nothing buffered here is written twice by a worker
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    # Garbage the build had not collected yet is the build's:
+                    # collected here too, its finalizers (temporary
+                    # directories removed, say) would run twice.
+                    gc.freeze()
+                    ours.close()
+                    _serve(theirs)
+                finally:
+                    os._exit(0)  # whatever happened, never back into the build
+            theirs.close()
+            self._sock, self._pid = ours, pid
 
     def prestart(self) -> None:
         with self._lock:
-            if not self._idle:
-                self._idle.append(_spawn())
+            self._started()
 
-    def take(self) -> tuple[subprocess.Popen, int]:
+    def _started(self) -> socket.socket:
+        if self._sock is None:
+            import subprocess  # ~2 ms to import: only builds that run a step spawn a helper
+
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                # -P: `-m` would put the working directory first on sys.path, and a
+                # build run where an orca/ or runrootless/ directory lies would run that
+                self._proc = subprocess.Popen([sys.executable, "-P", "-m", "orca.runstep", str(theirs.fileno())],
+                                              stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), close_fds=True)
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            self._sock = ours
+        return self._sock
+
+    def submit(self, request: bytes, out_w: int, status_w: int) -> None:
+        """Have a worker run request, writing to the two pipes given."""
         with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return _spawn()
+            sock = self._started()
+        try:
+            socket.send_fds(sock, [request], [out_w, status_w])
+        except OSError as err:
+            raise BuildError(f"the RUN helper process is gone: {err.strerror}") from None
 
     def close(self) -> None:
         with self._lock:
-            idle, self._idle = self._idle, []
-        for proc, status_r in idle:
-            proc.kill()  # it has done nothing but import: nothing to clean up
+            sock, pid, proc = self._sock, self._pid, self._proc
+            self._sock = self._pid = self._proc = None
+        if sock is None:
+            return
+        sock.close()
+        # killed rather than left to see the socket's end: it may still be
+        # importing; its workers are processes of their own and run on
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        if proc is not None:
+            proc.kill()
             proc.wait()
-            proc.stdin.close()
-            proc.stdout.close()
-            os.close(status_r)
-
-
-def _spawn() -> tuple[subprocess.Popen, int]:
-    """(helper, read end of its status pipe)."""
-    import subprocess  # ~2 ms to import: only builds that run a step spawn a helper
-
-    status_r, status_w = os.pipe()
-    try:
-        # -P: `-m` would put the working directory first on sys.path, and a
-        # build run where an orca/ or runrootless/ directory lies would run that
-        proc = subprocess.Popen([sys.executable, "-P", "-m", "orca.runstep", str(status_w)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                pass_fds=(status_w,), close_fds=True)
-    except BaseException:
-        os.close(status_r)
-        raise
-    finally:
-        os.close(status_w)
-    return proc, status_r
 
 
 def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits=(),
                  note: Callable[[str], None] | None = None, helpers: Helpers | None = None) -> int:
     """Run a runrootless RunSpec; output gets the merged output as it comes,
     note the sandbox's notes; the exit status (128+signal when killed).
-    ulimits (orca.runsettings.Ulimit) are set in the helper process, so the
+    ulimits (orca.runsettings.Ulimit) are set in the worker process, so the
     container inherits them.  Sandbox failures raise BuildError."""
+    own = helpers is None
+    helpers = helpers or Helpers()
     cpu = slots.acquire()
-    status_r = None
+    out_r, out_w = os.pipe()
+    status_r, status_w = os.pipe()
     try:
-        proc, status_r = (helpers or Helpers()).take()
         limits = [[u.resource, u.soft, u.hard] for u in ulimits]
-        proc.stdin.write(json.dumps({"spec": _spec_to_json(spec), "rlimits": limits, "cpu": cpu}).encode())
-        proc.stdin.close()
-        fd = proc.stdout.fileno()
-        while data := os.read(fd, 65536):
+        request = json.dumps({"spec": _spec_to_json(spec), "rlimits": limits, "cpu": cpu}).encode()
+        try:
+            helpers.submit(request, out_w, status_w)
+        finally:
+            os.close(out_w)
+            os.close(status_w)
+        while data := os.read(out_r, 65536):
             output(data)
-        proc.stdout.close()
-        proc.wait()
         with os.fdopen(status_r, "rb") as f:
-            status_r = None
+            status_r = -1
             outcome = f.read()
     finally:
         slots.release(cpu)
-        if status_r is not None:
+        os.close(out_r)
+        if status_r != -1:
             os.close(status_r)
+        if own:
+            helpers.close()
     try:
         result = json.loads(outcome)
     except ValueError:
-        raise BuildError(f"the RUN helper process died (exit {proc.returncode})") from None
+        raise BuildError("the RUN helper process died") from None
     for text in result.get("notes", ()) if note is not None else ():
         note(text)
     if "error" in result:
@@ -168,31 +222,63 @@ def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits
     return result["status"]
 
 
-def _child(status_fd: int) -> None:
-    from runrootless import api
-    from umoci_py.errors import UmociError
-    data = sys.stdin.buffer.read()
-    if not data:  # a helper started ahead and not needed
-        return
-    request = json.loads(data)
-    cpu = request["cpu"]
-    spec = _spec_from_json(request["spec"])
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.sched_setaffinity(0, {cpu})
-    notes: list[str] = []
+def _serve(sock: socket.socket) -> None:
+    """The helper: fork a worker per request until the build closes the socket."""
     try:
-        for res, soft, hard in request["rlimits"]:
-            resource.setrlimit(res, (soft, hard))
-        result = {"status": api.run(spec, None, pin_cpu=True, note=notes.append)}
-    except (UmociError, OSError) as err:
-        result = {"error": str(err)}
-    result["notes"] = notes
-    sys.stdout.flush()
-    with os.fdopen(status_fd, "w") as f:
-        f.write(json.dumps(result))
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # the build decides what an interrupt ends
+        try:
+            import runrootless.api  # noqa: F401  (the point: every worker starts with it)
+        except Exception:  # noqa: BLE001  (a worker's own import reports it as the step's error)
+            pass
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(sock, _MAX_REQUEST, 2)
+            except InterruptedError:
+                continue
+            if not msg:
+                return
+            if os.fork() == 0:
+                sock.close()
+                _worker(msg, *fds)
+            for fd in fds:
+                os.close(fd)
+    finally:
+        os._exit(0)
+
+
+def _worker(request_bytes: bytes, out_fd: int, status_fd: int) -> None:
+    """Run one step with stdout and stderr on out_fd and its outcome on status_fd; never returns."""
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the tracer waits for its children
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        for fd in (null, out_fd):
+            os.close(fd)
+        from runrootless import api
+        from umoci_py.errors import UmociError
+        request = json.loads(request_bytes)
+        os.sched_setaffinity(0, {request["cpu"]})
+        notes: list[str] = []
+        try:
+            for res, soft, hard in request["rlimits"]:
+                resource.setrlimit(res, (soft, hard))
+            result = {"status": api.run(_spec_from_json(request["spec"]), None, pin_cpu=True, note=notes.append)}
+        except (UmociError, OSError) as err:
+            result = {"error": str(err)}
+        result["notes"] = notes
+        with os.fdopen(status_fd, "w") as f:
+            f.write(json.dumps(result))
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
 
 
 if __name__ == "__main__":
-    _child(int(sys.argv[1]))
+    _serve(socket.socket(fileno=int(sys.argv[1])))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from layer_tars import entry, make_tar
@@ -161,22 +163,65 @@ def test_base_capability_survives_chmod_and_touch_not_a_write_or_chown(tmp_path,
     assert paths["/caps/chmodded"]["mode"] == "0711"
 
 
-def test_the_run_helper_starts_at_a_miss_before_a_run_and_never_in_a_cached_build(tmp_path, busybox_layout,
-                                                                                   monkeypatch):
-    spawned = []
-    spawn = runstep._spawn
-    monkeypatch.setattr(runstep, "_spawn", lambda: spawned.append(1) or spawn())
-    # the last stage misses too, but runs nothing: it starts no helper
-    ctx = context(tmp_path, busybox_layout, "FROM BASE AS a\nCOPY f /f\nRUN cat /f > /g\n\n"
-                                            "FROM BASE\nCOPY f /h\nCOPY --from=a /g /g\n")
+def _children() -> set[str]:
+    """The pids of this process's children, alive or not yet reaped."""
+    return {pid for task in Path("/proc/self/task").iterdir()
+            for pid in (task / "children").read_text().split()}
+
+
+TWO_RUN_STAGES = "FROM BASE AS a\nCOPY f /f\nRUN cat /f > /g\n\nFROM BASE\nRUN echo b > /b\nCOPY --from=a /g /g\n"
+
+
+def test_one_run_helper_forked_per_build_serves_every_run_and_ends_with_it(tmp_path, busybox_layout,
+                                                                          monkeypatch):
+    forks = []
+    fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or fork())
+    before = _children()
+    ctx = context(tmp_path, busybox_layout, TWO_RUN_STAGES)
     (ctx / "f").write_text("1\n")
+    result, log, _ = build(tmp_path, ctx, tags=["two"])
+    assert not isinstance(result, BuildError), log
+    assert len(forks) == 1  # the helper; its workers are its own forks
+    assert _children() == before
+    layout, _, man, _ = image(tmp_path, "two")
+    assert layer_files(layout, man["layers"][-2])["b"][1] == b"b\n"
+    assert layer_files(layout, man["layers"][-1])["g"][1] == b"1\n"
+
+
+def test_a_build_in_a_process_with_threads_spawns_its_run_helper(tmp_path, busybox_layout, monkeypatch):
+    # a fork with other threads running is unsafe: the helper is a new interpreter then
+    forks = []
+    fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or fork())
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    before = _children()
+    try:
+        ctx = context(tmp_path, busybox_layout, TWO_RUN_STAGES)
+        (ctx / "f").write_text("2\n")
+        result, log, _ = build(tmp_path, ctx, tags=["two"])
+    finally:
+        release.set()
+        other.join()
+    assert not isinstance(result, BuildError), log
+    assert forks == []
+    assert _children() == before
+    layout, _, man, _ = image(tmp_path, "two")
+    assert layer_files(layout, man["layers"][-1])["g"][1] == b"2\n"
+
+
+def test_a_cached_build_ends_its_run_helper_too(tmp_path, busybox_layout):
+    ctx = context(tmp_path, busybox_layout, TWO_RUN_STAGES)
+    (ctx / "f").write_text("3\n")
     first, log, _ = build(tmp_path, ctx)
     assert not isinstance(first, BuildError), log
-    assert len(spawned) == 1  # started at the COPY's miss, taken by the RUN
+    before = _children()
     again, log, _ = build(tmp_path, ctx)
     assert not isinstance(again, BuildError), log
     assert set(step_states(log).values()) == {"CACHED"}
-    assert len(spawned) == 1
+    assert _children() == before
 
 
 def test_run_helper_ignores_modules_in_the_working_directory(tmp_path, busybox_layout):
