@@ -45,12 +45,14 @@ def build_and_export(stdin: BinaryIO, stderr, *, context: Path, dockerfile: Path
                      cache_to: str | None = None, cache_from=(), build_contexts=(), tls_ca=(), insecure=(),
                      quiet: bool = False, iidfile: Path | None = None, metadata_file: Path | None = None,
                      labels=(), annotations=(), pull: bool = False, no_cache_filter=(), network: str | None = None,
-                     add_hosts=(), shm_size: str | None = None, ulimits=(), ssh: dict[str, Path] | None = None):
+                     add_hosts=(), shm_size: str | None = None, ulimits=(), ssh: dict[str, Path] | None = None,
+                     run_helper=None):
     """Build as `orca-build build`'s flags ask (the CLI has parsed build_args,
     secrets and ssh into typed values; the rest are the flags' strings), its
     progress on stderr, and export the result.  (BuildResult, the outputs'
     Delivery); UmociError or OSError on failure.  `context` or `dockerfile`
-    `-` read stdin: a tar of the context (or a Dockerfile), or the Dockerfile."""
+    `-` read stdin: a tar of the context (or a Dockerfile), or the Dockerfile.
+    run_helper: an orca.runstep.Helpers started ahead, which the build closes."""
     from orca import metadata, runsettings
     from orca.cache import CacheStore, default_cache_dir
     from orca.execute import BuildRequest, run_build
@@ -93,7 +95,8 @@ def build_and_export(stdin: BinaryIO, stderr, *, context: Path, dockerfile: Path
                            no_cache_stages=frozenset(s.lower() for s in no_cache_filter), run=run_settings,
                            labels=image_labels, annotations=annotated, pull=pull, platform=platform,
                            jobs=jobs or os.cpu_count() or 1, cache_dir=cache_dir,
-                           progress=progress, registry=client, cache=store, contexts=named)
+                           progress=progress, registry=client, cache=store, contexts=named,
+                           run_helper=run_helper)
         with store.layout.writer():  # an image only in the cache stays there until it is exported
             # the progress is closed before an error is printed, so its last redraw cannot cover it
             with req.progress:

@@ -157,10 +157,13 @@ COLLECTED = {"build_args": parse_build_args, "secrets": parse_secrets, "ssh": pa
 
 def build(**flags):
     """Build the Dockerfile in CONTEXT (-: a tar of the context, or a Dockerfile, on stdin)."""
-    from orca.buildflags import build_and_export
+    from orca.runstep import Helpers
 
-    result, delivery = _run(lambda: build_and_export(sys.stdin.buffer, sys.stderr, **flags),
-                            output_shown=not flags["quiet"] and flags["progress_mode"] != "quiet")
+    with Helpers().start() as helper:  # first: its start overlaps all before the first RUN
+        from orca.buildflags import build_and_export
+
+        result, delivery = _run(lambda: build_and_export(sys.stdin.buffer, sys.stderr, run_helper=helper, **flags),
+                                output_shown=not flags["quiet"] and flags["progress_mode"] != "quiet")
     if not any(o.dest == "-" for o in delivery.exports):  # stdout may be the output itself
         print(result.descriptor["digest"])
 

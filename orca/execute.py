@@ -92,10 +92,7 @@ class Builder:
         self._mode_lock = threading.Lock()
         self._digests = None
         self.slots = CpuSlots()
-        self.helpers = Helpers()
-        if any(isinstance(ins, Run) for i in self.plan.order for ins in self.plan.stages[i].instrs):
-            # before this build starts a thread: see orca.runstep
-            self.helpers.fork()
+        self.helpers = req.run_helper or Helpers()  # the build's, closed with it
         self.layer_jobs = LayerJobs()
         self.notes = Notes(lambda text: req.progress.info(f"note: {text}"))
         self.platform_str = "/".join(p for p in (platform.os, platform.architecture, platform.variant) if p)
@@ -469,8 +466,8 @@ class StageRun:
             self.key = digest_of({"parent": self.key, "link": chain}) if link else chain
             if rec is None and run_ahead:
                 # every later step of the stage misses too: the RUN helper's
-                # start-up (~60 ms) overlaps the steps before the RUN
-                self.b.helpers.prestart()
+                # start-up (~40 ms) overlaps the steps before the RUN
+                self.b.helpers.start()
             if rec is not None:
                 if link:
                     self._append(pycopy.deepcopy(rec["image"]))
@@ -525,6 +522,7 @@ class BuildRequest:
     dockerfile_text: str | None = None      # the Dockerfile itself (`-f -`), named `dockerfile` or "Dockerfile"
     load: bool = True                       # into `layout` and tagged; else only into the cache's layout
     contexts: dict = field(default_factory=dict)  # --build-context: name -> orca.contexts.NamedContext
+    run_helper: Helpers | None = None       # started ahead by the caller; else at a stage's first miss
 
 
 def run_build(req: BuildRequest) -> BuildResult:

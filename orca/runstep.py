@@ -6,18 +6,16 @@ process would take each other's stops and share a CPU.  Each step therefore
 runs in a worker process pinned to the least busy CPU; the container's
 merged stdout+stderr come back on one pipe and the outcome on another.
 
-Workers are forked by one helper process per build, which has runrootless
-imported already: a fresh interpreter per step spent ~40 ms starting and
-importing before its container could start.  The helper is forked from the
-build process before any of its threads start (a fork is safe only then),
-so it starts with everything the build imported; where the build already
-has threads (a build run in-process by a caller) it is started as
-`python -P -m orca.runstep` instead.
+Workers are forked by one helper process per build, a fresh interpreter
+(`python -P -m orca.runstep`) that imports runrootless before the first
+step asks: a fresh interpreter per step spent ~40 ms starting and importing
+before its container could start.  orca-build starts it before it even
+reads the Dockerfile, so that start overlaps everything before the first
+RUN; other callers' builds start it at a stage's first miss.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import resource
@@ -26,12 +24,9 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from orca.errors import BuildError
-
-if TYPE_CHECKING:
-    import subprocess
 
 # The hostname RUN steps see, BuildKit's: the hosts file mounted into the step
 # resolves it (runrootless adds it), so `sudo` and the like find their host.
@@ -96,56 +91,36 @@ def _spec_from_json(d: dict):
 # status pipes' write ends passed along (SCM_RIGHTS).  SOCK_SEQPACKET keeps
 # each request one message; a zero-length one never comes (EOF ends the helper).
 _MAX_REQUEST = 1 << 20
+_HELPER_FD = 3  # the helper's end of the socket, in the helper
 
 
 class Helpers:
-    """The build's RUN helper: started ahead (at the build's start when it
-    has RUN steps, else at a stage's first miss), so its start-up overlaps
-    the steps before the first RUN; close() ends it."""
+    """The build's RUN helper process; close() ends it."""
 
     def __init__(self):
         self._sock: socket.socket | None = None
-        self._pid: int | None = None  # a forked helper
-        self._proc: subprocess.Popen | None = None  # a spawned one
+        self._pid: int | None = None
         self._lock = threading.Lock()
 
-    def fork(self) -> None:
-        """Fork the helper now, if this process has no other thread (else a
-        step's first miss spawns one)."""
-        with self._lock:
-            if self._sock is not None or threading.active_count() != 1:
-                return
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            sys.stdout.flush()  # nothing buffered here is written twice by a worker
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    # Garbage the build had not collected yet is the build's:
-                    # collected here too, its finalizers (temporary
-                    # directories removed, say) would run twice.
-                    gc.freeze()
-                    ours.close()
-                    _serve(theirs)
-                finally:
-                    os._exit(0)  # whatever happened, never back into the build
-            theirs.close()
-            self._sock, self._pid = ours, pid
-
-    def prestart(self) -> None:
+    def start(self) -> Helpers:
+        """Start the helper now, if it is not running yet."""
         with self._lock:
             self._started()
+        return self
 
     def _started(self) -> socket.socket:
         if self._sock is None:
-            import subprocess  # ~2 ms to import: only builds that run a step spawn a helper
-
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                # -P: `-m` would put the working directory first on sys.path, and a
-                # build run where an orca/ or runrootless/ directory lies would run that
-                self._proc = subprocess.Popen([sys.executable, "-P", "-m", "orca.runstep", str(theirs.fileno())],
-                                              stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), close_fds=True)
+                # posix_spawn, not subprocess (~2 ms to import): a cached build
+                # starts a helper it never uses.  -P: `-m` would put the working
+                # directory first on sys.path, and a build run where an orca/ or
+                # runrootless/ directory lies would run that.
+                self._pid = os.posix_spawn(
+                    sys.executable, [sys.executable, "-P", "-m", "orca.runstep", str(_HELPER_FD)], os.environ,
+                    file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                  (os.POSIX_SPAWN_DUP2, theirs.fileno(), _HELPER_FD)],
+                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))  # as Python found them
             except BaseException:
                 ours.close()
                 raise
@@ -163,21 +138,23 @@ class Helpers:
         except OSError as err:
             raise BuildError(f"the RUN helper process is gone: {err.strerror}") from None
 
+    def __enter__(self) -> Helpers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
-            sock, pid, proc = self._sock, self._pid, self._proc
-            self._sock = self._pid = self._proc = None
+            sock, pid = self._sock, self._pid
+            self._sock = self._pid = None
         if sock is None:
             return
         sock.close()
         # killed rather than left to see the socket's end: it may still be
         # importing; its workers are processes of their own and run on
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        if proc is not None:
-            proc.kill()
-            proc.wait()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits=(),
@@ -226,7 +203,6 @@ def _serve(sock: socket.socket) -> None:
     """The helper: fork a worker per request until the build closes the socket."""
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # the build decides what an interrupt ends
         try:
             import runrootless.api  # noqa: F401  (the point: every worker starts with it)
         except Exception:  # noqa: BLE001  (a worker's own import reports it as the step's error)
@@ -251,7 +227,6 @@ def _worker(request_bytes: bytes, out_fd: int, status_fd: int) -> None:
     """Run one step with stdout and stderr on out_fd and its outcome on status_fd; never returns."""
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the tracer waits for its children
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_fd, 1)

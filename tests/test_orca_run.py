@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from layer_tars import entry, make_tar
@@ -172,44 +171,20 @@ def _children() -> set[str]:
 TWO_RUN_STAGES = "FROM BASE AS a\nCOPY f /f\nRUN cat /f > /g\n\nFROM BASE\nRUN echo b > /b\nCOPY --from=a /g /g\n"
 
 
-def test_one_run_helper_forked_per_build_serves_every_run_and_ends_with_it(tmp_path, busybox_layout,
-                                                                          monkeypatch):
-    forks = []
-    fork = os.fork
-    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or fork())
+def test_one_run_helper_per_build_serves_every_run_and_ends_with_it(tmp_path, busybox_layout, monkeypatch):
+    spawned = []
+    spawn = os.posix_spawn
+    monkeypatch.setattr(os, "posix_spawn", lambda *a, **kw: spawned.append(a[1]) or spawn(*a, **kw))
     before = _children()
     ctx = context(tmp_path, busybox_layout, TWO_RUN_STAGES)
     (ctx / "f").write_text("1\n")
     result, log, _ = build(tmp_path, ctx, tags=["two"])
     assert not isinstance(result, BuildError), log
-    assert len(forks) == 1  # the helper; its workers are its own forks
+    assert [argv[-3:-1] for argv in spawned] == [["-m", "orca.runstep"]]  # its workers are its own forks
     assert _children() == before
     layout, _, man, _ = image(tmp_path, "two")
     assert layer_files(layout, man["layers"][-2])["b"][1] == b"b\n"
     assert layer_files(layout, man["layers"][-1])["g"][1] == b"1\n"
-
-
-def test_a_build_in_a_process_with_threads_spawns_its_run_helper(tmp_path, busybox_layout, monkeypatch):
-    # a fork with other threads running is unsafe: the helper is a new interpreter then
-    forks = []
-    fork = os.fork
-    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or fork())
-    release = threading.Event()
-    other = threading.Thread(target=release.wait)
-    other.start()
-    before = _children()
-    try:
-        ctx = context(tmp_path, busybox_layout, TWO_RUN_STAGES)
-        (ctx / "f").write_text("2\n")
-        result, log, _ = build(tmp_path, ctx, tags=["two"])
-    finally:
-        release.set()
-        other.join()
-    assert not isinstance(result, BuildError), log
-    assert forks == []
-    assert _children() == before
-    layout, _, man, _ = image(tmp_path, "two")
-    assert layer_files(layout, man["layers"][-1])["g"][1] == b"2\n"
 
 
 def test_a_cached_build_ends_its_run_helper_too(tmp_path, busybox_layout):
