@@ -84,7 +84,7 @@ def test_check_layout_arg():
 def test_platforms(monkeypatch):
     for machine, expected in (("x86_64", Platform("linux", "amd64")), ("aarch64", Platform("linux", "arm64")),
                               ("armv7l", Platform("linux", "arm", "v7")), ("i686", Platform("linux", "386"))):
-        monkeypatch.setattr(refs.platformmod, "machine", lambda m=machine: m)
+        monkeypatch.setattr(refs, "_machine", lambda m=machine: m)
         assert refs.host_platform() == expected
     assert refs.parse_platform("linux/arm64/v8") == Platform("linux", "arm64", "v8")
     assert str(refs.parse_platform("linux/amd64")) == "linux/amd64"
@@ -112,7 +112,7 @@ def test_resolve_multi_platform_index(tmp_path, monkeypatch):
     root = layout.read_index()["manifests"][0]
     assert refs.resolve(layout, "multi", Platform("linux", "arm64")) == [root, arm]
     assert refs.resolve(layout, "multi", Platform("linux", "arm", "v7")) == [root, armv7]
-    monkeypatch.setattr(refs.platformmod, "machine", lambda: "x86_64")
+    monkeypatch.setattr(refs, "_machine", lambda: "x86_64")
     assert refs.resolve(layout, "multi") == [root, amd]
     with pytest.raises(RefError, match="no manifest for platform linux/s390x in tag 'multi'"):
         refs.resolve(layout, "multi", Platform("linux", "s390x"))

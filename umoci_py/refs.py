@@ -7,7 +7,7 @@ multi-platform index is resolved by platform instead of being "ambiguous".
 
 from __future__ import annotations
 
-import platform as platformmod
+import os
 import re
 from dataclasses import dataclass
 
@@ -82,8 +82,12 @@ def parse_image_arg(value: str) -> tuple[str, str]:
     return path, tag
 
 
+def _machine() -> str:
+    return os.uname().machine  # platform.machine()'s answer, without ~1 ms of importing platform
+
+
 def host_platform() -> Platform:
-    machine = platformmod.machine()
+    machine = _machine()
     arch, variant = _GOARCH.get(machine, (machine, None))
     return Platform("linux", arch, variant)
 
