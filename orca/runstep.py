@@ -16,11 +16,12 @@ RUN; other callers' builds start it at a stage's first miss.
 
 from __future__ import annotations
 
+import _socket  # not socket: see "A request" below
 import json
 import os
 import resource
 import signal
-import socket
+import struct
 import sys
 import threading
 from pathlib import Path
@@ -90,6 +91,9 @@ def _spec_from_json(d: dict):
 # A request: the spec, rlimits and CPU as JSON, with the worker's output and
 # status pipes' write ends passed along (SCM_RIGHTS).  SOCK_SEQPACKET keeps
 # each request one message; a zero-length one never comes (EOF ends the helper).
+# The build's side uses the C module _socket, not socket: importing socket (and
+# its selectors) cost every build ~1.7 ms at start, and the build only needs a
+# socketpair and sendmsg.  The helper's side, off the build's path, uses socket.
 _MAX_REQUEST = 1 << 20
 _HELPER_FD = 3  # the helper's end of the socket, in the helper
 
@@ -98,7 +102,7 @@ class Helpers:
     """The build's RUN helper process; close() ends it."""
 
     def __init__(self):
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
 
@@ -108,9 +112,9 @@ class Helpers:
             self._started()
         return self
 
-    def _started(self) -> socket.socket:
+    def _started(self) -> _socket.socket:
         if self._sock is None:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)  # close-on-exec
             try:
                 # posix_spawn, not subprocess (~2 ms to import): a cached build
                 # starts a helper it never uses.  -P: `-m` would put the working
@@ -134,7 +138,8 @@ class Helpers:
         with self._lock:
             sock = self._started()
         try:
-            socket.send_fds(sock, [request], [out_w, status_w])
+            # socket.send_fds's message: the descriptors as an array of C ints
+            sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("2i", out_w, status_w))])
         except OSError as err:
             raise BuildError(f"the RUN helper process is gone: {err.strerror}") from None
 
@@ -199,8 +204,11 @@ def run_isolated(spec, output: Callable[[bytes], None], slots: CpuSlots, ulimits
     return result["status"]
 
 
-def _serve(sock: socket.socket) -> None:
-    """The helper: fork a worker per request until the build closes the socket."""
+def _serve(fd: int) -> None:
+    """The helper: fork a worker per request until the build closes the socket fd."""
+    import socket
+
+    sock = socket.socket(fileno=fd)
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
         try:
@@ -256,4 +264,4 @@ def _worker(request_bytes: bytes, out_fd: int, status_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(socket.socket(fileno=int(sys.argv[1])))
+    _serve(int(sys.argv[1]))
