@@ -16,7 +16,6 @@ concurrent stage or the RUN helper runs on.
 from __future__ import annotations
 
 import copy
-import queue
 import threading
 from typing import Callable
 
@@ -36,7 +35,7 @@ class LayerJobs:
         self._done: dict[str, dict] = {}              # diff ID -> descriptor
         self._failed: dict[str, BaseException] = {}
         self._records: list[tuple] = []  # (store, key, description, image, chain) waiting
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs = None  # a queue.SimpleQueue, made with the thread
         self._thread: threading.Thread | None = None
         self._put_error: BaseException | None = None
 
@@ -44,13 +43,18 @@ class LayerJobs:
         """The placeholder of a layer write() stores: (descriptor, diff ID)."""
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="layer-jobs", daemon=True)
+                # here, not at start: a fully cached build stores no layer,
+                # and importing queue cost its start ~0.5 ms
+                import queue
+
+                self._jobs = queue.SimpleQueue()
+                self._thread = threading.Thread(target=self._work, args=(self._jobs,), name="layer-jobs", daemon=True)
                 self._thread.start()
         self._jobs.put((diff_id, write))
         return {PENDING: diff_id}
 
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
+    def _work(self, jobs) -> None:
+        while (job := jobs.get()) is not None:
             diff_id, write = job
             try:
                 desc, written = write()
