@@ -21,6 +21,7 @@ from umoci_py import securejoin
 from umoci_py.rootless import XATTR_NAME, encode_owner
 from umoci_py.unpriv import remove_tree
 
+from orca.dockerfile.ignore import never as _never  # nothing excluded
 from orca.errors import BuildError
 from orca.filedata import copy_data
 
@@ -32,10 +33,6 @@ GLOB_CHARS = set("*?[")
 class Source:
     rel: str        # path relative to the source root, "/"-separated, no leading "/"
     globbed: bool   # selected by a wildcard (affects the destination rules)
-
-
-def _never(_rel: str) -> bool:  # nothing excluded
-    return False
 
 
 def select(root: Path, patterns: list[str], what: str, excluded: Excluded = _never) -> list[Source]:
@@ -479,15 +476,3 @@ def mount_point(rootfs: Path, target: str, is_dir: bool = True) -> Callable[[], 
 
 def _never_undo() -> None:
     pass
-
-
-def context_filter(context: Path, dockerfile: Path) -> Excluded:
-    """The .dockerignore of the build (<Dockerfile>.dockerignore first) as a
-    predicate on context-relative paths."""
-    for candidate in (Path(str(dockerfile) + ".dockerignore"), Path(context) / ".dockerignore"):
-        if candidate.is_file():
-            from orca.dockerfile import ignore
-            matcher = ignore.Matcher(ignore.read(candidate.read_text(encoding="utf-8", errors="replace"),
-                                                 str(candidate)))
-            return matcher.matches
-    return _never

@@ -27,7 +27,6 @@ from umoci_py.errors import UmociError
 from umoci_py.mutate import format_time_ns
 
 from orca import steps
-from orca.copy import context_filter
 from orca.cache import CacheStore, digest_of
 from orca.errors import BuildError, DockerfileError
 from orca.layerjobs import LayerJobs, is_pending
@@ -38,6 +37,7 @@ from orca.runsettings import RunSettings
 from orca.runstep import CpuSlots, Helpers, Notes
 from orca.metadata import Annotation, of_kind
 from orca.dockerfile import lexer
+from orca.dockerfile.ignore import context_filter
 from orca.dockerfile.instructions import Instruction, Run
 
 if TYPE_CHECKING:

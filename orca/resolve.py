@@ -106,8 +106,9 @@ class Resolver:
         context: owned 0:0, its .dockerignore applied), keyed by content."""
         from orca import copy as cp
         from orca.copyrootfs import Snapshot  # the layer code, for builds that read a directory context
+        from orca.dockerfile.ignore import context_filter
 
-        excluded = cp.context_filter(path, path / "Dockerfile")
+        excluded = context_filter(path, path / "Dockerfile")
         sources = cp.select(path, ["."], what, excluded)
         snap = Snapshot(Path(tempfile.mkdtemp(prefix="context-", dir=self.store.path.parent)), self.store)
         try:

@@ -6,8 +6,9 @@ Paths are context-relative, ``/``-separated, without a leading ``./``.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 from orca.errors import IgnoreFileError
 
@@ -21,6 +22,21 @@ def choose_ignore_file(dockerfile: str, names: Collection[str]) -> str | None:
         if candidate in names:
             return candidate
     return None
+
+
+def never(_rel: str) -> bool:
+    """The predicate of no .dockerignore: nothing excluded."""
+    return False
+
+
+def context_filter(context: Path, dockerfile: Path) -> Callable[[str], bool]:
+    """The .dockerignore of the build (<Dockerfile>.dockerignore first) as a
+    predicate on context-relative paths."""
+    for candidate in (Path(str(dockerfile) + DEFAULT_NAME), Path(context) / DEFAULT_NAME):
+        if candidate.is_file():
+            source = str(candidate)
+            return Matcher(read(candidate.read_text(encoding="utf-8", errors="replace"), source)).matches
+    return never
 
 
 def read(text: str, source: str = DEFAULT_NAME) -> list[str]:
