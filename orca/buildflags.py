@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import BinaryIO
 
 from orca.errors import BuildError
+
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 def default_layout() -> Path:

@@ -11,9 +11,9 @@ import fnmatch
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import xattr
 

@@ -19,7 +19,6 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from umoci_py import mediatypes, refs
 from umoci_py.cas import Layout
@@ -40,6 +39,7 @@ from orca.dockerfile import lexer
 from orca.dockerfile.ignore import context_filter
 from orca.dockerfile.instructions import Instruction, Run
 
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
 if TYPE_CHECKING:
     from orca.copyrootfs import Snapshot
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from orca.errors import BuildError
 

@@ -15,9 +15,13 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
+if TYPE_CHECKING:
+    from typing import TextIO
 
 MODES = ("auto", "plain", "quiet")
 TAIL_LINES = 20

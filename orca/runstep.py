@@ -24,8 +24,8 @@ import signal
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orca.errors import BuildError
 

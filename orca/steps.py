@@ -14,9 +14,9 @@ import os
 import posixpath
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 from umoci_py.errors import UmociError
 
@@ -26,6 +26,7 @@ from orca.dockerfile import instructions as di
 from orca.dockerfile.instructions import parse_chmod, parse_mount, parse_ports
 from orca.errors import BuildError, DockerfileError, OrcaError
 
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
 if TYPE_CHECKING:
     from orca import mounts as mnt
     from orca.execute import StageRun

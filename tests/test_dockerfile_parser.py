@@ -1,5 +1,9 @@
 """Dockerfile parsing as BuildKit's frontend does it (notes §1.1-1.5, 1.10, 1.11)."""
 
+import dataclasses
+import subprocess
+import sys
+
 import pytest
 
 from orca.dockerfile import instructions as ins
@@ -71,6 +75,28 @@ def test_keyword_case_insensitive():
     df = parse("from a AS B\nrun x\nCoPy a b\n")
     assert df.stages[0].name == "b"
     assert [type(i) for i in df.stages[0].instructions] == [ins.Run, ins.Copy]
+
+
+_FIELD_NAMES = """
+import dataclasses
+from orca.dockerfile import instructions as ins
+classes = [c for c in vars(ins).values() if isinstance(c, type) and issubclass(c, ins.Instruction)]
+print(" ".join(sorted({f.name for c in classes for f in dataclasses.fields(c)})))
+"""
+
+
+def test_keyword_is_a_class_attribute_not_a_field():
+    """Not an __init__ argument, nor part of equality and repr; also where
+    typing is not imported (orca-build's start), without which dataclass()
+    would take a ClassVar annotation for a field."""
+    run = one("RUN x")
+    assert run.keyword == "RUN" and "keyword" not in repr(run)
+    assert run == ins.Run(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)})
+    without_typing, with_typing = (
+        subprocess.run([sys.executable, "-c", first + _FIELD_NAMES], capture_output=True, text=True,
+                       check=True).stdout.split() for first in ("", "import typing\n"))
+    assert without_typing == with_typing
+    assert "keyword" not in without_typing and {"line", "cmd", "image", "sources"} <= set(without_typing)
 
 
 @pytest.mark.parametrize("text, message", [

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
+if TYPE_CHECKING:
+    from typing import Any
 
 _KIND_NAMES = {dict: "a JSON object", list: "a JSON array", str: "a JSON string"}
 

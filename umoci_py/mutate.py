@@ -13,11 +13,14 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from umoci_py import mediatypes
 from umoci_py.cas import Layout
 from umoci_py.errors import LayoutError, UsageError
+
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 UNCOMPRESSED_SIZE_ANNOTATION = "ci.umo.uncompressed_blob_size"
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")

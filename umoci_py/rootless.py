@@ -15,9 +15,12 @@ import errno
 import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from .errors import LayerError
+
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 XATTR_NAME = "user.rootlesscontainers"
 NOOP = 0xFFFFFFFF

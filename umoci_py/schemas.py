@@ -14,9 +14,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-
-from typing import Callable
 
 from .errors import SchemaError
 

@@ -14,9 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from typing import Callable, TypeVar
+from collections.abc import Callable
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 
 class Access:

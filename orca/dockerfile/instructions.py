@@ -19,7 +19,6 @@ import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
 
 from orca.errors import DockerfileError
 
@@ -96,7 +95,9 @@ class Instruction(_Value):
     """Common location data: ``line``..``end_line`` are 1-based and inclusive;
     ``original`` is the logical line (continuations joined, no heredoc bodies)."""
 
-    keyword: ClassVar[str] = ""
+    # unannotated, so a class attribute and not a field: dataclass() knows a
+    # ClassVar annotation only with typing imported, ~2 ms of every start
+    keyword = ""
     line: int
     end_line: int
     original: str
@@ -106,7 +107,7 @@ class Instruction(_Value):
 class From(Instruction):
     """``FROM image [AS name]``."""
 
-    keyword: ClassVar[str] = "FROM"
+    keyword = "FROM"
     image: str
     platform: str | None = None
     name: str | None = None  # lower-cased stage name
@@ -168,7 +169,7 @@ class Run(Instruction):
     starts with ``#!``) ``script_file`` is that heredoc: write it 0755 at
     ``/dev/pipes/<name>`` and ``cmd`` is that path, run directly."""
 
-    keyword: ClassVar[str] = "RUN"
+    keyword = "RUN"
     cmd: tuple[str, ...]
     shell_form: bool
     mounts: tuple[Mount, ...] = ()
@@ -182,7 +183,7 @@ class Run(Instruction):
 class Cmd(Instruction):
     """``CMD``: exec form or shell form."""
 
-    keyword: ClassVar[str] = "CMD"
+    keyword = "CMD"
     cmd: tuple[str, ...]
     shell_form: bool
 
@@ -191,7 +192,7 @@ class Cmd(Instruction):
 class Entrypoint(Instruction):
     """``ENTRYPOINT``: exec form or shell form."""
 
-    keyword: ClassVar[str] = "ENTRYPOINT"
+    keyword = "ENTRYPOINT"
     cmd: tuple[str, ...]
     shell_form: bool
 
@@ -200,7 +201,7 @@ class Entrypoint(Instruction):
 class Shell(Instruction):
     """``SHELL [...]``: the shell of later shell forms."""
 
-    keyword: ClassVar[str] = "SHELL"
+    keyword = "SHELL"
     shell: tuple[str, ...]
 
 
@@ -208,7 +209,7 @@ class Shell(Instruction):
 class Env(Instruction):
     """``pairs`` are (key, value) as written, quotes included."""
 
-    keyword: ClassVar[str] = "ENV"
+    keyword = "ENV"
     pairs: tuple[tuple[str, str], ...]
 
 
@@ -216,7 +217,7 @@ class Env(Instruction):
 class Label(Instruction):
     """``LABEL key=value ...``, quotes as written."""
 
-    keyword: ClassVar[str] = "LABEL"
+    keyword = "LABEL"
     pairs: tuple[tuple[str, str], ...]
 
 
@@ -231,7 +232,7 @@ class ArgDef(_Value):
 class Arg(Instruction):
     """``ARG name[=default] ...``."""
 
-    keyword: ClassVar[str] = "ARG"
+    keyword = "ARG"
     args: tuple[ArgDef, ...]
 
 
@@ -239,7 +240,7 @@ class Arg(Instruction):
 class Expose(Instruction):
     """Ports as written; expand with ``process_words`` then ``parse_ports``."""
 
-    keyword: ClassVar[str] = "EXPOSE"
+    keyword = "EXPOSE"
     ports: tuple[str, ...]
 
 
@@ -247,7 +248,7 @@ class Expose(Instruction):
 class Volume(Instruction):
     """``VOLUME``: the paths as written."""
 
-    keyword: ClassVar[str] = "VOLUME"
+    keyword = "VOLUME"
     paths: tuple[str, ...]
 
 
@@ -255,7 +256,7 @@ class Volume(Instruction):
 class User(Instruction):
     """``USER user[:group]``."""
 
-    keyword: ClassVar[str] = "USER"
+    keyword = "USER"
     user: str
 
 
@@ -263,7 +264,7 @@ class User(Instruction):
 class Workdir(Instruction):
     """``WORKDIR path``."""
 
-    keyword: ClassVar[str] = "WORKDIR"
+    keyword = "WORKDIR"
     path: str
 
 
@@ -272,7 +273,7 @@ class Copy(Instruction):
     """``sources`` are paths (or URLs for ADD); heredoc sources are in
     ``heredocs`` (file name = heredoc name, mode 0644)."""
 
-    keyword: ClassVar[str] = "COPY"
+    keyword = "COPY"
     sources: tuple[str, ...]
     dest: str
     heredocs: tuple[Heredoc, ...] = ()
@@ -288,7 +289,7 @@ class Copy(Instruction):
 class Add(Copy):
     """``ADD``: COPY plus URLs, archives and their options."""
 
-    keyword: ClassVar[str] = "ADD"
+    keyword = "ADD"
     checksum: str | None = None
     keep_git_dir: bool = False
     unpack: bool | None = None  # None: the default (local archives unpacked)
@@ -298,7 +299,7 @@ class Add(Copy):
 class StopSignal(Instruction):
     """``STOPSIGNAL signal``."""
 
-    keyword: ClassVar[str] = "STOPSIGNAL"
+    keyword = "STOPSIGNAL"
     signal: str
 
 
@@ -307,7 +308,7 @@ class Healthcheck(Instruction):
     """``test`` is ("NONE",), ("CMD-SHELL", text) or ("CMD", arg, ...);
     durations are nanoseconds, 0 when not given."""
 
-    keyword: ClassVar[str] = "HEALTHCHECK"
+    keyword = "HEALTHCHECK"
     test: tuple[str, ...]
     interval: int = 0
     timeout: int = 0
@@ -320,7 +321,7 @@ class Healthcheck(Instruction):
 class OnBuild(Instruction):
     """``expression`` is what goes into Config.OnBuild; ``trigger`` is it parsed."""
 
-    keyword: ClassVar[str] = "ONBUILD"
+    keyword = "ONBUILD"
     expression: str
     trigger: Instruction
 
@@ -329,7 +330,7 @@ class OnBuild(Instruction):
 class Maintainer(Instruction):
     """``MAINTAINER name`` (deprecated; a label of the image)."""
 
-    keyword: ClassVar[str] = "MAINTAINER"
+    keyword = "MAINTAINER"
     name: str
 
 
