@@ -2,7 +2,8 @@
 
 A step's commit needs only its layer's diff ID (the sha256 of the tar): it
 names the next snapshot, and the steps after it go on over that snapshot.  So
-an overlay commit hashes the tar and returns, and the gzip blob is written on
+an overlay commit of a big layer (orca.snapshot.INLINE_LAYER) hashes the tar
+and returns, and the gzip blob is written on
 a thread of its own, from the committed snapshot (immutable, and leased by the
 build).  Until then the layer's descriptor is a placeholder, {PENDING: diff
 ID}.  A cache record that holds one is written once every layer it names is

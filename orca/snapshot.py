@@ -23,6 +23,12 @@ from orca.snapstore import Lease, SnapshotStore, chain_ids
 
 ROOTLESS = MapOptions(rootless=True, uid_map=[], gid_map=[])
 
+# A layer smaller than this is written at its commit: made once and
+# compressed in a few ms, where hashing its tar now and writing it again on
+# the jobs' thread (whose start and GIL hand-overs the next step waits for)
+# cost a small COPY's commit ~6 ms.
+INLINE_LAYER = 1 << 20
+
 
 def write_layer(store: Layout, write_tar) -> tuple[dict, str]:
     """A gzip layer blob in store of the tar write_tar(file) writes, compressed
@@ -113,7 +119,8 @@ class OverlayRootfs:
 
     def commit(self, source_date_epoch: int | None, root: bool = True) -> tuple[dict, str] | None:
         """The step's changes, read from the upper: as copyrootfs.Snapshot.commit,
-        but with jobs the descriptor is a placeholder until jobs has stored it."""
+        but with jobs, a layer of INLINE_LAYER or more is compressed on their
+        thread and its descriptor is a placeholder until it is stored."""
         upper = self.upper
         userns.umount(str(self.rootfs))
         self.upper = None
@@ -128,14 +135,15 @@ class OverlayRootfs:
             def tar_of(tree: Path):
                 return lambda tar: generate_upper_layer(tree, deltas, ROOTLESS, tar, source_date_epoch)
 
-            if self.jobs is None:
+            later = self.jobs is not None and changes.data_size >= INLINE_LAYER
+            if not later:
                 desc, diff_id = write_layer(self.blobs, tar_of(upper))
             else:  # the next step needs only the diff ID: compression goes on beside it
                 diff_id = layer_blob.tar_digest(tar_of(upper))
             sid = chain_ids([self._chain_id(), diff_id])[-1] if self.chain else diff_id.split(":", 1)[1]
             self.store.add(sid, top, diff_id, upper, changes.tree, self.workdir, self.lease)
             self.chain = self.chain + [sid]
-            if self.jobs is not None:
+            if later:
                 desc = self.jobs.submit(diff_id, lambda: write_layer(self.blobs, tar_of(self.store.diff(sid))))
             return desc, diff_id
         finally:

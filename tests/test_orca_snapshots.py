@@ -121,6 +121,29 @@ def test_overlay_and_copy_give_the_same_layers(busybox_layout, tmp_path):
     assert (third["etc/group"].uid, third["etc/group"].gid, third["etc/group"].mode) == (1234, 5678, 0o640)
 
 
+def test_a_big_layer_compressed_beside_the_next_step_is_the_layer_the_copy_path_writes(busybox_layout, tmp_path):
+    # 2 MB: past orca.snapshot.INLINE_LAYER, so the overlay path writes the blob
+    # on the layer jobs' thread while the next RUN runs; the smaller layers inline
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "big").write_bytes(random.Random(5).randbytes(2_000_000))
+    (ctx / "Dockerfile").write_text(f"FROM oci:{busybox_layout}:latest\nCOPY big /big\n"
+                                    "RUN wc -c /big > /size\nCOPY big /again\n")
+    digests = {}
+    for mode in ("auto", "copy"):
+        out = tmp_path / f"out-{mode}"
+        orca("--layout", out, "--cache-dir", tmp_path / f"cache-{mode}", "--progress", "quiet", "-t", "x", ctx,
+             env={"ORCA_SNAPSHOTTER": mode, "SOURCE_DATE_EPOCH": "1700000000"})
+        (tmp_path / f"view-{mode}").mkdir()
+        validate_layout(out, tmp_path / f"view-{mode}")
+        layers = manifest_of(out, "x")["layers"]
+        digests[mode] = [d["digest"] for d in layers]
+        members = {m.name: m for m in layer_members(out, layers[-3])}
+        assert members["big"].size == 2_000_000
+        assert {m.name for m in layer_members(out, layers[-2])} - {"."} == {"size"}
+    assert digests["auto"] == digests["copy"]
+
+
 def test_the_fallback_copies_a_stage_from_the_store_without_reading_the_base_layer(busybox_layout, tmp_path):
     cache, out, ctx = tmp_path / "cache", tmp_path / "out", tmp_path / "ctx"
     ctx.mkdir()

@@ -86,6 +86,7 @@ class TreeChanges:
 class UpperChanges:
     deltas: list[mtree.Delta]  # what the layer holds, as a full-tree compare gives them
     tree: TreeChanges
+    data_size: int = 0  # bytes in the upper's regular files: about the layer's tar size
 
 
 def _public(keywords: dict[str, str]) -> dict[str, str]:
@@ -167,7 +168,9 @@ def upper_changes(upper: str | os.PathLike, lower: dict[str, str], lowers: list[
     new = mtree.Manifest([mtree.Entry(p, {**kw, "sha256digest": "upper"} if p in content else kw)
                           for p, kw in held.items()])
     new.inodes = {p: ino for p, ino in walked.inodes.items() if p in held}
-    return UpperChanges(layer_changes(old, new), TreeChanges(entries, sorted(p for p in removed if p in lower)))
+    data_size = sum(int(kw.get("size", 0)) for kw in held.values() if kw.get("type") == "file")
+    return UpperChanges(layer_changes(old, new), TreeChanges(entries, sorted(p for p in removed if p in lower)),
+                        data_size)
 
 
 def layer_changes(old: mtree.Manifest, new: mtree.Manifest) -> list[mtree.Delta]:
