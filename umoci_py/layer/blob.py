@@ -36,7 +36,10 @@ class LayerSink:
     layer the tar is ~60 ms, either hash ~55 ms, isal's gzip ~80 ms; with
     both hashes on the thread it was busy ~220 ms of ~240 while the tar's
     producer waited on it.  With nothing to compress (tar_digest) the
-    thread takes the hash instead."""
+    thread takes the hash instead.  A tar smaller than one chunk never
+    starts the thread: it is hashed and compressed at close(), where a
+    thread's start and hand-overs cost more than the work (~2 ms of a
+    small step's commit)."""
 
     def __init__(self, out, diff_on_thread: bool = False):
         self._out = out
@@ -47,8 +50,7 @@ class LayerSink:
         self._buf = bytearray()
         self._queue: queue.Queue = queue.Queue(4)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
         while (chunk := self._queue.get()) is not None:
@@ -74,11 +76,20 @@ class LayerSink:
         self._buf.clear()
         if not self._diff_on_thread:
             self._diff.update(chunk)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
         self._queue.put(chunk)
 
     def close(self) -> None:
         """Wait for what was written to be compressed (idempotent)."""
-        if self._thread.is_alive():
+        if self._thread is None:
+            chunk = bytes(self._buf)
+            self._buf.clear()
+            if chunk:
+                self._diff.update(chunk)
+                self._out.write(chunk)
+        elif self._thread.is_alive():
             if self._buf:
                 self._hand_over()
             self._queue.put(None)
