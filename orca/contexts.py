@@ -68,7 +68,8 @@ def stdin_context(data: bytes, workroot: Path):
     import tarfile
 
     from umoci_py.errors import UmociError
-    from umoci_py.layer.extract import MapOptions, extract_layer
+    from umoci_py.layer.extract import extract_layer
+    from umoci_py.layer.idmap import MapOptions
 
     d = Path(tempfile.mkdtemp(prefix="stdin-context-", dir=workroot))
     try:

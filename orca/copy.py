@@ -388,7 +388,8 @@ def extract_archive(archive: Path, rootfs: Path, dest: str) -> None:
     import gzip
     import lzma
 
-    from umoci_py.layer.extract import MapOptions, extract_layer
+    from umoci_py.layer.extract import extract_layer
+    from umoci_py.layer.idmap import MapOptions
 
     with open(archive, "rb") as raw:
         magic = raw.read(6)

@@ -223,7 +223,6 @@ class Builder:
     def snapshot(self, workdir: Path) -> Snapshot:
         """A working rootfs.  Its layer code is imported here, by builds that
         run a step: a no-change rebuild is mostly start-up time."""
-        self.o.progress.capture_logs()  # the layer code, loaded from here on, logs
         mode = self.mode()
         if mode == "overlay":
             from orca.snapshot import OverlayRootfs

@@ -286,7 +286,7 @@ def write_files_tar(layout: Layout, desc: dict, f) -> None:
 
 def _rootless():
     """Owners go to and come from the rootless xattr: no privileges needed."""
-    from umoci_py.layer.extract import MapOptions
+    from umoci_py.layer.idmap import MapOptions
     return MapOptions(rootless=True, uid_map=[], gid_map=[])
 
 

@@ -70,15 +70,17 @@ class Progress:
         placeholders) become output lines of the step whose thread logged
         them, instead of lines written across the terminal view: so they are
         in the plain log under the step's number, kept out of quiet, and in
-        the live view only as that step's last lines.  Only the layer code
-        logs, and a fully cached build never loads it: until logging is
-        loaded, capture_logs() is left to the code about to load it."""
+        the live view only as that step's last lines.  The library logs
+        through umoci_py.logs, which loads logging at its first warning: the
+        capture is set up then, so a build that never warns never loads it."""
+        from umoci_py import logs
+
         self._log_capture = logger
-        if "logging" in sys.modules:
-            self.capture_logs()
+        logs.before_first_warning(self.capture_logs)
         try:
             yield self
         finally:
+            logs.forget(self.capture_logs)
             self._log_capture = None
             release, self._log_release = self._log_release, None
             if release is not None:
@@ -89,7 +91,7 @@ class Progress:
         with self._lock:
             if self._log_capture is None or self._log_release is not None:
                 return
-            import logging  # ~2 ms: loaded here, by builds that run layer code
+            import logging  # loaded already: see capturing_logs
             handler = _step_log_handler(self)
             log = logging.getLogger(self._log_capture)
             saved = log.propagate

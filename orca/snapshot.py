@@ -9,17 +9,24 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from umoci_py.cas import Layout
 from umoci_py.layer import blob as layer_blob
-from umoci_py.layer.extract import MapOptions, extract_layer
-from umoci_py.layer.overlay import PRIVATE_XATTR, generate_upper_layer, unpack_layer_as_upper, upper_changes
-from umoci_py.unpack import InflateLimit, open_layer
+from umoci_py.layer.idmap import MapOptions
+from umoci_py.layer.overlay import PRIVATE_XATTR, generate_upper_layer, upper_changes
 from umoci_py.unpriv import remove_tree
 
 from orca import userns
 from orca.layerjobs import LayerJobs
 from orca.snapstore import Lease, SnapshotStore, chain_ids
+
+if TYPE_CHECKING:
+    from umoci_py.unpack import InflateLimit
+
+# Extraction (umoci_py.layer.extract, .overlayunpack, umoci_py.unpack) is
+# imported where a layer is extracted: a build whose snapshots exist, as a
+# rebuild's, commits without it (~3 ms of its first step).
 
 ROOTLESS = MapOptions(rootless=True, uid_map=[], gid_map=[])
 
@@ -44,12 +51,13 @@ class OverlayRootfs:
     a commit turns into the next snapshot.  Same interface as copyrootfs.Snapshot."""
 
     def __init__(self, workdir: Path, blobs: Layout, store: SnapshotStore, lease: Lease,
-                 inflate: InflateLimit = InflateLimit(), jobs: LayerJobs | None = None):
+                 inflate: InflateLimit | None = None, jobs: LayerJobs | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.rootfs = self.workdir / "merged"
         self.rootfs.mkdir(exist_ok=True)
-        self.blobs, self.store, self.lease, self.inflate = blobs, store, lease, inflate
+        self.blobs, self.store, self.lease = blobs, store, lease
+        self.inflate = inflate  # None: umoci_py.unpack's default bound, once a layer is extracted
         self.jobs = jobs  # None: a commit compresses its layer before it returns
         self.chain: list[str] = []           # snapshot ids, bottom first
         self.upper: Path | None = None       # mounted with an upper when not None
@@ -96,11 +104,15 @@ class OverlayRootfs:
     def _extract(self, ids: list[str], i: int, desc: dict, diff_id: str) -> None:
         """Snapshot ids[i]: the layer extracted through an overlay on its
         parents (a base layer, with nothing below, straight into its upper)."""
+        from umoci_py.layer.extract import extract_layer
+        from umoci_py.unpack import InflateLimit, open_layer
+
+        inflate = self.inflate or InflateLimit()
         parent = ids[i - 1] if i else None
         upper, work = self._fresh_upper(parent)
         if parent is None:
             add_base_snapshot(self.store, ids[i], self.blobs, desc, diff_id, upper, self.workdir, self.lease,
-                              self.inflate)
+                              inflate)
             remove_tree(upper.parent)
             return
         lowers = self._lowers(ids[:i])
@@ -108,7 +120,7 @@ class OverlayRootfs:
         target.mkdir()
         userns.mount_overlay(lowers, str(upper), str(work), str(target))
         try:
-            with open_layer(self.blobs, desc, self.inflate) as stream:
+            with open_layer(self.blobs, desc, inflate) as stream:
                 extract_layer(stream, target, ROOTLESS)
                 stream.finish()
         finally:
@@ -163,6 +175,9 @@ def add_base_snapshot(store: SnapshotStore, sid: str, blobs: Layout, desc: dict,
                       workdir: Path, lease: Lease, inflate: InflateLimit) -> None:
     """Snapshot sid of a layer with nothing below: the layer unpacked
     straight into the empty directory upper, which moves into the store."""
+    from umoci_py.layer.overlayunpack import unpack_layer_as_upper
+    from umoci_py.unpack import open_layer
+
     with open_layer(blobs, desc, inflate) as stream:
         unpack_layer_as_upper(stream, upper, ROOTLESS, bottom=True)  # overlay's own xattrs never reach it
         stream.finish()

@@ -9,7 +9,8 @@ import tarfile
 from pathlib import Path
 
 from umoci_py import compress
-from umoci_py.layer.extract import MapOptions, extract_layer
+from umoci_py.layer.extract import extract_layer
+from umoci_py.layer.idmap import MapOptions
 
 ROOTLESS = MapOptions(rootless=True)
 

@@ -9,7 +9,7 @@ import pytest
 
 from umoci_py import bundle
 from umoci_py.errors import BundleError, UsageError
-from umoci_py.layer.extract import IdMap, MapOptions
+from umoci_py.layer.idmap import IdMap, MapOptions
 
 IMAGE = {"os": "linux", "architecture": "amd64", "created": "2025-01-02T03:04:05Z",
          "config": {"Env": ["PATH=/bin", "FOO=bar"], "Entrypoint": ["/bin/ep"], "Cmd": ["-x"],

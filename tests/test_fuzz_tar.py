@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from fuzz_settings import bounded
 from hostile.corpus import make_canary, member, snapshot, tar
 from umoci_py.errors import UmociError
-from umoci_py.layer.extract import MapOptions, extract_layer
+from umoci_py.layer.extract import extract_layer
+from umoci_py.layer.idmap import MapOptions
 from umoci_py.layer.tarstream import TarStream
 from umoci_py.unpriv import remove_tree
 

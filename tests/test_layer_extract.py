@@ -13,7 +13,8 @@ from layer_tars import ROOTLESS, apply, entry, extract_image, umoci_mtree, xattr
 
 from umoci_py import mtree
 from umoci_py.errors import LayerError
-from umoci_py.layer.extract import DEVICE_XATTR, extract_layer
+from umoci_py.layer.extract import extract_layer
+from umoci_py.layer.names import DEVICE_XATTR
 from umoci_py_helpers import umoci_unpack
 
 OWNER = "user.rootlesscontainers"

@@ -11,7 +11,7 @@ from layer_tars import apply, contents, entry, headers, raw_names
 
 from umoci_py import mtree, rootless
 from umoci_py.errors import LayerError
-from umoci_py.layer.extract import MapOptions
+from umoci_py.layer.idmap import MapOptions
 from umoci_py.layer.generate import generate_insert_layer, generate_layer
 
 ROOTLESS = MapOptions(rootless=True)

@@ -10,8 +10,8 @@ import tarfile
 
 from umoci_py import mtree
 from umoci_py.layer.generate import generate_layer
-from umoci_py.layer.overlay import (OPAQUE_XATTR, generate_upper_layer, layer_changes, manifest,
-                                    unpack_layer_as_upper, upper_changes)
+from umoci_py.layer.overlay import OPAQUE_XATTR, generate_upper_layer, layer_changes, manifest, upper_changes
+from umoci_py.layer.overlayunpack import unpack_layer_as_upper
 from layer_tars import ROOTLESS, apply, entry, make_tar
 
 LOWER = [entry(".", tarfile.DIRTYPE), entry("a", data=b"a"), entry("d", tarfile.DIRTYPE),

@@ -13,7 +13,7 @@ from layer_tars import apply, entry
 
 from umoci_py import mtree, rootless
 from umoci_py.errors import LayerError
-from umoci_py.layer.extract import MapOptions
+from umoci_py.layer.idmap import MapOptions
 from umoci_py.layer.generate import generate_layer
 from umoci_py.layer.overlay import layer_changes
 from umoci_py.layer.tarwrite import FLUSH, TarWriter, header

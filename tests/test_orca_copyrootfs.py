@@ -21,7 +21,8 @@ from layer_tars import ROOTLESS, entry, make_tar
 from umoci_py import mtree, rootless
 from umoci_py.cas import Layout
 from umoci_py.layer.extract import extract_layer
-from umoci_py.layer.overlay import TreeChanges, unpack_layer_as_upper
+from umoci_py.layer.overlay import TreeChanges
+from umoci_py.layer.overlayunpack import unpack_layer_as_upper
 from umoci_py_helpers import tree_snapshot
 
 from orca.copyrootfs import CopyRootfs, StoreDigests

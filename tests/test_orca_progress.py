@@ -210,6 +210,30 @@ def test_library_warnings_are_notes_of_the_step_on_their_thread(capsys):
     assert logging.getLogger("umoci_py").propagate  # and the logger is as it was
 
 
+def test_a_warning_before_logging_is_loaded_is_still_a_note_of_its_step():
+    # a fresh process: nothing loads logging until the library's first warning
+    script = f"""
+import io, sys
+from orca.progress import Progress
+from umoci_py import logs
+out = io.StringIO()
+progress = Progress("plain", out)
+with progress.capturing_logs():
+    step = progress.start("s 1/1", "RUN x")
+    assert "logging" not in sys.modules
+    logs.warning("umoci_py.layer.extract", *{DEVICE_WARNING!r})
+    assert "logging" in sys.modules
+    progress.done(step)
+print(out.getvalue(), end="")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == ["#1 [s 1/1] RUN x", "#1 rootless{dev/null} creating empty file in place of device 1:3"]
+    assert len(lines) == 3 and lines[2].startswith("#1 DONE")
+    assert proc.stderr == ""
+
+
 def test_live_view_shows_notes_while_the_step_runs_only():
     term, clock = FakeTerminal(), Clock()
     log = logging.getLogger("umoci_py.layer.extract")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from umoci_py import jsonenc, jsonload, schemas, securejoin, unpriv
 from umoci_py.errors import BundleError, UsageError
-from umoci_py.layer.extract import IdMap, MapOptions
+from umoci_py.layer.idmap import IdMap, MapOptions
 
 CONFIG_JSON = "config.json"
 UMOCI_JSON = "umoci.json"

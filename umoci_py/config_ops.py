@@ -14,7 +14,7 @@ from umoci_py import bundle as bundle_files
 from umoci_py import mediatypes, mtree, refs
 from umoci_py.cas import Layout
 from umoci_py.errors import BundleError, LayerError, RefError, UsageError
-from umoci_py.layer.extract import MapOptions
+from umoci_py.layer.idmap import MapOptions
 from umoci_py.layer.generate import generate_insert_layer
 from umoci_py.mutate import HistoryOptions, Mutator, default_created, source_date_epoch
 

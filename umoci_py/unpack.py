@@ -20,7 +20,8 @@ from umoci_py import bundle as bundle_files
 from umoci_py import compress, mediatypes, mtree, refs
 from umoci_py.cas import Layout
 from umoci_py.errors import BundleError, LayerError
-from umoci_py.layer.extract import MapOptions, extract_layer
+from umoci_py.layer.extract import extract_layer
+from umoci_py.layer.idmap import MapOptions
 from umoci_py.unpriv import remove_tree
 
 _CHUNK = 1 << 20

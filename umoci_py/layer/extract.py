@@ -12,62 +12,20 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import posixpath
 import queue
 import stat
 import tarfile
 import threading
-from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from .. import rootless, securejoin, unpriv
+from .. import logs, rootless, securejoin, unpriv
 from ..errors import LayerError
 from ..mtree import DigestCache
+from .idmap import MapOptions, map_id
+from .names import DEVICE_XATTR, FORBIDDEN_XATTRS, OPAQUE, PAX_XATTR, WHITEOUT, clean
 from .tarstream import TarStream
-
-log = logging.getLogger(__name__)
-
-# Never extracted nor packed (umoci's specialXattrs).
-FORBIDDEN_XATTRS = frozenset({"security.selinux", "system.nfs4_acl"})
-# Our marker on a device placeholder: "c 1 3" / "b 8 0".  Written by extract
-# and by runrootless' mknod emulation; read by generate to restore the node.
-DEVICE_XATTR = "user.orca.device"
-PAX_XATTR = "SCHILY.xattr."
-WHITEOUT = ".wh."
-OPAQUE = ".wh..wh..opq"
-
-
-@dataclass(frozen=True)
-class IdMap:
-    container: int
-    host: int
-    size: int
-
-
-@dataclass
-class MapOptions:
-    rootless: bool = False
-    uid_map: list[IdMap] = field(default_factory=list)
-    gid_map: list[IdMap] = field(default_factory=list)
-
-
-def map_id(maps: list[IdMap], value: int, what: str, where: str, to_host: bool = True) -> int:
-    """Container id -> host id (or back with to_host=False); identity without maps."""
-    if not maps:
-        return value
-    for m in maps:
-        src, dst = (m.container, m.host) if to_host else (m.host, m.container)
-        if src <= value < src + m.size:
-            return dst + value - src
-    side = "" if to_host else "host "
-    raise LayerError(f"{where}: {side}{what} {value} is not in the {what} map")
-
-
-def clean(name: str) -> str:
-    """Tar entry name -> path relative to the root, '..' clamped at the root."""
-    return posixpath.normpath("/" + name).lstrip("/")
 
 
 def in_user_namespace() -> bool:
@@ -398,7 +356,8 @@ class _Extractor:
             os.mknod(path, kind | 0o600, os.makedev(ti.devmajor, ti.devminor))
             self.metadata_path(ti, rel)
             return
-        log.warning("rootless{%s} creating empty file in place of device %d:%d", rel, ti.devmajor, ti.devminor)
+        logs.warning(__name__, "rootless{%s} creating empty file in place of device %d:%d",
+                     rel, ti.devmajor, ti.devminor)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             marker = f"{'c' if ti.ischr() else 'b'} {ti.devmajor} {ti.devminor}".encode()
@@ -414,11 +373,11 @@ class _Extractor:
         out = {}
         for name, value in header_xattrs(ti).items():
             if name in FORBIDDEN_XATTRS:
-                log.warning("xattr{%s} ignoring forbidden xattr %s", rel, name)
+                logs.warning(__name__, "xattr{%s} ignoring forbidden xattr %s", rel, name)
             elif name == rootless.XATTR_NAME and self.opts.rootless:
-                log.warning("rootless{%s} ignoring special xattr %s stored in layer", rel, name)
+                logs.warning(__name__, "rootless{%s} ignoring special xattr %s stored in layer", rel, name)
             elif name in (DEVICE_XATTR, rootless.OWNERS_XATTR, rootless.CAPS_RECORD_XATTR):
-                log.warning("xattr{%s} ignoring %s stored in layer", rel, name)
+                logs.warning(__name__, "xattr{%s} ignoring %s stored in layer", rel, name)
             elif name == rootless.CAPS_XATTR:
                 try:
                     out[name] = rootless.caps_v2(value)
@@ -443,7 +402,7 @@ class _Extractor:
             key = f"{name}:{e.errno}"
             if key not in self.warned:
                 self.warned.add(key)
-                log.warning("xattr{%s} ignoring %s on %s", rel, os.strerror(e.errno), name)
+                logs.warning(__name__, "xattr{%s} ignoring %s on %s", rel, os.strerror(e.errno), name)
 
     def set_caps(self, rel: str, fd: int, value: bytes, digest: bytes) -> None:
         """A file capability, or our record of it when the kernel refuses it (EPERM:

@@ -10,20 +10,19 @@ nodes again.  File capabilities are written in their revision 2 form.
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
 import stat
 import tarfile
 from typing import BinaryIO
 
-from .. import rootless, unpriv
+from .. import logs, rootless, unpriv
 from ..errors import LayerError
 from ..mtree import Delta, layer_order, read_xattrs
 from .tarwrite import TarWriter, header
-from .extract import DEVICE_XATTR, FORBIDDEN_XATTRS, OPAQUE, PAX_XATTR, WHITEOUT, MapOptions, clean, map_id
+from .idmap import MapOptions, map_id
+from .names import DEVICE_XATTR, FORBIDDEN_XATTRS, OPAQUE, PAX_XATTR, WHITEOUT, clean
 
-log = logging.getLogger(__name__)
 
 
 class _LayerWriter:
@@ -61,7 +60,7 @@ class _LayerWriter:
         st = access.call(rel, lambda: os.lstat(path))
         mode = st.st_mode
         if stat.S_ISSOCK(mode):
-            log.warning("generate layer: ignoring socket %s", path)
+            logs.warning(__name__, "generate layer: ignoring socket %s", path)
             return
         xattrs = read_xattrs(access, rel, self.opts.rootless, path)
         uid, gid = self.owner(xattrs, st, path)
@@ -158,7 +157,7 @@ class _LayerWriter:
             except LayerError as e:
                 raise LayerError(f"{path}: {e}") from None
         if rootless.XATTR_NAME in xattrs:
-            log.warning("suspicious filesystem: %s has %s outside rootless mode", path, rootless.XATTR_NAME)
+            logs.warning(__name__, "suspicious filesystem: %s has %s outside rootless mode", path, rootless.XATTR_NAME)
         return (map_id(self.opts.uid_map, st.st_uid, "uid", path, to_host=False),
                 map_id(self.opts.gid_map, st.st_gid, "gid", path, to_host=False))
 

@@ -6,6 +6,9 @@ changed entries in full, a deleted path as a *whiteout* (a character device
 *opaque* directory (the xattr user.overlay.opaque="y" under the `userxattr`
 mount option, which an unprivileged user namespace needs).
 
+Unpacking a layer as an upper is umoci_py.layer.overlayunpack's (it needs
+extraction's machinery, which a commit does not).
+
 A layer is read from an upper without walking the merged tree: only the
 upper's entries are looked at, against the manifest of the lower tree (the
 mtree keywords of every path below, without digests, each kept as one line:
@@ -24,19 +27,15 @@ stat-keyed walk of the same change:
 from __future__ import annotations
 
 import bisect
-import filecmp
 import os
 import posixpath
 import stat
-import tarfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .. import mtree
-from ..errors import LayerError
-from .extract import OPAQUE, WHITEOUT, MapOptions, _Extractor
 from .generate import generate_layer
-from .tarstream import TarStream
+from .idmap import MapOptions
 
 # Overlay's own metadata under `userxattr`: never content of a layer.
 PRIVATE_XATTR = "user.overlay."
@@ -149,6 +148,8 @@ def upper_changes(upper: str | os.PathLike, lower: dict[str, str], lowers: list[
             hidden.append(rel)
         if entry.type == "file" and lower.get(rel) == line:
             source = _lower_file(lowers, rel)
+            import filecmp  # only for a file copied up unchanged in all but maybe its content
+
             if source is None or not filecmp.cmp(source, host, shallow=False):
                 content.add(rel)
         held[rel] = keywords
@@ -203,45 +204,3 @@ def generate_upper_layer(upper: str | os.PathLike, deltas: list[mtree.Delta], op
     """The layer tar of deltas found by upper_changes, read from the upper."""
     generate_layer(upper, deltas, opts, out, source_date_epoch=source_date_epoch,
                    hidden_xattrs=PRIVATE_XATTR)
-
-
-class _UpperExtractor(_Extractor):
-    """Extraction into an upper of its own: a whiteout entry becomes a
-    whiteout device (Linux 5.8+ lets anyone make one), an opaque marker the
-    opaque xattr on its directory.  Paths resolve within the upper only, so
-    the layer must not reach through symlinks of its lowers (an overlay
-    mount over the lowers is the way for those)."""
-
-    bottom = False  # nothing below: whiteouts hide nothing and are dropped
-
-    def whiteout(self, raw: str, dirname: str, base: str) -> None:
-        name = base[len(WHITEOUT):]
-        if not name or name in (".", ".."):
-            raise LayerError(f"layer entry {raw!r}: invalid whiteout name")
-        if self.bottom:
-            super().whiteout(raw, dirname, base)  # within the layer only, as extraction does
-            return
-        parent = self.resolve_dir(dirname, create=True)
-        self.touch_dir(parent)
-        if base == OPAQUE:
-            os.setxattr(self.host(parent), OPAQUE_XATTR, b"y", follow_symlinks=False)
-            return
-        rel = f"{parent}/{name}" if parent else name
-        if os.path.lexists(self.host(rel)):
-            if rel in self.upper:
-                return  # this layer's own entry: the whiteout hides the lowers' only
-            self.remove(rel, os.lstat(self.host(rel)))
-        os.mknod(self.host(rel), stat.S_IFCHR, os.makedev(0, 0))
-
-    def xattrs(self, ti: tarfile.TarInfo, rel: str) -> dict[str, bytes]:
-        return {k: v for k, v in super().xattrs(ti, rel).items() if not k.startswith(PRIVATE_XATTR)}
-
-
-def unpack_layer_as_upper(tar_stream: BinaryIO, upper: str | os.PathLike, opts: MapOptions,
-                          bottom: bool = False) -> None:
-    """Write the uncompressed layer tar as an overlay upper directory (umoci's
-    OverlayfsRootfs unpack), to be mounted over the layers below it; bottom:
-    there are none (a base layer), so its whiteouts apply within it alone."""
-    extractor = _UpperExtractor(os.fspath(upper), opts, False, None)
-    extractor.bottom = bottom
-    extractor.run(TarStream(tar_stream))
