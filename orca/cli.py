@@ -11,6 +11,7 @@ Parsed with argparse, not click as umoci-py and runrootless are: click cost a fu
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -396,8 +397,18 @@ def run(argv: list[str] | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The `orca-build` command."""
-    if os.environ.get("ORCA_SNAPSHOTTER", "auto") != "copy":
-        # Before any thread starts: builds mount overlayfs in it (orca.userns).
-        from orca import userns
-        userns.enter()
-    run(argv)
+    # The garbage collector, set for a process per build: the young generation
+    # is collected every 50,000 allocations rather than 700, so the imports and
+    # the parse, whose objects live as long as the process, are not walked ~30
+    # times at start; and at exit all is frozen, so the interpreter's teardown
+    # does not collect the whole heap.  Both: a fully cached apt-hello 72 -> 65 ms
+    # (its CPU time 65 -> 56 ms), ex01's build #2 136 -> 123 ms (medians of 9-15).
+    gc.set_threshold(50_000)
+    try:
+        if os.environ.get("ORCA_SNAPSHOTTER", "auto") != "copy":
+            # Before any thread starts: builds mount overlayfs in it (orca.userns).
+            from orca import userns
+            userns.enter()
+        run(argv)
+    finally:
+        gc.freeze()
