@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable  # not typing: ~2 ms of every orca-build start
 
 _lock = threading.Lock()
 _before_first: list[Callable[[], None]] = []
