@@ -9,7 +9,6 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from umoci_py.cas import Layout
 from umoci_py.layer import blob as layer_blob
@@ -21,6 +20,7 @@ from orca import userns
 from orca.layerjobs import LayerJobs
 from orca.snapstore import Lease, SnapshotStore, chain_ids
 
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
 if TYPE_CHECKING:
     from umoci_py.unpack import InflateLimit
 

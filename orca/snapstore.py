@@ -37,7 +37,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from umoci_py import jsonload
 from umoci_py.cas import flocked
@@ -45,6 +44,7 @@ from umoci_py.unpriv import remove_tree
 
 from orca.errors import BuildError
 
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
 if TYPE_CHECKING:
     from umoci_py.layer.overlay import TreeChanges
 
