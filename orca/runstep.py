@@ -141,7 +141,7 @@ class Helpers:
             # socket.send_fds's message: the descriptors as an array of C ints
             sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("2i", out_w, status_w))])
         except OSError as err:
-            raise BuildError(f"the RUN helper process is gone: {err.strerror}") from None
+            raise BuildError(f"cannot hand the step to the RUN helper process: {err.strerror}") from None
 
     def __enter__(self) -> Helpers:
         return self
