@@ -16,13 +16,13 @@ Layout of the cache directory:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from umoci_py import digest as digestmod
 from umoci_py import jsonload
 from umoci_py.cas import Layout
 from umoci_py.errors import LayoutError
@@ -45,7 +45,7 @@ def ordered(obj) -> bytes:
 
 
 def digest_of(obj) -> str:
-    return "sha256:" + hashlib.sha256(canonical(obj)).hexdigest()
+    return digestmod.from_bytes(canonical(obj))
 
 
 def key_env(env: dict[str, str]) -> list[str]:
@@ -133,7 +133,7 @@ class CacheStore:
         return sorted(out, key=lambda r: r["created"])
 
     def mount_dir(self, mount_id: str) -> Path:
-        path = self.mounts / hashlib.sha256(mount_id.encode()).hexdigest()
+        path = self.mounts / digestmod.hex_of(digestmod.from_bytes(mount_id.encode()))
         path.mkdir(exist_ok=True)
         return path
 

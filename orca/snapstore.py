@@ -28,7 +28,6 @@ prune removes it.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from umoci_py import digest as digestmod
 from umoci_py import jsonload
 from umoci_py.cas import flocked
 from umoci_py.unpriv import remove_tree
@@ -60,7 +60,7 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     out: list[str] = []
     chain = None
     for diff_id in diff_ids:
-        chain = diff_id if chain is None else "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
+        chain = diff_id if chain is None else digestmod.from_bytes(f"{chain} {diff_id}".encode())
         out.append(chain.split(":", 1)[1])
     return out
 

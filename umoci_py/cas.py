@@ -98,7 +98,7 @@ class VerifiedReader(io.RawIOBase):
         self._path = path
         self._digest = digest
         self._size = size
-        self._hasher = digestmod.Hasher()
+        self._hasher = digestmod.Hasher(size)
         self._checked = False
 
     def readable(self) -> bool:

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from .errors import BlobError
 
+# Documents (manifests, configs, cache keys: a few kB) are hashed by CPython's
+# own sha256 module, streams of unknown or large size by hashlib's OpenSSL.
+# OpenSSL's is ~4x faster per byte (SHA-NI), but loading it costs a process
+# ~2 ms, and a fully cached build hashes nothing but documents.
+try:
+    from _sha256 import sha256 as _document_sha256  # Python 3.11
+except ImportError:
+    try:
+        from _sha2 import sha256 as _document_sha256  # 3.12 and later
+    except ImportError:
+        from hashlib import sha256 as _document_sha256
+
 ALGORITHM = "sha256"
 DIGEST_RE = re.compile(r"^sha256:([a-f0-9]{64})$")
+DOCUMENT_SIZE = 1 << 20  # at most this many bytes: hashed as a document
 
 
 def from_bytes(data: bytes) -> str:
     """The ``sha256:<hex>`` digest of ``data``."""
-    return f"{ALGORITHM}:{hashlib.sha256(data).hexdigest()}"
+    return f"{ALGORITHM}:{_sha256(len(data))(data).hexdigest()}"
+
+
+def _sha256(size: int | None):
+    """The sha256 constructor for size bytes (None: not known)."""
+    if size is not None and size <= DOCUMENT_SIZE:
+        return _document_sha256
+    import hashlib
+
+    return hashlib.sha256
 
 
 def from_hex(hexdigest: str) -> str:
@@ -37,10 +58,11 @@ def is_valid(digest: str) -> bool:
 
 
 class Hasher:
-    """Running sha256 plus byte count, for streams."""
+    """Running sha256 plus byte count, for streams; expected_size, if
+    known, picks the implementation."""
 
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
+    def __init__(self, expected_size: int | None = None) -> None:
+        self._hash = _sha256(expected_size)()
         self.size = 0
 
     def update(self, data: bytes) -> None:
