@@ -33,7 +33,7 @@ from umoci_py.unpack import InflateLimit, open_layer
 from umoci_py.unpriv import remove_tree
 
 from orca.snapshot import ROOTLESS, add_base_snapshot, write_layer
-from orca.snapstore import Lease, SnapshotStore, chain_ids
+from orca.snapstore import Lease, SnapshotStore, chain_ids, next_chain_id
 from orca.treecopy import Origins, apply_upper, upper_from_deltas
 
 
@@ -264,7 +264,7 @@ class CopyRootfs(Snapshot):
     def _committed(self, diff_id: str, deltas: list[mtree.Delta], current: mtree.Manifest) -> None:
         """The layer becomes the next snapshot (unless made before, by this build or another)."""
         parent = self.chain[-1] if self.chain else None
-        sid = chain_ids(["sha256:" + parent, diff_id])[-1] if parent else diff_id.split(":", 1)[1]
+        sid = next_chain_id(parent, diff_id)
         if self.snapshots.use([sid], self.lease):
             with self.snapshots.making(sid):
                 if not self.snapshots.has(sid):

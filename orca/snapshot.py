@@ -18,7 +18,7 @@ from umoci_py.unpriv import remove_tree
 
 from orca import userns
 from orca.layerjobs import LayerJobs
-from orca.snapstore import Lease, SnapshotStore, chain_ids
+from orca.snapstore import Lease, SnapshotStore, chain_ids, next_chain_id
 
 TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class OverlayRootfs:
                 desc, diff_id = write_layer(self.blobs, tar_of(upper))
             else:  # the next step needs only the diff ID: compression goes on beside it
                 diff_id = layer_blob.tar_digest(tar_of(upper))
-            sid = chain_ids([self._chain_id(), diff_id])[-1] if self.chain else diff_id.split(":", 1)[1]
+            sid = next_chain_id(top, diff_id)
             self.store.add(sid, top, diff_id, upper, changes.tree, self.workdir, self.lease)
             self.chain = self.chain + [sid]
             if later:
@@ -160,9 +160,6 @@ class OverlayRootfs:
             return desc, diff_id
         finally:
             remove_tree(upper.parent)
-
-    def _chain_id(self) -> str:
-        return "sha256:" + self.chain[-1]
 
     def close(self) -> None:
         try:

@@ -58,11 +58,15 @@ DEFAULT_BUDGET = 10 << 30
 def chain_ids(diff_ids: list[str]) -> list[str]:
     """The chain ID (hex) of every prefix of diff_ids."""
     out: list[str] = []
-    chain = None
     for diff_id in diff_ids:
-        chain = diff_id if chain is None else digestmod.from_bytes(f"{chain} {diff_id}".encode())
-        out.append(chain.split(":", 1)[1])
+        out.append(next_chain_id(out[-1] if out else None, diff_id))
     return out
+
+
+def next_chain_id(parent: str | None, diff_id: str) -> str:
+    """The chain ID (hex) of layer diff_id over the chain parent (hex; None: nothing below)."""
+    chain = diff_id if parent is None else digestmod.from_bytes(f"sha256:{parent} {diff_id}".encode())
+    return chain.split(":", 1)[1]
 
 
 def parse_size(text: str) -> int:
