@@ -19,7 +19,7 @@ import xattr
 
 from umoci_py import securejoin
 from umoci_py.rootless import XATTR_NAME, encode_owner
-from umoci_py.unpriv import remove_tree
+from umoci_py.unpriv import current_umask, remove_tree
 
 from orca.dockerfile.ignore import never as _never  # nothing excluded
 from orca.errors import BuildError
@@ -190,8 +190,6 @@ def destination(rootfs: Path, dest: str, workdir: str, sources: list[Source], wh
 
 def copy_sources(root: Path, sources: list[Source], rootfs: Path, dest: str, dest_is_dir: bool,
                  opts: CopyOptions, excluded: Excluded = _never) -> None:
-    from umoci_py.layer.extract import current_umask  # loaded already on any build that copies
-
     umask = current_umask()
     for src in sources:
         top = root / src.rel if src.rel != "." else root
@@ -229,7 +227,7 @@ def _ensure_parent(rootfs: Path, path: str) -> Path:
 class _Putter:
     """Puts one source's entries into a rootfs, in the walk's order."""
 
-    def __init__(self, rootfs: Path, opts: CopyOptions, umask: int | None) -> None:
+    def __init__(self, rootfs: Path, opts: CopyOptions, umask: int) -> None:
         self.rootfs = rootfs
         self.opts = opts
         self.umask = umask
@@ -270,33 +268,29 @@ class _Putter:
             raise BuildError(f"COPY: {src}: unsupported file type")
 
 
-def _replacing(host: str, make: Callable[[], None]) -> None:
-    """make() the new entry at host, after removing whatever is there: it is
-    tried first, as a copy's path is almost always new."""
+def _replacing(host: str, make: Callable):
+    """make() the new entry at host (its result), after removing whatever is
+    there: it is tried first, as a copy's path is almost always new."""
     try:
-        make()
+        return make()
     except FileExistsError:
         remove_tree(host)
-        make()
+        return make()
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _put_file(src: str, st: os.stat_result, host: str, mode: int, payload: bytes | None,
-              umask: int | None) -> None:
+              umask: int) -> None:
     """A new regular file at host with src's bytes, everything set through
     its descriptor: one path lookup in the rootfs (an overlay lookup is the
     dear part).  It is created with its final mode when the umask leaves the
     mode intact (no fchmod), else 0600 and changed last: setting the owner
     xattr needs the owner's write bit, which a mode such as 0444 lacks."""
-    exact = umask is not None and not mode & (0o7000 | umask) and (payload is None or mode & 0o200)
+    exact = not mode & (0o7000 | umask) and (payload is None or mode & 0o200)
     initial = mode if exact else 0o600
-    try:
-        fout = os.open(host, _CREATE, initial)
-    except FileExistsError:
-        remove_tree(host)
-        fout = os.open(host, _CREATE, initial)
+    fout = _replacing(host, lambda: os.open(host, _CREATE, initial))
     try:
         _copy_data(src, st, fout)
         if payload is not None:

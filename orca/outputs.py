@@ -30,7 +30,7 @@ from pathlib import Path
 from umoci_py.atomicfile import atomic_file
 from umoci_py.cas import Layout
 from umoci_py.errors import UmociError
-from umoci_py.unpriv import remove_tree
+from umoci_py.unpriv import current_umask, remove_tree
 
 from orca.errors import OrcaError
 
@@ -310,14 +310,8 @@ def _atomic_file(dest: str, stdout=None):
         yield stream
         stream.flush()
         return
-    with atomic_file(dest, 0o666 & ~_umask()) as f:
+    with atomic_file(dest, 0o666 & ~current_umask()) as f:
         yield f
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 @contextlib.contextmanager
@@ -340,7 +334,7 @@ def _atomic_dir(dest: str, merge: bool):
         if exists:
             _merge(tree, path)
         else:
-            os.chmod(tree, 0o777 & ~_umask())
+            os.chmod(tree, 0o777 & ~current_umask())
             os.rename(tree, path)
 
 

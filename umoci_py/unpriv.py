@@ -135,6 +135,22 @@ def rmtree(access: Access, rel: str) -> None:
         del access.saved[gone]
 
 
+def current_umask() -> int:
+    """The process umask, read from /proc: setting it to learn it would race
+    with other threads creating files.  Where /proc does not tell (not
+    mounted, a kernel before 4.7), it is set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def remove_tree(path: str | os.PathLike) -> None:
     """rm -rf of a tree we own, through the directories in it that deny us
     (mode 000, read-only).  A symlink is removed, never followed.  Nothing

@@ -37,18 +37,6 @@ def in_user_namespace() -> bool:
     return fields != ["0", "0", "4294967295"]
 
 
-def current_umask() -> int | None:
-    """The process umask, read without changing it (None if unknown)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return None
-
-
 def _ns(ti: tarfile.TarInfo, key: str) -> int:
     raw = ti.pax_headers.get(key)
     if raw is not None:
@@ -116,7 +104,7 @@ class _Extractor:
         self.keep_dirlinks = keep_dirlinks
         self.cache = cache
         self.placeholders = opts.rootless or in_user_namespace()
-        self.umask = current_umask()
+        self.umask = unpriv.current_umask()
         self.access = unpriv.Access(rootfs)
         self.upper: set[str] = {""}
         # Digests only feed the cache: without one, nothing is hashed.
@@ -299,7 +287,7 @@ class _Extractor:
         # Created with its final mode when the umask leaves it intact, which
         # saves an fchmod per file.  The fd is writable whatever the mode, but
         # setting user.* xattrs needs the owner's write bit.
-        exact = self.umask is not None and not mode & (0o7000 | self.umask) and mode & 0o200
+        exact = not mode & (0o7000 | self.umask) and mode & 0o200
         fd = os.open(self.host(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      mode if exact else 0o600)
         # A capability record holds the content's digest: hashed here, inline.
