@@ -90,6 +90,7 @@ class Builder:
         self.views: list = []
         self._mode: str | None = None
         self._mode_lock = threading.Lock()
+        self._digests_lock = threading.Lock()  # not the mode's: its probe would hold up cached stages' lookups
         self._digests = None
         self.slots = CpuSlots()
         self.helpers = req.run_helper or Helpers()  # the build's, closed with it
@@ -239,7 +240,7 @@ class Builder:
     def context_digests(self):
         """Digests of the context's files from the last build on this cache
         dir, by inode, size, mtime and ctime (ctime changes on any write)."""
-        with self._mode_lock:
+        with self._digests_lock:
             if self._digests is None:
                 from umoci_py.mtree import DigestCache
                 self._digests = DigestCache.load(self.o.cache.root / CONTEXT_DIGESTS)
