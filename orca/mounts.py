@@ -9,9 +9,9 @@ import os
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from umoci_py import rootless, securejoin
 from umoci_py.unpriv import remove_tree

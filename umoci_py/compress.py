@@ -11,10 +11,13 @@ from __future__ import annotations
 import functools
 import importlib
 import io
-from typing import BinaryIO
 
 from . import mediatypes
 from .errors import LayerError
+
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every build that runs a step
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 ALGORITHMS = ("gzip", "zstd", "none")
 

@@ -11,10 +11,13 @@ import queue
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from .. import compress
 from ..cas import Layout
+
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every build that runs a step
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 _CHUNK = 1 << 20
 

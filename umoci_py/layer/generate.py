@@ -14,7 +14,6 @@ import os
 import posixpath
 import stat
 import tarfile
-from typing import BinaryIO
 
 from .. import logs, rootless, unpriv
 from ..errors import LayerError
@@ -23,6 +22,9 @@ from .tarwrite import TarWriter, header
 from .idmap import MapOptions, map_id
 from .names import DEVICE_XATTR, FORBIDDEN_XATTRS, OPAQUE, PAX_XATTR, WHITEOUT, clean
 
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every build that runs a step
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 class _LayerWriter:

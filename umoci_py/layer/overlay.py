@@ -31,11 +31,14 @@ import os
 import posixpath
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from .. import mtree
 from .generate import generate_layer
 from .idmap import MapOptions
+
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every build that runs a step
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 # Overlay's own metadata under `userxattr`: never content of a layer.
 PRIVATE_XATTR = "user.overlay."

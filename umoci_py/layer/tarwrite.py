@@ -16,7 +16,10 @@ from __future__ import annotations
 import os
 import struct
 import tarfile
-from typing import BinaryIO
+
+TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every build that runs a step
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
