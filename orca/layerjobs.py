@@ -2,16 +2,16 @@
 
 A step's commit needs only its layer's diff ID (the sha256 of the tar): it
 names the next snapshot, and the steps after it go on over that snapshot.  So
-an overlay commit of a big layer (orca.snapshot.INLINE_LAYER) hashes the tar
-and returns, and the gzip blob is written on
-a thread of its own, from the committed snapshot (immutable, and leased by the
-build).  Until then the layer's descriptor is a placeholder, {PENDING: diff
-ID}.  A cache record that holds one is written once every layer it names is
+an overlay commit of a big layer (orca.snapshot.INLINE_LAYER) returns once
+its tar is made and hashed, while a thread of the layer's own
+(umoci_py.layer.blob.LayerSink) still compresses it into its blob.  Until the
+blob is stored the layer's descriptor is a placeholder, {PENDING: diff ID}.
+A cache record that holds one is written once every layer it names is
 stored (a record never names a missing blob), and the build waits for all of
 them before it exports: what leaves the build never holds a placeholder.
 
-One thread: compressing is CPU work, and the other CPU is the one a
-concurrent stage or the RUN helper runs on.
+One thread here waits for the layers in turn and writes the records that
+waited for them.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable
-
-from orca.errors import BuildError
 
 PENDING = "orca.pending-layer"
 
@@ -40,8 +38,8 @@ class LayerJobs:
         self._thread: threading.Thread | None = None
         self._put_error: BaseException | None = None
 
-    def submit(self, diff_id: str, write: Callable[[], tuple[dict, str]]) -> dict:
-        """The placeholder of a layer write() stores: (descriptor, diff ID)."""
+    def submit(self, diff_id: str, stored: Callable[[], dict]) -> dict:
+        """The placeholder of a layer whose descriptor stored() returns once its blob is stored."""
         with self._lock:
             if self._thread is None:
                 # here, not at start: a fully cached build stores no layer,
@@ -51,17 +49,14 @@ class LayerJobs:
                 self._jobs = queue.SimpleQueue()
                 self._thread = threading.Thread(target=self._work, args=(self._jobs,), name="layer-jobs", daemon=True)
                 self._thread.start()
-        self._jobs.put((diff_id, write))
+        self._jobs.put((diff_id, stored))
         return {PENDING: diff_id}
 
     def _work(self, jobs) -> None:
         while (job := jobs.get()) is not None:
-            diff_id, write = job
+            diff_id, stored = job
             try:
-                desc, written = write()
-                if written != diff_id:  # the snapshot changed after its commit
-                    raise BuildError(f"layer {diff_id}: compressed as {written}")
-                outcome = desc
+                outcome = stored()
             except BaseException as err:  # noqa: BLE001 - raised where the layer is needed
                 outcome = err
             with self._lock:

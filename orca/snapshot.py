@@ -30,11 +30,15 @@ if TYPE_CHECKING:
 
 ROOTLESS = MapOptions(rootless=True, uid_map=[], gid_map=[])
 
-# A layer smaller than this is written at its commit: made once and
-# compressed in a few ms, where hashing its tar now and writing it again on
-# the jobs' thread (whose start and GIL hand-overs the next step waits for)
-# cost a small COPY's commit ~6 ms.
+# A layer smaller than this is stored before its commit returns: it is
+# compressed at once, with no thread (umoci_py.layer.blob.LayerSink), and a
+# placeholder would only add the jobs' thread and hand-overs, which the next
+# step waits for.  A bigger one is still being compressed when the commit
+# returns.
 INLINE_LAYER = 1 << 20
+# How many 1 MB chunks of its tar may wait for the compressor: a producer
+# that gets that far ahead blocks, bounding the memory held to 32 MB.
+LATER_BACKLOG = 32
 
 
 def write_layer(store: Layout, write_tar) -> tuple[dict, str]:
@@ -42,7 +46,8 @@ def write_layer(store: Layout, write_tar) -> tuple[dict, str]:
     and hashed as it is written: (descriptor, diff_id)."""
     with layer_blob.layer_writer(store, "gzip") as sink:
         write_tar(sink)
-    return sink.layer.descriptor, sink.layer.diff_id
+    layer = sink.stored()
+    return layer.descriptor, layer.diff_id
 
 
 class OverlayRootfs:
@@ -144,19 +149,19 @@ class OverlayRootfs:
                 deltas = [d for d in deltas if d.path != "."]
             if not deltas:
                 return None
-            def tar_of(tree: Path):
-                return lambda tar: generate_upper_layer(tree, deltas, ROOTLESS, tar, source_date_epoch)
-
+            # with jobs, a big layer is still being compressed when the commit
+            # returns: the next step needs only the diff ID
             later = self.jobs is not None and changes.data_size >= INLINE_LAYER
-            if not later:
-                desc, diff_id = write_layer(self.blobs, tar_of(upper))
-            else:  # the next step needs only the diff ID: compression goes on beside it
-                diff_id = layer_blob.tar_digest(tar_of(upper))
+            with layer_blob.layer_writer(self.blobs, "gzip", LATER_BACKLOG if later else 4) as sink:
+                generate_upper_layer(upper, deltas, ROOTLESS, sink, source_date_epoch)
+            diff_id = sink.diff_id
+            if later:
+                desc = self.jobs.submit(diff_id, lambda: sink.stored().descriptor)
+            else:
+                desc = sink.stored().descriptor
             sid = next_chain_id(top, diff_id)
             self.store.add(sid, top, diff_id, upper, changes.tree, self.workdir, self.lease)
             self.chain = self.chain + [sid]
-            if later:
-                desc = self.jobs.submit(diff_id, lambda: write_layer(self.blobs, tar_of(self.store.diff(sid))))
             return desc, diff_id
         finally:
             remove_tree(upper.parent)

@@ -1,4 +1,4 @@
-"""layer.blob.write_layer: the one way a layer tar becomes a layout blob."""
+"""layer.blob: the one way a layer tar becomes a layout blob, made and hashed once."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from umoci_py import compress, mediatypes
 from umoci_py.cas import Layout
-from umoci_py.layer.blob import tar_digest, write_layer
+from umoci_py.errors import LayoutError
+from umoci_py.layer.blob import layer_writer, write_layer
 
 from umoci_py_helpers import blob_path
 
@@ -37,14 +38,46 @@ def test_blob_digest_diff_id_and_sizes(tmp_path, algorithm, media_type, data):
         assert layer.descriptor["digest"] == layer.diff_id
 
 
+def _write_unevenly(sink, data: bytes) -> None:
+    for i in range(0, len(data), 12345):  # uneven writes, as a tar writer's
+        sink.write(data[i:i + 12345])
+
+
+def _blobs_and_temp_dirs(layout_dir):
+    return [p for p in layout_dir.rglob("*") if p.is_file() and p.parent.name == "sha256"] + \
+        list(layout_dir.glob(".umoci-*"))
+
+
 @pytest.mark.parametrize("data", [TAR, SMALL], ids=["4MB", "5kB"])
-def test_tar_digest_is_the_diff_id_write_layer_gives_and_stores_nothing(tmp_path, data):
+def test_the_diff_id_is_known_when_the_tar_is_written_and_the_blob_follows(tmp_path, data):
     layout = Layout.init(tmp_path / "oci")
-    before = sorted((tmp_path / "oci").rglob("*"))
+    with layer_writer(layout, "gzip", backlog=8) as sink:
+        _write_unevenly(sink, data)
+    assert sink.written() == sink.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    layer = sink.stored()
+    assert layer.diff_id == sink.diff_id and layer.uncompressed_size == len(data)
+    stored = blob_path(tmp_path / "oci", layer.descriptor["digest"]).read_bytes()
+    assert compress.reader(io.BytesIO(stored), mediatypes.LAYER_GZIP).read() == data
 
-    def write_tar(f):
-        for i in range(0, len(data), 12345):  # uneven writes, as a tar writer's
-            f.write(data[i:i + 12345])
 
-    assert tar_digest(write_tar) == "sha256:" + hashlib.sha256(data).hexdigest()
-    assert sorted((tmp_path / "oci").rglob("*")) == before
+@pytest.mark.parametrize("data", [TAR, SMALL], ids=["4MB", "5kB"])
+def test_a_tar_that_fails_halfway_stores_nothing(tmp_path, data):
+    layout = Layout.init(tmp_path / "oci")
+    with pytest.raises(RuntimeError, match="tar writer failed"):
+        with layer_writer(layout, "gzip") as sink:
+            _write_unevenly(sink, data[: len(data) // 2])
+            raise RuntimeError("tar writer failed")
+    assert _blobs_and_temp_dirs(tmp_path / "oci") == []
+
+
+def test_a_blob_that_cannot_be_written_fails_the_producer_and_never_blocks_it(tmp_path):
+    layout = Layout.init(tmp_path / "oci")
+    os.chmod(tmp_path / "oci", 0o555)  # neither lock nor temp dir for the blob (the suite is not root)
+    try:
+        with pytest.raises(LayoutError, match="Permission denied"):
+            with layer_writer(layout, "gzip", backlog=1) as sink:
+                _write_unevenly(sink, TAR * 4)  # many more chunks than the backlog
+            sink.stored()
+    finally:
+        os.chmod(tmp_path / "oci", 0o755)
+    assert _blobs_and_temp_dirs(tmp_path / "oci") == []

@@ -29,45 +29,47 @@ class LayerBlob:
     uncompressed_size: int
 
 
+class _Aborted(Exception):
+    """The producer failed: the blob being written is thrown away."""
+
+
+_ABORT = object()  # queued by LayerSink.abort
+
+
 class LayerSink:
     """The write side of a layer being stored: a file object taking the
-    uncompressed tar; .layer is the LayerBlob once layer_writer is done.
-    Compression, with the compressed blob's hash and write, runs on a thread
-    of its own (hashlib, isal and zlib release the GIL), beside whatever
-    produces the tar, which hashes the tar (the diff ID) as it hands each
-    chunk over.  That splits the work about evenly on two cores: for a 62 MB
-    layer the tar is ~60 ms, either hash ~55 ms, isal's gzip ~80 ms; with
-    both hashes on the thread it was busy ~220 ms of ~240 while the tar's
-    producer waited on it.  With nothing to compress (tar_digest) the
-    thread takes the hash instead.  A tar smaller than one chunk never
-    starts the thread: it is hashed and compressed at close(), where a
-    thread's start and hand-overs cost more than the work (~2 ms of a
-    small step's commit)."""
+    uncompressed tar, compressed into a new blob of the layout as it comes.
 
-    def __init__(self, out, diff_on_thread: bool = False):
-        self._out = out
-        self._diff_on_thread = diff_on_thread
+    The tar is made once.  Its producer hashes it (the diff ID) as it hands
+    each chunk to a thread of its own, which compresses it, hashes the
+    compressed bytes and writes the blob (hashlib, isal and zlib release the
+    GIL).  That splits the work about evenly on two cores: for a 62 MB layer
+    the tar is ~60 ms, either hash ~55 ms, isal's gzip ~80 ms (~180 ms when
+    the data does not compress); with both hashes on the thread it was busy
+    ~220 ms of ~240 while the tar's producer waited on it.
+
+    written() returns the diff ID as soon as the whole tar is handed over,
+    and stored() the LayerBlob once the blob is in the layout: between the
+    two, a build's next step runs (orca.layerjobs).  Up to `backlog` chunks
+    wait for the thread, so a producer can finish that far ahead of it.  A
+    tar smaller than one chunk never starts the thread: it is compressed in
+    written(), where a thread's start and hand-overs cost more than the work
+    (~2 ms of a small step's commit)."""
+
+    def __init__(self, layout: Layout, algorithm: str, backlog: int = 4):
+        self._layout, self._algorithm = layout, algorithm
         self._diff = hashlib.sha256()
         self.size = 0
-        self.layer: LayerBlob | None = None
+        self.diff_id: str | None = None  # once written()
         self._buf = bytearray()
-        self._queue: queue.Queue = queue.Queue(4)
-        self._error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(backlog)
         self._thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    if self._diff_on_thread:
-                        self._diff.update(chunk)
-                    self._out.write(chunk)
-                except BaseException as err:  # raised in the writer's thread
-                    self._error = err
+        self._ended = False  # the thread took the last chunk (or the abort)
+        self._outcome: LayerBlob | BaseException | None = None
 
     def write(self, data) -> int:
-        if self._error is not None:
-            raise self._error
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
         self._buf += data
         self.size += len(data)
         if len(self._buf) >= _CHUNK:
@@ -77,43 +79,84 @@ class LayerSink:
     def _hand_over(self) -> None:
         chunk = bytes(self._buf)
         self._buf.clear()
-        if not self._diff_on_thread:
-            self._diff.update(chunk)
+        self._diff.update(chunk)
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread = threading.Thread(target=self._run, daemon=True, name="layer-sink")
             self._thread.start()
         self._queue.put(chunk)
 
-    def close(self) -> None:
-        """Wait for what was written to be compressed (idempotent)."""
-        if self._thread is None:
-            chunk = bytes(self._buf)
-            self._buf.clear()
-            if chunk:
+    def written(self) -> str:
+        """The diff ID, once the whole tar is written (the blob may still be on its way)."""
+        if self.diff_id is None:
+            if self._thread is None:
+                chunk = bytes(self._buf)
+                self._buf.clear()
                 self._diff.update(chunk)
-                self._out.write(chunk)
-        elif self._thread.is_alive():
-            if self._buf:
-                self._hand_over()
-            self._queue.put(None)
+                self.diff_id = "sha256:" + self._diff.hexdigest()
+                self._outcome = self._store(iter((chunk,) if chunk else ()))
+            else:
+                if self._buf:
+                    self._hand_over()
+                self.diff_id = "sha256:" + self._diff.hexdigest()
+                self._queue.put(None)
+        return self.diff_id
+
+    def stored(self) -> LayerBlob:
+        """The stored blob (waiting for it); its error if storing it failed."""
+        self.written()
+        if self._thread is not None:
             self._thread.join()
-        if self._error is not None:
-            raise self._error
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
+
+    def abort(self) -> None:
+        """The tar will not be finished: nothing is stored."""
+        if self._thread is not None and self.diff_id is None:
+            self.diff_id = ""
+            self._queue.put(_ABORT)
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            self._outcome = self._store(self._chunks())
+        except BaseException as err:  # raised to the producer by write() or stored()
+            self._outcome = err
+            while not self._ended:  # the producer must never block on a full queue
+                self._ended = self._queue.get() in (None, _ABORT)
+
+    def _chunks(self):
+        while True:
+            chunk = self._queue.get()
+            if chunk is None or chunk is _ABORT:
+                self._ended = True
+                if chunk is _ABORT:
+                    raise _Aborted
+                return
+            yield chunk
+
+    def _store(self, chunks) -> LayerBlob:
+        with self._layout.blob_writer() as blob:
+            with compress.writer(blob, self._algorithm) as out:
+                for chunk in chunks:
+                    out.write(chunk)
+        descriptor = {"mediaType": compress.media_type_for(self._algorithm), "digest": blob.digest,
+                      "size": blob.size}
+        return LayerBlob(descriptor, self.diff_id, self.size)
 
 
 @contextmanager
-def layer_writer(layout: Layout, algorithm: str):
+def layer_writer(layout: Layout, algorithm: str, backlog: int = 4):
     """A LayerSink whose tar is compressed with algorithm ("gzip", "zstd",
-    "none") into a new blob of layout as it is written, never held whole."""
-    with layout.blob_writer() as blob:
-        with compress.writer(blob, algorithm) as out:
-            sink = LayerSink(out)
-            try:
-                yield sink
-            finally:
-                sink.close()
-    descriptor = {"mediaType": compress.media_type_for(algorithm), "digest": blob.digest, "size": blob.size}
-    sink.layer = LayerBlob(descriptor, "sha256:" + sink._diff.hexdigest(), sink.size)
+    "none") into a new blob of layout as it is written, never held whole.
+    On leaving, the tar is written (sink.written()); sink.stored() waits for the blob."""
+    sink = LayerSink(layout, algorithm, backlog)
+    try:
+        yield sink
+        sink.written()
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def write_layer(layout: Layout, tar_stream: BinaryIO, algorithm: str) -> LayerBlob:
@@ -121,21 +164,4 @@ def write_layer(layout: Layout, tar_stream: BinaryIO, algorithm: str) -> LayerBl
     with layer_writer(layout, algorithm) as sink:
         while chunk := tar_stream.read(_CHUNK):
             sink.write(chunk)
-    return sink.layer
-
-
-class _Discard:
-    def write(self, data) -> int:
-        return len(data)
-
-
-def tar_digest(write_tar) -> str:
-    """The diff ID ("sha256:...") of the tar write_tar(file) writes, hashed
-    beside the writer and not kept: a layer named before it is stored."""
-    sink = LayerSink(_Discard(), diff_on_thread=True)
-    try:
-        write_tar(sink)
-    finally:
-        sink.close()
-    return "sha256:" + sink._diff.hexdigest()
-
+    return sink.stored()
