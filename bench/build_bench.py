@@ -7,17 +7,20 @@ Dockerfiles FROM the same Debian image.  Run as root through tools/bench-build.
   /usr/bin/docker with DOCKER_BUILDKIT=1.  Its RUN steps use the host network
   (`--network host`), as runrootless's do: the private dockerd has no bridge.
 - buildah (`bud --isolation chroot --layers`) runs as a user WITH a subuid
-  range, which buildah needs; `--no-buildah` leaves it out.
+  range, which buildah needs, in rounds of its own after the others' (see
+  below); `--no-buildah` leaves it out.
 
 Each workload: build #1 from empty build caches (the base image already
 unpacked, as `docker load` leaves it for BuildKit; `--cold-base` times
 orca-build's unpacking of it too), a dummy file (or one changed small
 file) into the context, build #2.  Workloads: examples/ex01, examples/apt-hello
 and a COPY-heavy context (3,000 small files and one 50 MB file).  In every
-round the tools run one after the other, in an order that rotates, and each
-starts from empty caches; the table gives the median time of each tool and the
-median of the per-round ratios to BuildKit with their range, since a ratio
-taken within one round cancels the drift of a shared machine between rounds.
+round orca-build and BuildKit run one after the other, in an order that
+alternates, and each starts from empty caches; the table gives the median
+time of each tool and the median of the per-round ratios to BuildKit with
+their range, since a ratio taken within one round cancels the drift of a
+shared machine between rounds.  buildah's ratio is to BuildKit's time in the
+round of the same number.
 Targets (issue 12): build #2 <= 1.0x BuildKit, build #1 <= 1.25x BuildKit.
 
 Nothing is deleted until the last round ends: a tool's work directory, a
@@ -28,8 +31,10 @@ inode table block is dirty: ext4's recently_deleted()), one buffer lookup
 each; after buildah's cleanup, 3,000 file creations took 300-700 ms of
 kernel time instead of 30-70.  In a rotation of three tools the same tool
 always follows buildah, so that cost landed on orca-build every round.
-For the same reason BuildKit's empty caches are a fresh private dockerd per
-workload and round, not a `builder prune` that deletes the last one's.
+buildah also deletes within its builds (its working containers), so it runs
+after the others, in rounds of its own.  For the same reason BuildKit's
+empty caches are a fresh private dockerd per workload and round, not a
+`builder prune` that deletes the last one's.
 """
 
 from __future__ import annotations
@@ -255,6 +260,11 @@ def report(rounds: list[dict], names: list[str]) -> int:
     return 1 if missed else 0
 
 
+def _print_round(title: str, times: dict) -> None:
+    print(f"{title}: " + ", ".join(f"{k[0]} {k[1]}: " + " ".join(f"{n} {t:.2f}" for n, t in v.items())
+                                   for k, v in times.items()), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--orca-user", default="orcatest")
@@ -277,14 +287,17 @@ def main() -> None:
     try:
         tools.append(Orca(work, args.orca_user, args.fixture, trash, args.cold_base))
         tools.append(BuildKit(work, "root", args.fixture, trash))
-        if not args.no_buildah:
-            tools.append(Buildah(work, args.buildah_user, args.fixture, trash))
         rounds = []
         for i in range(args.rounds):
-            order = tools[i % len(tools):] + tools[:i % len(tools)]
+            order = tools[i % 2:] + tools[:i % 2]
             rounds.append(one_round(order, sources, work, trash))
-            print(f"round {i + 1}: " + ", ".join(f"{k[0]} {k[1]}: " + " ".join(f"{n} {t:.2f}" for n, t in v.items())
-                                                for k, v in rounds[-1].items()), flush=True)
+            _print_round(f"round {i + 1}", rounds[-1])
+        if not args.no_buildah:
+            tools.append(Buildah(work, args.buildah_user, args.fixture, trash))
+            for i, times in enumerate(rounds):
+                for key, by_tool in one_round(tools[-1:], sources, work, trash).items():
+                    times[key].update(by_tool)
+                _print_round(f"buildah round {i + 1}", {k: {"buildah": v["buildah"]} for k, v in times.items()})
         raise SystemExit(report(rounds, [t.name for t in tools]))
     finally:
         for tool in tools:
