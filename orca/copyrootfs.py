@@ -258,7 +258,7 @@ class CopyRootfs(Snapshot):
         upper_from_deltas(self.rootfs, deltas, upper, self.origins, self._copied_to(sid))
         lowers = [str(self.snapshots.diff(s)) for s in reversed(ids[:-1])]
         changes = upper_changes(upper, self.snapshots.manifest(parent), lowers)
-        self.snapshots.add(sid, parent, diff_id, upper, changes.tree, self.workdir, self.lease)
+        self.snapshots.add(sid, parent, diff_id, upper, changes, self.workdir, self.lease)
         remove_tree(upper.parent)
 
     def _committed(self, diff_id: str, deltas: list[mtree.Delta], current: mtree.Manifest) -> None:

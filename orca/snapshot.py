@@ -131,7 +131,7 @@ class OverlayRootfs:
         finally:
             userns.umount(str(target))
         changes = upper_changes(upper, self.store.manifest(parent), lowers[:-1])
-        self.store.add(ids[i], parent, diff_id, upper, changes.tree, self.workdir, self.lease)
+        self.store.add(ids[i], parent, diff_id, upper, changes, self.workdir, self.lease)
         remove_tree(upper.parent)
 
     def commit(self, source_date_epoch: int | None, root: bool = True) -> tuple[dict, str] | None:
@@ -160,7 +160,7 @@ class OverlayRootfs:
             else:
                 desc = sink.stored().descriptor
             sid = next_chain_id(top, diff_id)
-            self.store.add(sid, top, diff_id, upper, changes.tree, self.workdir, self.lease)
+            self.store.add(sid, top, diff_id, upper, changes, self.workdir, self.lease)
             self.chain = self.chain + [sid]
             return desc, diff_id
         finally:
@@ -183,7 +183,7 @@ def add_base_snapshot(store: SnapshotStore, sid: str, blobs: Layout, desc: dict,
     with open_layer(blobs, desc, inflate) as stream:
         unpack_layer_as_upper(stream, upper, ROOTLESS, bottom=True)  # overlay's own xattrs never reach it
         stream.finish()
-    store.add(sid, None, diff_id, upper, upper_changes(upper, {}, []).tree, workdir, lease)
+    store.add(sid, None, diff_id, upper, upper_changes(upper, {}, []), workdir, lease)
 
 
 def copy_dir_metadata(src: Path, dst: Path) -> None:

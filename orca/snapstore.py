@@ -46,7 +46,7 @@ from orca.errors import BuildError
 
 TYPE_CHECKING = False  # typing's, without importing typing: ~2 ms of every orca-build start
 if TYPE_CHECKING:
-    from umoci_py.layer.overlay import TreeChanges
+    from umoci_py.layer.overlay import TreeChanges, UpperChanges
 
 BUILD_PREFIX = "build-"
 RECLAIM_PREFIX = ".reclaim-"
@@ -218,18 +218,19 @@ class SnapshotStore:
             merged = self._manifests[sid] = changes.apply(merged)
         return merged
 
-    def add(self, sid: str, parent: str | None, diff_id: str, upper: Path, changes: TreeChanges,
+    def add(self, sid: str, parent: str | None, diff_id: str, upper: Path, changes: UpperChanges,
             workdir: Path, lease: Lease) -> None:
         """Move a finished upper in as snapshot sid (kept as is if another
-        build was first), with what it changes in its parent's manifest."""
+        build was first), with what it changes in its parent's manifest and
+        its size on disk, both from the walk that found its changes."""
         staging = Path(tempfile.mkdtemp(dir=workdir))
         os.rename(upper, staging / "diff")
-        size = _disk_usage(staging / "diff")
-        doc = {"entries": changes.entries, "removed": changes.removed}
+        doc = {"entries": changes.tree.entries, "removed": changes.tree.removed}
         (staging / "changes.json").write_bytes(json.dumps(doc, separators=(",", ":")).encode())
-        (staging / "meta.json").write_text(json.dumps({"parent": parent, "diff_id": diff_id, "size": size}))
+        (staging / "meta.json").write_text(json.dumps({"parent": parent, "diff_id": diff_id,
+                                                       "size": changes.disk_usage}))
         if parent is None or parent in self._manifests:  # its view comes at the cost of a dict copy
-            self._manifests[sid] = changes.apply(self._manifests.get(parent, {}))
+            self._manifests[sid] = changes.tree.apply(self._manifests.get(parent, {}))
         with self.shared():
             lease.record(self, [sid])
             try:
@@ -358,14 +359,3 @@ def _merged_manifest(path: Path) -> dict[str, str]:
     if not all(isinstance(kw, dict) for kw in doc.values()):
         raise BuildError(f"{path}: corrupt snapshot manifest: an entry is not an object of keywords")
     return {p: encode(kw) for p, kw in doc.items()}
-
-
-def _disk_usage(path: Path) -> int:
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-            except OSError:
-                pass
-    return total

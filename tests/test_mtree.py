@@ -107,3 +107,14 @@ def test_usual_keyword_sets_give_what_the_general_walk_gives(tmp_path):
         by_path = fast.by_path()
         assert by_path["d/ln"].keywords["uid"] == "5" and by_path["d/locked"].keywords["mode"] == "0"
         assert ("sha256digest" in by_path["d/f"].keywords) == (keywords is mtree.KEYWORDS)
+
+
+def test_a_walk_counts_what_du_counts(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "d/e").mkdir(parents=True)
+    (tree / "d/big").write_bytes(os.urandom(300_000))
+    (tree / "small").write_bytes(b"x")
+    (tree / "empty").touch()
+    os.symlink("d/big", tree / "link")
+    du = subprocess.run(["du", "-s", "-B1", str(tree)], capture_output=True, text=True, check=True)
+    assert mtree.walk(tree).disk_usage == int(du.stdout.split()[0])

@@ -21,7 +21,7 @@ from layer_tars import ROOTLESS, entry, make_tar
 from umoci_py import mtree, rootless
 from umoci_py.cas import Layout
 from umoci_py.layer.extract import extract_layer
-from umoci_py.layer.overlay import TreeChanges
+from umoci_py.layer.overlay import TreeChanges, UpperChanges
 from umoci_py.layer.overlayunpack import unpack_layer_as_upper
 from umoci_py_helpers import tree_snapshot
 
@@ -133,7 +133,7 @@ def test_overlay_uppers_copied_bottom_up_are_the_extracted_tree(tmp_path):
         if i:  # as the overlay path starts an upper: the root of the tree below
             copy_dir_metadata(store.diff(ids[i - 1]), upper)
         unpack_layer_as_upper(io.BytesIO(make_tar(*layer)), upper, ROOTLESS, bottom=i == 0)
-        store.add(ids[i], ids[i - 1] if i else None, diff_ids[i], upper, TreeChanges({}, []), lease.dir, lease)
+        store.add(ids[i], ids[i - 1] if i else None, diff_ids[i], upper, UpperChanges([], TreeChanges({}, [])), lease.dir, lease)
     lease.release()
     assert os.getxattr(store.diff(ids[1]) / "opq", "user.overlay.opaque") == b"y"
     assert os.lstat(store.diff(ids[1]) / "d").st_rdev == 0  # a whiteout device

@@ -172,6 +172,7 @@ class Manifest:
         self.tree = tree
         # (st_dev, st_ino) of each hard-linked non-directory; only a walk knows them
         self.inodes: dict[str, tuple[int, int]] = {}
+        self.disk_usage = 0  # bytes the walked entries take on disk (st_blocks, as du counts)
 
     def by_path(self) -> dict[str, Entry]:
         return {e.path: e for e in self.entries}
@@ -294,6 +295,7 @@ def _walk_dir(access, rel, keywords, rootless, cache, manifest) -> None:
     entries = manifest.entries
     path = access.host(rel)
     st = os.lstat(path)
+    manifest.disk_usage += st.st_blocks * 512
     entries.append(Entry(rel or ".", _keywords(access, rel, path, st, keywords, rootless, cache)))
     names = unpriv.listdir(access, rel) if rootless else sorted(os.listdir(path), key=os.fsencode)
     subdirs = []
@@ -304,6 +306,7 @@ def _walk_dir(access, rel, keywords, rootless, cache, manifest) -> None:
         if stat.S_ISDIR(cst.st_mode):
             subdirs.append(child)
         else:
+            manifest.disk_usage += cst.st_blocks * 512
             entries.append(Entry(child, _keywords(access, child, cpath, cst, keywords, rootless, cache)))
             if cst.st_nlink > 1:
                 manifest.inodes[child] = (cst.st_dev, cst.st_ino)

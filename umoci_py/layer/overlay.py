@@ -89,6 +89,7 @@ class UpperChanges:
     deltas: list[mtree.Delta]  # what the layer holds, as a full-tree compare gives them
     tree: TreeChanges
     data_size: int = 0  # bytes in the upper's regular files: about the layer's tar size
+    disk_usage: int = 0  # bytes the upper takes on disk
 
 
 def _public(keywords: dict[str, str]) -> dict[str, str]:
@@ -174,7 +175,7 @@ def upper_changes(upper: str | os.PathLike, lower: dict[str, str], lowers: list[
     new.inodes = {p: ino for p, ino in walked.inodes.items() if p in held}
     data_size = sum(int(kw.get("size", 0)) for kw in held.values() if kw.get("type") == "file")
     return UpperChanges(layer_changes(old, new), TreeChanges(entries, sorted(p for p in removed if p in lower)),
-                        data_size)
+                        data_size, walked.disk_usage)
 
 
 def layer_changes(old: mtree.Manifest, new: mtree.Manifest) -> list[mtree.Delta]:
