@@ -44,9 +44,9 @@ class LayerSink:
     each chunk to a thread of its own, which compresses it, hashes the
     compressed bytes and writes the blob (hashlib, isal and zlib release the
     GIL).  That splits the work about evenly on two cores: for a 62 MB layer
-    the tar is ~60 ms, either hash ~55 ms, isal's gzip ~80 ms (~180 ms when
-    the data does not compress); with both hashes on the thread it was busy
-    ~220 ms of ~240 while the tar's producer waited on it.
+    the tar is ~60 ms, either hash ~55 ms, isal's gzip ~80 ms; with both
+    hashes on the thread it was busy ~220 ms of ~240 while the tar's
+    producer waited on it.
 
     written() returns the diff ID as soon as the whole tar is handed over,
     and stored() the LayerBlob once the blob is in the layout: between the
