@@ -76,7 +76,7 @@ def timed(cmd: list, env: dict | None = None) -> tuple[float, str]:
 
 
 class Trash:
-    """Trees moved aside (a rename on the same filesystem frees no inode) and removed at the end."""
+    """Trees moved aside (a rename on the same filesystem frees no inode), removed with the work dir at the end."""
 
     def __init__(self, work: Path):
         self.dir = work / "trash"
@@ -87,9 +87,6 @@ class Trash:
         if os.path.lexists(path):
             self.count += 1
             os.rename(path, self.dir / str(self.count))
-
-    def empty(self) -> None:
-        subprocess.run(["rm", "-rf", "--one-file-system", str(self.dir)], check=False)
 
 
 def give(path: Path, user: str) -> None:
@@ -302,8 +299,7 @@ def main() -> None:
     finally:
         for tool in tools:
             tool.close()
-        trash.empty()
-        subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)  # the trash with it
 
 
 if __name__ == "__main__":

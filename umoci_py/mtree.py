@@ -172,7 +172,7 @@ class Manifest:
         self.tree = tree
         # (st_dev, st_ino) of each hard-linked non-directory; only a walk knows them
         self.inodes: dict[str, tuple[int, int]] = {}
-        self.disk_usage = 0  # bytes the walked entries take on disk (st_blocks, as du counts)
+        self.disk_usage = 0  # bytes the walked entries take on disk (st_blocks, as du; a hard link per name)
 
     def by_path(self) -> dict[str, Entry]:
         return {e.path: e for e in self.entries}
