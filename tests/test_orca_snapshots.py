@@ -144,6 +144,48 @@ def test_a_big_layer_compressed_beside_the_next_step_is_the_layer_the_copy_path_
     assert digests["auto"] == digests["copy"]
 
 
+def test_a_base_of_several_layers_is_extracted_by_both_paths_into_the_same_tree(busybox_layout, tmp_path):
+    """A fresh cache dir FROM an image of four layers: the overlay path extracts
+    each layer through an overlay on the ones below, the fallback into its
+    copied rootfs (a walk finds what each changed).  A step over it sees the
+    same tree and writes the same layer, and the base's snapshots are equal."""
+    base_ctx, base = tmp_path / "base-ctx", tmp_path / "base"
+    base_ctx.mkdir()
+    (base_ctx / "Dockerfile").write_text(
+        f"FROM oci:{busybox_layout}:latest\n"
+        "RUN mkdir -p /d/sub /d/gone && echo a > /d/a && echo b > /d/sub/b && ln /d/a /d/hard && echo g > /d/gone/g\n"
+        "RUN rm -rf /d/gone /etc/group && echo c > /d/c && chmod 700 /d/sub && chown 3:4 /d/sub/b && mknod /d/n c 1 3\n"
+        "RUN rm /d/hard && rm -rf /d/sub && mkdir /d/sub && echo new > /d/sub/b2 && echo a2 >> /d/a\n")
+    orca("--layout", base, "--cache-dir", tmp_path / "base-cache", "--progress", "quiet", "-t", "base", base_ctx,
+         env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert len(manifest_of(base, "base")["layers"]) == 4
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    # what the step sees, sorted (readdir orders differ), but directories' link
+    # counts: overlayfs gives a merged directory 1
+    listing = ("(find /d /etc -type f -exec stat -c '%n %a %u %g %s %h' {} + "
+               "&& find /d /etc ! -type f -exec stat -c '%n %a %u %g %F' {} +) | sort > /listing")
+    (ctx / "Dockerfile").write_text(f"FROM oci:{base}:base\n"
+                                    f"RUN {listing} && rm /d/c && chown 5:6 /d/a && echo x > /d/sub/x\n")
+    layers, changes = {}, {}
+    for mode in ("auto", "copy"):
+        out, cache = tmp_path / f"out-{mode}", tmp_path / f"cache-{mode}"
+        proc = orca("--layout", out, "--cache-dir", cache, "--progress", "plain", "-t", "x", ctx,
+                    env={"ORCA_SNAPSHOTTER": mode, "SOURCE_DATE_EPOCH": "1700000000"})
+        assert (FALLBACK_NOTE in proc.stderr) == (mode == "copy"), proc.stderr
+        layers[mode] = [d["digest"] for d in manifest_of(out, "x")["layers"]]
+        changes[mode] = {sid: json.loads((cache / "snapshots" / sid / "changes.json").read_text())
+                         for sid in snapshots(cache)}
+    assert layers["auto"] == layers["copy"]
+    assert layers["auto"][:4] == [d["digest"] for d in manifest_of(base, "base")["layers"]]
+    # the base's four snapshots (the step's holds its own files' real times)
+    extracted = {sid: doc for sid, doc in changes["auto"].items() if "listing" not in doc["entries"]}
+    assert len(changes["auto"]) == 5 and len(extracted) == 4
+    assert {sid: changes["copy"].get(sid) for sid in extracted} == extracted
+    top = {m.name: m for m in layer_members(tmp_path / "out-auto", manifest_of(tmp_path / "out-auto", "x")["layers"][-1])}
+    assert {"listing", "d/.wh.c", "d/a", "d/sub/x"} <= set(top) and (top["d/a"].uid, top["d/a"].gid) == (5, 6)
+
+
 def test_the_fallback_copies_a_stage_from_the_store_without_reading_the_base_layer(busybox_layout, tmp_path):
     cache, out, ctx = tmp_path / "cache", tmp_path / "out", tmp_path / "ctx"
     ctx.mkdir()
