@@ -49,7 +49,7 @@ def _blobs_and_temp_dirs(layout_dir):
 
 
 @pytest.mark.parametrize("data", [TAR, SMALL], ids=["4MB", "5kB"])
-def test_the_diff_id_is_known_when_the_tar_is_written_and_the_blob_follows(tmp_path, data):
+def test_written_gives_the_diff_id_and_stored_the_blob_of_the_same_tar(tmp_path, data):
     layout = Layout.init(tmp_path / "oci")
     with layer_writer(layout, "gzip", backlog=8) as sink:
         _write_unevenly(sink, data)
