@@ -152,7 +152,7 @@ class OverlayRootfs:
             # with jobs, a big layer is still being compressed when the commit
             # returns: the next step needs only the diff ID
             later = self.jobs is not None and changes.data_size >= INLINE_LAYER
-            with layer_blob.layer_writer(self.blobs, "gzip", LATER_BACKLOG if later else 4) as sink:
+            with layer_blob.layer_writer(self.blobs, "gzip", LATER_BACKLOG if later else layer_blob.BACKLOG) as sink:
                 generate_upper_layer(upper, deltas, ROOTLESS, sink, source_date_epoch)
             diff_id = sink.diff_id
             if later:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
 _CHUNK = 1 << 20
+BACKLOG = 4  # chunks waiting for the compressor by default: a producer that gets that far ahead waits
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class LayerSink:
     written(), where a thread's start and hand-overs cost more than the work
     (~2 ms of a small step's commit)."""
 
-    def __init__(self, layout: Layout, algorithm: str, backlog: int = 4):
+    def __init__(self, layout: Layout, algorithm: str, backlog: int = BACKLOG):
         self._layout, self._algorithm = layout, algorithm
         self._diff = hashlib.sha256()
         self.size = 0
@@ -146,7 +147,7 @@ class LayerSink:
 
 
 @contextmanager
-def layer_writer(layout: Layout, algorithm: str, backlog: int = 4):
+def layer_writer(layout: Layout, algorithm: str, backlog: int = BACKLOG):
     """A LayerSink whose tar is compressed with algorithm ("gzip", "zstd",
     "none") into a new blob of layout as it is written, never held whole.
     On leaving, the tar is written (sink.written()); sink.stored() waits for the blob."""
